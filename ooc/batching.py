@@ -1,0 +1,103 @@
+"""The only place that decides which samples form a batch, and in what order.
+
+An epoch is a list of index arrays that together hold every selected sample exactly once (the
+last one shorter unless ``drop_remainder``). The shuffle is a fresh permutation each epoch, drawn
+from ``default_rng([seed, epoch])``: the same (seed, epoch) always gives the same batches, whatever
+the store, and a run can restart at any epoch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from ooc.errors import OptionError
+from ooc.formats.base import Store
+
+
+def epoch_batches(
+    indices: int | np.ndarray,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None = None,
+    epoch: int = 0,
+    drop_remainder: bool = False,
+) -> list[np.ndarray]:
+    """Index arrays of one epoch over ``indices`` (or ``range(indices)`` when given a count)."""
+    if batch_size < 1:
+        raise OptionError(f"batch size must be a positive number of samples, got {batch_size}")
+    order = np.arange(indices, dtype=np.int64) if np.isscalar(indices) else np.asarray(indices, dtype=np.int64)
+    if shuffle:
+        if seed is None:
+            raise OptionError("shuffle=True needs a seed, so that the run can be reproduced")
+        order = order[np.random.default_rng([seed, epoch]).permutation(len(order))]
+    stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
+    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def batches(
+    store: Store,
+    split: str,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int | None = None,
+    epoch: int = 0,
+    indices: np.ndarray | None = None,
+    drop_remainder: bool = False,
+    prefetch: int = 2,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(x, y)`` batches of one epoch of ``split`` (or of its ``indices`` subset).
+
+    With ``prefetch`` > 0 a background thread reads up to that many batches ahead, so reading
+    overlaps with whatever the caller does with the previous batch (the storage libraries and
+    numpy release the GIL for their heavy parts).
+    """
+    plan = epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
+                         shuffle=shuffle, seed=seed, epoch=epoch, drop_remainder=drop_remainder)
+    if prefetch <= 0:
+        return (store.read(split, batch) for batch in plan)
+    return _prefetched((lambda b=b: store.read(split, b) for b in plan), prefetch)
+
+
+_DONE = object()
+
+
+def _prefetched(tasks, depth: int):
+    """Run the tasks in order on one thread, at most ``depth`` results ahead of the consumer."""
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for task in tasks:
+                if stop.is_set():
+                    return
+                results.put((True, task()))
+        except BaseException as error:  # handed to the consumer, who re-raises it
+            results.put((False, error))
+            return
+        results.put((True, _DONE))
+
+    thread = threading.Thread(target=work, name="ooc-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = results.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                results.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()

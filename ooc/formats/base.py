@@ -1,0 +1,206 @@
+"""The one contract every on-disk layout implements: a ``Store`` to read and a ``Writer`` to fill.
+
+Store
+    Opened from a directory whose manifest names the format. Its surface is the same for every
+    layout: ``splits``, ``num_samples(split)``, ``labels(split)`` and ``read(split, indices)``.
+    ``read`` is implemented once, here: it validates the indices, sorts and de-duplicates them,
+    asks the layout for those rows (``_read_sorted``), restores the caller's order and decodes to
+    float32 in [0, 1] with shape ``(n, height, width, 1)``. Layouts therefore only ever see sorted,
+    unique indices (h5py refuses anything else) and can group them by chunk.
+    Stores open their files lazily and can be pickled, so they work in worker processes.
+
+Writer
+    Receives each split as ``begin_split(split, count, sample_shape, label_dtype)`` followed by
+    ``write`` calls with consecutive ``(x, y)`` chunks, then ``close()``. It must never need the
+    whole split in memory. It writes data files only; the manifest is written by ``ooc.convert``
+    after ``close``. Chunks arrive as uint8 pixels (``encode`` turns them into the stored dtype),
+    cut at multiples of ``chunk_size`` so chunked layouts write whole chunks.
+
+A layout module provides ``NAME``, ``Store``, ``Writer`` and ``OPTIONS`` (the allowed and default
+values of chunk size, compression and dtype), and one line in ``ooc.formats.FORMATS``.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ooc.errors import OptionError
+
+# float32(v) / float32(255) for every byte: the one definition of "normalised pixel", shared by the
+# binary readers and the CSV writer, so that every layout yields bit-identical batches.
+U8_TO_FLOAT32 = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+def encode(x_uint8: np.ndarray, dtype: str) -> np.ndarray:
+    """The stored form of a uint8 chunk: itself, or the normalised float32 values."""
+    return x_uint8 if dtype == "uint8" else U8_TO_FLOAT32[x_uint8]
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """What a layout accepts. ``chunk_size`` None means the layout has no chunks to size."""
+
+    compressions: tuple[str, ...]
+    default_compression: str
+    dtypes: tuple[str, ...]
+    default_dtype: str
+    default_chunk_size: int | None
+
+    def resolve(self, name: str, *, chunk_size: int | None, compression: str | None, dtype: str | None) -> dict[str, Any]:
+        """Fill defaults and refuse what this layout cannot do, naming the option."""
+        if self.default_chunk_size is None:
+            if chunk_size is not None:
+                raise OptionError(f"--chunk-size does not apply to {name} (it has no chunks); drop the option")
+        elif chunk_size is not None and chunk_size < 1:
+            raise OptionError(f"--chunk-size must be a positive number of samples, got {chunk_size}")
+        compression = compression or self.default_compression
+        if compression not in self.compressions:
+            raise OptionError(f"--compression {compression!r} is not available for {name}: choose one of {', '.join(self.compressions)}")
+        dtype = dtype or self.default_dtype
+        if dtype not in self.dtypes:
+            raise OptionError(f"--dtype {dtype!r} is not available for {name}: choose one of {', '.join(self.dtypes)}")
+        return {"chunk_size": chunk_size or self.default_chunk_size, "compression": compression, "dtype": dtype}
+
+
+class Store(ABC):
+    format_name: ClassVar[str]
+
+    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+        self._labels: dict[str, np.ndarray] = {}
+
+    # -- the common surface -------------------------------------------------------------------
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.manifest["splits"])
+
+    def num_samples(self, split: str) -> int:
+        return int(self._split_info(split)["count"])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["sample_shape"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["num_classes"])
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.manifest["options"]
+
+    def labels(self, split: str) -> np.ndarray:
+        """All labels of a split as int64 (small: one number per sample); read once, then kept."""
+        if split not in self._labels:
+            self._split_info(split)
+            self._labels[split] = np.asarray(self._read_labels(split), dtype=np.int64)
+        return self._labels[split]
+
+    def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Samples at ``indices`` (any order, repeats allowed) as float32 x (n, h, w, 1) and int64 y."""
+        n = self.num_samples(split)
+        indices = np.asarray(indices)
+        if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+            raise OptionError(f"indices must be a 1-d array of integers, got {indices.dtype} of shape {indices.shape}")
+        indices = indices.astype(np.int64, copy=False)
+        if indices.size and (indices.min() < 0 or indices.max() >= n):
+            bad = indices[(indices < 0) | (indices >= n)][0]
+            raise OptionError(f"index {bad} is out of range for split '{split}' of {self.path} ({n} samples)")
+        if not indices.size:
+            return np.empty((0, *self.sample_shape, 1), np.float32), np.empty(0, np.int64)
+        unique, inverse = np.unique(indices, return_inverse=True)
+        raw = self._read_sorted(split, unique)
+        x = raw if raw.dtype == np.float32 else U8_TO_FLOAT32[raw]
+        if len(unique) != len(indices) or np.any(unique != indices):
+            x = x[inverse]
+        return x.reshape((len(indices), *self.sample_shape, 1)), self.labels(split)[indices]
+
+    def close(self) -> None:
+        """Release open files; the store reopens them on the next read."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- what each layout implements --------------------------------------------------------------
+    @abstractmethod
+    def _read_sorted(self, split: str, indices: np.ndarray) -> np.ndarray:
+        """Stored rows at sorted, unique ``indices``: uint8 or float32, shape (n, h, w)."""
+
+    @abstractmethod
+    def _read_labels(self, split: str) -> np.ndarray:
+        """Every label of ``split``, in sample order."""
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _split_info(self, split: str) -> dict[str, Any]:
+        try:
+            return self.manifest["splits"][split]
+        except KeyError:
+            raise OptionError(f"split {split!r} is not in {self.path}: it has {', '.join(self.splits)}") from None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.update(self._closed_state())
+        return state
+
+    def _closed_state(self) -> dict[str, Any]:
+        """Attributes to replace when pickling (open handles become None)."""
+        return {}
+
+
+class Writer(ABC):
+    def __init__(self, path: Path, *, chunk_size: int | None, compression: str, dtype: str):
+        self.path = path
+        self.chunk_size = chunk_size
+        self.compression = compression
+        self.dtype = dtype
+
+    @abstractmethod
+    def begin_split(self, split: str, count: int, sample_shape: tuple[int, ...], label_dtype: np.dtype) -> None: ...
+
+    @abstractmethod
+    def write(self, split: str, start: int, x: np.ndarray, y: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Close whatever is open after a failure, without flushing more than needed."""
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def chunk_runs(indices: np.ndarray, chunk_size: int, length: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Group sorted indices by chunk: yield ``(start, stop, positions)`` for each run of adjacent
+    touched chunks, ``positions`` being the indices of that run relative to ``start``."""
+    if not len(indices):
+        return
+    chunk_ids = np.unique(indices // chunk_size)
+    breaks = np.flatnonzero(np.diff(chunk_ids) != 1) + 1
+    for run in np.split(chunk_ids, breaks):
+        start, stop = int(run[0]) * chunk_size, min((int(run[-1]) + 1) * chunk_size, length)
+        lo, hi = np.searchsorted(indices, [start, stop])
+        yield start, stop, indices[lo:hi] - start
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of every file below ``path``."""
+    apparent = allocated = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return apparent, allocated

@@ -1,0 +1,94 @@
+"""One HDF5 file, ``<store>/data.h5``, with datasets ``<split>/x`` (n, h, w) and ``<split>/y`` (n,),
+chunked along the sample axis.
+
+Reads go chunk by chunk: a run of touched chunks is read as one slice when it is dense enough,
+because h5py's point selections cost ~30 µs a sample while a slice of cached data costs ~0.1 µs a
+sample. Compressed chunks are always read whole (HDF5 must decode them whole anyway).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ooc.errors import CorruptStoreError
+from ooc.formats.base import LayoutOptions, Store as _Store, Writer as _Writer, chunk_runs, encode
+
+NAME = "hdf5"
+FILE_NAME = "data.h5"
+OPTIONS = LayoutOptions(compressions=("none", "gzip", "lzf"), default_compression="none",
+                        dtypes=("uint8", "float32"), default_dtype="uint8", default_chunk_size=1024)
+GZIP_LEVEL = 4
+# A slice over a run of chunks is cheaper than point reads while it holds at most this many rows
+# per wanted row (measured: point read ~30 µs, sliced row ~0.1 µs from the page cache).
+SLICE_ROWS_PER_HIT = 256
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+class Writer(_Writer):
+    def begin_split(self, split, count, sample_shape, label_dtype):
+        if not hasattr(self, "_file"):
+            self._file = _h5py().File(self.path / FILE_NAME, "w")
+        compression = None if self.compression == "none" else self.compression
+        opts = {"compression_opts": GZIP_LEVEL} if compression == "gzip" else {}
+        group = self._file.create_group(split)
+        group.create_dataset("x", shape=(count, *sample_shape), dtype=self.dtype,
+                             chunks=(max(1, min(self.chunk_size, count)), *sample_shape),
+                             compression=compression, **opts)
+        group.create_dataset("y", shape=(count,), dtype=label_dtype,
+                             chunks=(max(1, min(1 << 16, count)),), compression=compression, **opts)
+
+    def write(self, split, start, x, y):
+        group = self._file[split]
+        group["x"][start:start + len(x)] = encode(x, self.dtype)
+        group["y"][start:start + len(y)] = y
+
+    def close(self):
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+
+class Store(_Store):
+    format_name = NAME
+    _file = None
+
+    def _dataset(self, split: str, name: str):
+        if self._file is None:
+            path = self.path / FILE_NAME
+            chunk_bytes = self.options["chunk_size"] * int(np.prod(self.sample_shape)) * np.dtype(self.options["dtype"]).itemsize
+            try:
+                # room for a few chunks: enough for any run we slice, bounded whatever the data size
+                self._file = _h5py().File(path, "r", rdcc_nbytes=max(1 << 20, 4 * chunk_bytes))
+            except OSError as e:
+                raise CorruptStoreError(f"{path}: cannot open as HDF5 ({e}); re-convert with `ooc convert --format hdf5 --overwrite`") from None
+        try:
+            return self._file[split][name]
+        except KeyError:
+            raise CorruptStoreError(f"{self.path / FILE_NAME}: dataset {split}/{name} is missing; re-convert with `ooc convert --format hdf5 --overwrite`") from None
+
+    def _read_labels(self, split):
+        return self._dataset(split, "y")[:]
+
+    def _read_sorted(self, split, indices):
+        x = self._dataset(split, "x")
+        compressed = x.compression is not None
+        parts = []
+        for start, stop, positions in chunk_runs(indices, x.chunks[0], x.shape[0]):
+            if compressed or stop - start <= SLICE_ROWS_PER_HIT * len(positions):
+                parts.append(x[start:stop][positions])
+            else:
+                parts.append(x[positions + start])
+        return np.concatenate(parts) if parts else np.empty((0, *x.shape[1:]), x.dtype)
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _closed_state(self):
+        return {"_file": None}

@@ -1,0 +1,165 @@
+"""Dataset sources: where samples come from before they are converted.
+
+A source hands out each split as a stream of ``(x, y)`` chunks, ``x`` uint8 of shape
+``(n, height, width)`` and ``y`` integer labels, so a writer never needs the whole dataset in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ooc.errors import SourceError
+
+SPLITS = ("train", "test")
+BUNDLED_MNIST = Path("data") / "mnist.npz"
+_REPO_MNIST = Path(__file__).resolve().parent.parent / "data" / "mnist.npz"
+
+
+@dataclass
+class _Member:
+    """Where one array lies inside the .npz (a zip member holding a .npy stream)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass
+class NpzSource:
+    """A ``.npz`` in the layout of ``keras.datasets.mnist`` (x_train, y_train, x_test, y_test).
+
+    Arrays are streamed from the zip members chunk by chunk (``np.load`` would read each array
+    whole), so a source larger than memory can be converted.
+    """
+
+    path: Path
+    members: dict[str, _Member] = field(default_factory=dict)
+    _sha256: str | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> "NpzSource":
+        path = Path(path)
+        if not path.is_file():
+            raise SourceError(f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, y_test")
+        source = cls(path)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = {n.removesuffix(".npy") for n in zf.namelist()}
+                for key in ("x_train", "y_train", "x_test", "y_test"):
+                    if key not in names:
+                        raise SourceError(f"{path} has no array '{key}' (found: {', '.join(sorted(names)) or 'none'}); an .npz source needs x_train, y_train, x_test, y_test")
+                    with zf.open(key + ".npy") as fp:
+                        shape, dtype = _read_npy_header(fp, f"{path}:{key}")
+                    source.members[key] = _Member(key + ".npy", shape, dtype)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise SourceError(f"{path} is not a readable .npz file ({e})") from None
+        source._validate()
+        return source
+
+    def _validate(self) -> None:
+        shapes = {}
+        for split in SPLITS:
+            x, y = self.members[f"x_{split}"], self.members[f"y_{split}"]
+            if x.dtype != np.uint8 or len(x.shape) != 3:
+                raise SourceError(f"{self.path}: x_{split} is {x.dtype} of shape {x.shape}; ooc expects uint8 images of shape (n, height, width)")
+            if y.dtype.kind not in "iu" or len(y.shape) != 1:
+                raise SourceError(f"{self.path}: y_{split} is {y.dtype} of shape {y.shape}; ooc expects integer labels of shape (n,)")
+            if y.shape[0] != x.shape[0]:
+                raise SourceError(f"{self.path}: x_{split} has {x.shape[0]} samples but y_{split} has {y.shape[0]} labels")
+            shapes[split] = x.shape[1:]
+        if shapes["train"] != shapes["test"]:
+            raise SourceError(f"{self.path}: train images are {shapes['train']} but test images are {shapes['test']}")
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return SPLITS
+
+    @property
+    def sample_shape(self) -> tuple[int, int]:
+        return self.members["x_train"].shape[1:]
+
+    def num_samples(self, split: str) -> int:
+        return self.members[f"x_{split}"].shape[0]
+
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(x, y)`` for samples ``[0, min(limit, n))`` in order, ``chunk_size`` at a time."""
+        x_m, y_m = self.members[f"x_{split}"], self.members[f"y_{split}"]
+        total = x_m.shape[0] if limit is None else min(limit, x_m.shape[0])
+        sample_bytes = int(np.prod(x_m.shape[1:])) * x_m.dtype.itemsize
+        with zipfile.ZipFile(self.path) as zf, zf.open(x_m.name) as xf, zf.open(y_m.name) as yf:
+            _read_npy_header(xf, x_m.name)
+            _read_npy_header(yf, y_m.name)
+            for start in range(0, total, chunk_size):
+                n = min(chunk_size, total - start)
+                x = _read_exact(xf, n * sample_bytes, f"{self.path}:{x_m.name}")
+                y = _read_exact(yf, n * y_m.dtype.itemsize, f"{self.path}:{y_m.name}")
+                yield (np.frombuffer(x, np.uint8).reshape((n, *x_m.shape[1:])),
+                       np.frombuffer(y, y_m.dtype).astype(np.int64))
+
+
+def _read_npy_header(fp, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    except ValueError as e:
+        raise SourceError(f"{where} is not a valid .npy array ({e})") from None
+    if fortran or dtype.hasobject:
+        raise SourceError(f"{where} is a Fortran-ordered or object array; save it with np.savez from a C-ordered numeric array")
+    return shape, dtype
+
+
+def _read_exact(fp, nbytes: int, where: str) -> bytes:
+    data = fp.read(nbytes)
+    if len(data) != nbytes:
+        raise SourceError(f"{where} is truncated: expected {nbytes} more bytes, got {len(data)}")
+    return data
+
+
+def open_source(path: str | Path | None = None) -> NpzSource:
+    """The ``.npz`` at ``path``; by default the bundled MNIST, else ``keras.datasets.mnist``."""
+    if path is not None:
+        return NpzSource.open(path)
+    for candidate in (BUNDLED_MNIST, _REPO_MNIST):
+        if candidate.is_file():
+            return NpzSource.open(candidate)
+    return NpzSource.open(_keras_mnist_path())
+
+
+def _keras_mnist_path() -> Path:
+    """Let keras.datasets.mnist fetch MNIST (or find its cached copy), then stream that file."""
+    import os
+
+    import keras
+
+    try:
+        keras.datasets.mnist.load_data()
+    except Exception as e:  # network errors come in many types
+        raise SourceError(f"{BUNDLED_MNIST} is missing and keras.datasets.mnist could not download MNIST ({e}); pass --source PATH") from None
+    homes = [os.environ.get("KERAS_HOME", Path.home() / ".keras"), Path("/tmp/.keras")]
+    for home in homes:
+        cached = Path(home) / "datasets" / "mnist.npz"
+        if cached.is_file():
+            return cached
+    raise SourceError(f"{BUNDLED_MNIST} is missing and keras' cached mnist.npz was not found; pass --source PATH")
