@@ -40,11 +40,11 @@ class Writer(_Writer):
         self._targets = open(target_path(self.path, split), "w", encoding="ascii")
 
     def write(self, split, start, x, y):
-        texts = _PIXEL_TEXT[x]
         rows = []
-        for offset, (sample, label) in enumerate(zip(texts, y)):
+        for offset, (sample, label) in enumerate(zip(x, y)):
             name = f"{start + offset + 1:0{self._width}d}.csv"
-            (self._dir / name).write_text("\n".join(",".join(line) for line in sample) + "\n", encoding="ascii")
+            text = "\n".join(",".join(line) for line in _PIXEL_TEXT[sample]) + "\n"
+            (self._dir / name).write_text(text, encoding="ascii")
             rows.append(f"{name},{int(label)}\n")
         self._targets.write("".join(rows))
 

@@ -1,0 +1,3 @@
+from ooc.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""The ``ooc`` command line: thin Typer commands over ``ooc.convert``, ``ooc.open_store`` and
+``ooc.train``. Errors of ours print as one line on stderr and exit 1; bugs keep their traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+
+import typer
+
+from ooc.errors import OocError, UnknownFormatError
+from ooc.formats import FORMATS
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Train Keras models on data that does not fit in memory.")
+FORMAT_CHOICES = ", ".join(FORMATS)
+DATA_DIR = Path("data")
+
+
+def _progress(split: str, done: int, count: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r{split}: {done}/{count} samples", end="\n" if done == count else "", file=sys.stderr, flush=True)
+    elif done == count:
+        print(f"{split}: {count} samples", file=sys.stderr)
+
+
+@app.command()
+def convert(
+    format: Annotated[str, typer.Option("--format", "-f", help=f"layout to write: {FORMAT_CHOICES}")],
+    out: Annotated[Optional[Path], typer.Option(help="store directory [default: data/FORMAT]")] = None,
+    source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="convert only the first N samples of each split")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts)")] = None,
+    compression: Annotated[Optional[str], typer.Option(help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="stored pixels: uint8 (0-255) or float32 (0-1); binary layouts")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
+):
+    """Convert a dataset (default: the bundled MNIST) to an on-disk layout."""
+    from ooc.convert import convert as run_convert
+
+    out = out or DATA_DIR / format
+    manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size,
+                           compression=compression, dtype=dtype, overwrite=overwrite, progress=_progress)
+    counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
+    print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s")
+
+
+@app.command()
+def info(path: Annotated[Path, typer.Argument(help="store directory")]):
+    """Show what is in a store: format, splits, counts, dtype, chunking, compression, size."""
+    from ooc.formats.base import disk_usage
+    from ooc.stores import open_store
+
+    store = open_store(path)
+    m = store.manifest
+    apparent, allocated = disk_usage(store.path)
+    total = sum(store.num_samples(s) for s in store.splits)
+    opts = store.options
+    print(f"path:        {store.path}")
+    print(f"format:      {store.format_name} (manifest v{m['ooc_manifest_version']}, {m.get('created_by', '?')})")
+    print(f"splits:      " + ", ".join(f"{s} {store.num_samples(s)}" for s in store.splits))
+    print(f"samples:     {'x'.join(map(str, store.sample_shape))} {opts['dtype']}, {store.num_classes} classes")
+    print(f"chunking:    " + (f"{opts['chunk_size']} samples per chunk" if opts.get("chunk_size") else "one file per sample"))
+    print(f"compression: {opts['compression']}")
+    print(f"size:        {apparent:,} bytes ({allocated:,} on disk, {allocated / max(total, 1):,.0f} per sample)")
+    src = m.get("source", {})
+    print(f"source:      {src.get('path')} (sha256 {src.get('sha256')}" + (f", limit {src['limit']}" if src.get("limit") else "") + ")")
+
+
+@app.command()
+def train(
+    store: Annotated[str, typer.Option(help=f"layout to read: {FORMAT_CHOICES}, or memory (the in-memory baseline)")],
+    path: Annotated[Optional[Path], typer.Option(help="store directory [default: data/STORE]")] = None,
+    epochs: Annotated[int, typer.Option(help="passes over the training samples")] = 5,
+    batch_size: Annotated[int, typer.Option(help="samples per batch")] = 128,
+    model: Annotated[str, typer.Option(help="lenet or lenet-wide")] = "lenet",
+    seed: Annotated[int, typer.Option(help="seed of weights, validation split and batch order")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="share of train held out for validation (stratified)")] = 0.1,
+    learning_rate: Annotated[float, typer.Option(help="Adam's initial learning rate")] = 2e-3,
+    lr_schedule: Annotated[str, typer.Option(help="cosine (decay to 0 over the run) or constant")] = "cosine",
+    report: Annotated[Optional[Path], typer.Option(help="write a JSON report here")] = None,
+    model_out: Annotated[Optional[Path], typer.Option(help="where to save the model [default: data/models/STORE-MODEL.keras]")] = None,
+    source: Annotated[Optional[Path], typer.Option(help="with --store memory: the .npz to load")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="with --store memory: first N samples of each split")] = None,
+):
+    """Train a LeNet with train_on_batch on batches streamed from a store."""
+    from ooc.models import MODELS
+    from ooc.stores import MemoryStore, open_store
+    from ooc.sources import open_source
+    from ooc.train import train as run_train
+
+    if model not in MODELS:
+        raise UnknownFormatError(f"unknown --model {model!r}: choose one of {', '.join(MODELS)}")
+    if store == "memory":
+        data = MemoryStore.from_source(open_source(source), limit=limit)
+    elif store in FORMATS:
+        if source is not None or limit is not None:
+            raise OocError("--source and --limit go with --store memory; a store on disk was limited when converted")
+        data = open_store(path or DATA_DIR / store, expect_format=store)
+    else:
+        raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
+    run_train(data, epochs=epochs, batch_size=batch_size, model=model, seed=seed, val_fraction=val_fraction,
+              learning_rate=learning_rate, lr_schedule=lr_schedule, report_path=report,
+              model_path=model_out or DATA_DIR / "models" / f"{store}-{model}.keras")
+
+
+def main() -> None:
+    try:
+        app()
+    except OocError as error:
+        print(f"ooc: error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,173 @@
+"""The conformance suite: every layout in FORMATS must pass all of it."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import ooc
+from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError, StoreExistsError, StoreNotFoundError
+from ooc.formats import FORMATS, get_format
+from ooc.manifest import PARTIAL_NAME
+
+from conftest import LIMIT, MNIST, expected_x
+
+
+def test_round_trip_is_exact(store, mnist):
+    for split in ("train", "test"):
+        x, y = store.read(split, np.arange(LIMIT))
+        assert x.dtype == np.float32 and x.shape == (LIMIT, 28, 28, 1)
+        assert np.array_equal(x, expected_x(mnist[f"x_{split}"]))
+        assert y.dtype == np.int64 and np.array_equal(y, mnist[f"y_{split}"])
+        assert np.array_equal(store.labels(split), mnist[f"y_{split}"])
+
+
+def test_read_any_order_with_repeats(store, mnist):
+    indices = np.array([299, 0, 64, 63, 0, 150, 299])
+    x, y = store.read("train", indices)
+    assert np.array_equal(x, expected_x(mnist["x_train"][indices]))
+    assert np.array_equal(y, mnist["y_train"][indices])
+
+
+def test_read_nothing(store):
+    x, y = store.read("test", np.array([], dtype=np.int64))
+    assert x.shape == (0, 28, 28, 1) and y.shape == (0,)
+
+
+def test_read_rejects_bad_indices(store):
+    with pytest.raises(OptionError, match=rf"^index 300 is out of range for split 'train' of .* \(300 samples\)$"):
+        store.read("train", [0, 300])
+    with pytest.raises(OptionError, match=r"^index -1 is out of range"):
+        store.read("train", [-1])
+    with pytest.raises(OptionError, match=r"^split 'valid' is not in .*: it has train, test$"):
+        store.read("valid", [0])
+
+
+def test_manifest(fmt, store_dirs):
+    manifest = json.loads((store_dirs[fmt] / "ooc.json").read_text())
+    assert manifest["ooc_manifest_version"] == 1
+    assert manifest["format"] == fmt
+    assert manifest["splits"] == {"train": {"count": LIMIT}, "test": {"count": LIMIT}}
+    assert manifest["sample_shape"] == [28, 28]
+    assert manifest["num_classes"] == 10
+    assert manifest["source"]["sha256"] == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+    assert manifest["source"]["limit"] == LIMIT
+    assert set(manifest["options"]) == {"chunk_size", "compression", "dtype"}
+    assert not (store_dirs[fmt] / PARTIAL_NAME).exists()
+
+
+def test_store_pickles_and_reopens(store, mnist):
+    store.read("train", [1])
+    clone = pickle.loads(pickle.dumps(store))
+    x, y = clone.read("train", [5, 2])
+    assert np.array_equal(x, expected_x(mnist["x_train"][[5, 2]]))
+
+
+def test_open_store_checks_the_format(fmt, store_dirs):
+    other = next(name for name in FORMATS if name != fmt)
+    with pytest.raises(FormatMismatchError, match=rf"holds a {fmt} store, not {other}: pass --store {fmt}, or --path to a {other} store$"):
+        ooc.open_store(store_dirs[fmt], expect_format=other)
+
+
+def _options(name):
+    opts = get_format(name).OPTIONS
+    return [(name, c, d) for c in opts.compressions for d in opts.dtypes]
+
+
+@pytest.mark.parametrize("name,compression,dtype", [o for name in FORMATS for o in _options(name)])
+def test_every_option_round_trips(tmp_path, mnist, name, compression, dtype):
+    chunk = None if get_format(name).OPTIONS.default_chunk_size is None else 7
+    ooc.convert(tmp_path / "s", format=name, source=MNIST, limit=50, chunk_size=chunk, compression=compression, dtype=dtype)
+    store = ooc.open_store(tmp_path / "s")
+    assert store.options == {"chunk_size": chunk, "compression": compression, "dtype": dtype}
+    x, y = store.read("train", np.arange(49, -1, -1))
+    assert np.array_equal(x, expected_x(mnist["x_train"][:50][::-1]))
+    assert np.array_equal(y, mnist["y_train"][:50][::-1])
+
+
+def test_batches_are_identical_across_layouts(store_dirs, mnist):
+    memory = ooc.MemoryStore({"train": (mnist["x_train"], mnist["y_train"].astype(np.int64))})
+    reference = list(ooc.batches(memory, "train", batch_size=32, shuffle=True, seed=7, epoch=3))
+    for name, path in store_dirs.items():
+        got = list(ooc.batches(ooc.open_store(path), "train", batch_size=32, shuffle=True, seed=7, epoch=3))
+        assert len(got) == len(reference) == 10
+        for (x, y), (rx, ry) in zip(got, reference):
+            assert x.tobytes() == rx.tobytes() and y.tobytes() == ry.tobytes(), name
+
+
+def test_convert_refuses_existing_store_without_overwrite(fmt, tmp_path):
+    out = tmp_path / "s"
+    ooc.convert(out, format=fmt, source=MNIST, limit=10)
+    with pytest.raises(StoreExistsError, match=rf"^{out} already holds a store; pass --overwrite to replace it$"):
+        ooc.convert(out, format=fmt, source=MNIST, limit=10)
+    ooc.convert(out, format=fmt, source=MNIST, limit=12, overwrite=True)
+    assert ooc.open_store(out).num_samples("train") == 12
+
+
+def test_convert_never_deletes_a_directory_it_did_not_make(fmt, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreExistsError, match=r"is not an ooc store \(no ooc.json\); refusing to touch it"):
+        ooc.convert(tmp_path, format=fmt, source=MNIST, limit=10, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_failed_conversion_leaves_nothing(fmt, tmp_path, monkeypatch):
+    layout = get_format(fmt)
+    calls = []
+
+    def failing_write(self, split, start, x, y):
+        calls.append(split)
+        if split == "test":
+            raise OSError("No space left on device")
+        return original(self, split, start, x, y)
+
+    original = layout.Writer.write
+    monkeypatch.setattr(layout.Writer, "write", failing_write)
+    with pytest.raises(OSError, match="No space left"):
+        ooc.convert(tmp_path / "s", format=fmt, source=MNIST, limit=20)
+    assert calls == ["train", "test"]
+    assert not (tmp_path / "s").exists()
+
+
+def test_interrupted_conversion_is_not_a_store(fmt, tmp_path):
+    out = tmp_path / "s"
+    ooc.convert(out, format=fmt, source=MNIST, limit=10)
+    (out / "ooc.json").unlink()          # as if killed before the manifest was written
+    (out / PARTIAL_NAME).write_text("")
+    with pytest.raises(StoreNotFoundError, match=r"is an incomplete ooc store \(its conversion was interrupted\); re-run `ooc convert --out .* --overwrite`$"):
+        ooc.open_store(out)
+    with pytest.raises(StoreExistsError, match=r"already holds an interrupted conversion; pass --overwrite"):
+        ooc.convert(out, format=fmt, source=MNIST, limit=10)
+    ooc.convert(out, format=fmt, source=MNIST, limit=10, overwrite=True)
+    assert ooc.open_store(out).num_samples("test") == 10
+
+
+def test_garbage_manifest(fmt, store_dirs, tmp_path):
+    import shutil
+
+    shutil.copytree(store_dirs[fmt], tmp_path / "s")
+    (tmp_path / "s" / "ooc.json").write_text("{not json")
+    with pytest.raises(CorruptStoreError, match=r"ooc.json is not valid JSON"):
+        ooc.open_store(tmp_path / "s")
+    (tmp_path / "s" / "ooc.json").write_text(json.dumps({"ooc_manifest_version": 99, "format": fmt, "splits": {}}))
+    with pytest.raises(CorruptStoreError, match=r"has manifest version 99; this ooc reads version 1 and older: upgrade ooc$"):
+        ooc.open_store(tmp_path / "s")
+
+
+def test_layout_option_errors(fmt):
+    opts = get_format(fmt).OPTIONS
+    with pytest.raises(OptionError, match=rf"^--compression 'rar' is not available for {fmt}: choose one of {', '.join(opts.compressions)}$"):
+        opts.resolve(fmt, chunk_size=None, compression="rar", dtype=None)
+    with pytest.raises(OptionError, match=rf"^--dtype 'int7' is not available for {fmt}"):
+        opts.resolve(fmt, chunk_size=None, compression=None, dtype="int7")
+    expected = r"^--chunk-size must be a positive number of samples, got 0$" if opts.default_chunk_size else rf"^--chunk-size does not apply to {fmt}"
+    with pytest.raises(OptionError, match=expected):
+        opts.resolve(fmt, chunk_size=0, compression=None, dtype=None)
+
+
+def test_unknown_format():
+    with pytest.raises(ooc.OocError, match=rf"^unknown format 'parquet2': choose one of {', '.join(FORMATS)}$"):
+        ooc.convert("unused", format="parquet2")
