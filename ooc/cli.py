@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tempfile
 
 import typer
 
@@ -19,6 +21,26 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Train Keras models on data that does not fit in memory.")
 FORMAT_CHOICES = ", ".join(FORMATS)
 DATA_DIR = Path("data")
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's native start-up logs (oneDNN, CUDA probing) reach fd 2 before any log level
+    applies; hide them so errors stay one line, but replay them if the import itself fails."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device probing logs now, not mid-run
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.buffer.write(captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _progress(split: str, done: int, count: int) -> None:
@@ -93,6 +115,7 @@ def train(
     from ooc.sources import open_source
     from ooc.train import train as run_train
 
+    _import_tensorflow_quietly()
     if model not in MODELS:
         raise UnknownFormatError(f"unknown --model {model!r}: choose one of {', '.join(MODELS)}")
     if store == "memory":

@@ -1,0 +1,99 @@
+"""Batch plans: every sample exactly once per epoch, reproducible shuffles, prefetch that changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ooc
+from ooc.batching import epoch_batches
+from ooc.errors import OptionError
+
+
+@pytest.mark.parametrize("n,batch_size", [(10, 3), (300, 32), (512, 512), (5, 8), (1000, 1)])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_every_sample_exactly_once(n, batch_size, shuffle):
+    plan = epoch_batches(n, batch_size=batch_size, shuffle=shuffle, seed=4)
+    flat = np.concatenate(plan)
+    assert np.array_equal(np.sort(flat), np.arange(n))  # no sample lost, none twice
+    assert [len(b) for b in plan] == [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+
+
+def test_the_recipes_slicing_bug_cannot_happen():
+    # The recipe sliced batch i as files[i * n_batchs : (i + 1) * n_batchs] with n_batchs the number
+    # of batches, not their size: batches overlapped and most samples were never read.
+    n, batch_size = 1000, 100
+    n_batchs = n // batch_size
+    recipe = [np.arange(n)[i * n_batchs:(i + 1) * n_batchs] for i in range(n_batchs)]
+    assert len(np.unique(np.concatenate(recipe))) == 100  # what the recipe read: a tenth
+    ours = epoch_batches(n, batch_size=batch_size, shuffle=False)
+    assert len(np.unique(np.concatenate(ours))) == n and sum(map(len, ours)) == n
+
+
+def test_drop_remainder():
+    plan = epoch_batches(10, batch_size=4, shuffle=True, seed=0, drop_remainder=True)
+    assert [len(b) for b in plan] == [4, 4]
+    assert len(np.unique(np.concatenate(plan))) == 8
+
+
+def test_shuffle_is_seeded_per_epoch():
+    first = epoch_batches(100, batch_size=10, shuffle=True, seed=3, epoch=0)
+    again = epoch_batches(100, batch_size=10, shuffle=True, seed=3, epoch=0)
+    second = epoch_batches(100, batch_size=10, shuffle=True, seed=3, epoch=1)
+    other_seed = epoch_batches(100, batch_size=10, shuffle=True, seed=4, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(second))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(other_seed))
+    assert np.array_equal(np.concatenate(first)[:5], np.random.default_rng([3, 0]).permutation(100)[:5])
+
+
+def test_subset_of_indices():
+    subset = np.array([7, 3, 11, 40])
+    plan = epoch_batches(subset, batch_size=3, shuffle=True, seed=1)
+    assert sorted(np.concatenate(plan).tolist()) == [3, 7, 11, 40]
+
+
+def test_bad_arguments():
+    with pytest.raises(OptionError, match=r"^shuffle=True needs a seed, so that the run can be reproduced$"):
+        epoch_batches(10, batch_size=2, shuffle=True)
+    with pytest.raises(OptionError, match=r"^batch size must be a positive number of samples, got 0$"):
+        epoch_batches(10, batch_size=0, shuffle=False)
+
+
+def _memory_store(n=50):
+    x = np.arange(n * 4, dtype=np.uint8).reshape(n, 2, 2)
+    return ooc.MemoryStore({"train": (x, np.arange(n) % 10)})
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 3])
+def test_prefetch_keeps_the_order(prefetch):
+    store = _memory_store()
+    expected = [store.read("train", b) for b in epoch_batches(50, batch_size=8, shuffle=True, seed=9)]
+    got = list(ooc.batches(store, "train", batch_size=8, shuffle=True, seed=9, prefetch=prefetch))
+    assert len(got) == len(expected) == 7
+    for (x, y), (ex, ey) in zip(got, expected):
+        assert np.array_equal(x, ex) and np.array_equal(y, ey)
+
+
+def test_prefetch_passes_errors_on_and_stops_early():
+    store = _memory_store()
+    calls = []
+    original = store._read_sorted
+
+    def flaky(split, indices):
+        calls.append(len(indices))
+        if len(calls) == 3:
+            raise OSError("disk gone")
+        return original(split, indices)
+
+    store._read_sorted = flaky
+    it = ooc.batches(store, "train", batch_size=5, prefetch=2)
+    next(it), next(it)
+    with pytest.raises(OSError, match="disk gone"):
+        next(it)
+    store._read_sorted = original
+    calls.clear()
+    it = ooc.batches(store, "train", batch_size=5, prefetch=2)
+    next(it)
+    it.close()  # the consumer stops: the reader thread must stop too, not read the whole epoch
+    assert len(calls) <= 4
