@@ -55,7 +55,7 @@ def convert(
         label_max = -1
         for split in source.splits:
             count = source.num_samples(split) if limit is None else min(limit, source.num_samples(split))
-            writer.begin_split(split, count, source.sample_shape, source.members[f"y_{split}"].dtype)
+            writer.begin_split(split, count, source.sample_shape, source.label_dtype(split))
             step = _read_step(options["chunk_size"])
             done = 0
             for x, y in source.iter_chunks(split, step, limit):

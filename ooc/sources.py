@@ -91,6 +91,9 @@ class NpzSource:
     def num_samples(self, split: str) -> int:
         return self.members[f"x_{split}"].shape[0]
 
+    def label_dtype(self, split: str) -> np.dtype:
+        return self.members[f"y_{split}"].dtype
+
     def sha256(self) -> str:
         if self._sha256 is None:
             digest = hashlib.sha256()
@@ -101,7 +104,8 @@ class NpzSource:
         return self._sha256
 
     def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(x, y)`` for samples ``[0, min(limit, n))`` in order, ``chunk_size`` at a time."""
+        """Yield ``(x, y)`` for samples ``[0, min(limit, n))`` in order, ``chunk_size`` at a time;
+        labels keep the source's dtype (uint8 for MNIST), which the binary layouts store as is."""
         x_m, y_m = self.members[f"x_{split}"], self.members[f"y_{split}"]
         total = x_m.shape[0] if limit is None else min(limit, x_m.shape[0])
         sample_bytes = int(np.prod(x_m.shape[1:])) * x_m.dtype.itemsize
@@ -112,8 +116,7 @@ class NpzSource:
                 n = min(chunk_size, total - start)
                 x = _read_exact(xf, n * sample_bytes, f"{self.path}:{x_m.name}")
                 y = _read_exact(yf, n * y_m.dtype.itemsize, f"{self.path}:{y_m.name}")
-                yield (np.frombuffer(x, np.uint8).reshape((n, *x_m.shape[1:])),
-                       np.frombuffer(y, y_m.dtype).astype(np.int64))
+                yield np.frombuffer(x, np.uint8).reshape((n, *x_m.shape[1:])), np.frombuffer(y, y_m.dtype)
 
 
 def _read_npy_header(fp, where: str) -> tuple[tuple[int, ...], np.dtype]:

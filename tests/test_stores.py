@@ -171,3 +171,13 @@ def test_layout_option_errors(fmt):
 def test_unknown_format():
     with pytest.raises(ooc.OocError, match=rf"^unknown format 'parquet2': choose one of {', '.join(FORMATS)}$"):
         ooc.convert("unused", format="parquet2")
+
+
+def test_sparse_reads_from_large_chunks(fmt, tmp_path, mnist):
+    # a few samples far apart in default-sized chunks: HDF5 reads them as points, not whole chunks
+    ooc.convert(tmp_path / "s", format=fmt, source=MNIST, limit=3000)
+    with np.load(MNIST) as d:
+        source_x, source_y = d["x_train"][:3000], d["y_train"][:3000]
+    indices = np.array([2999, 5, 1500, 2047, 2048])
+    x, y = ooc.open_store(tmp_path / "s").read("train", indices)
+    assert np.array_equal(x, expected_x(source_x[indices])) and np.array_equal(y, source_y[indices])
