@@ -131,6 +131,48 @@ def train(
               model_path=model_out or DATA_DIR / "models" / f"{store}-{model}.keras")
 
 
+@app.command()
+def bench(
+    formats: Annotated[str, typer.Option(help=f"comma-separated layouts to measure [default: {FORMAT_CHOICES}]")] = ",".join(FORMATS),
+    variants: Annotated[bool, typer.Option(help="also measure notable options (compression, chunk size) beside the defaults")] = True,
+    out: Annotated[Path, typer.Option(help="folder for report.md, report.json and the plots")] = Path("bench/results"),
+    stores_dir: Annotated[Path, typer.Option(help="where the measured stores are converted")] = DATA_DIR / "bench",
+    source: Annotated[Optional[Path], typer.Option(help=".npz source [default: the bundled MNIST]")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="first N samples of each split")] = None,
+    repeats: Annotated[int, typer.Option(help="repetitions of every timing (median, min, max reported)")] = 3,
+    epochs: Annotated[int, typer.Option(help="training epochs per target; epochs 2..N are timed")] = 3,
+    batch_size: Annotated[int, typer.Option(help="samples per batch, reading and training")] = 512,
+    model: Annotated[str, typer.Option(help="lenet or lenet-wide")] = "lenet",
+    seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
+):
+    """Measure every layout (size, conversion, reading, training, memory) and write a report."""
+    from ooc.bench import run_bench
+    from ooc.bench_report import recommendation
+
+    _import_tensorflow_quietly()
+    command = "ooc " + " ".join(sys.argv[1:])
+    report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
+                       source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
+                       seed=seed, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(_summary_table(report))
+    print()
+    print(recommendation(report))
+    print(f"\nreport: {out / 'report.md'}, {out / 'report.json'}, plots in {out}")
+
+
+def _summary_table(report) -> str:
+    lines = ["| target | bytes/sample | shuffled warm samples/s | shuffled cold samples/s | training ratio to in-memory |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in report["results"]:
+        size = f"{r['conversion']['bytes_per_sample']:,.0f}" if r["conversion"] else "–"
+        cold = r["read"].get("shuffled_cold")
+        ratio = f"{r['training']['ratio_to_memory']:.2f}" if r["training"] else "–"
+        lines.append(f"| {r['name']} | {size} | {r['read']['shuffled_warm']['samples_per_second']:,.0f} | "
+                     f"{cold['samples_per_second']:,.0f} | " if cold else f"| {r['name']} | {size} | {r['read']['shuffled_warm']['samples_per_second']:,.0f} | – | ")
+        lines[-1] += f"{ratio} |"
+    return "\n".join(lines)
+
+
 def main() -> None:
     try:
         app()

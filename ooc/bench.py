@@ -1,0 +1,307 @@
+"""``ooc bench``: measure every layout on the same work and say which one to pick.
+
+For each target (a layout with given options) it converts the source, then measures reading
+(sequential and shuffled passes over the train split, with a warm and a cold page cache) and
+training (the shared loop), next to three baselines measured in the same run: numpy arrays in
+memory, a raw ``.npy`` memmap (the physical bound for reading this payload), and the classic
+recipe's loader (``np.loadtxt`` per CSV file, one batch at a time) on the CSV layout.
+
+Every timing is repeated; reports give the median with min and max. Reading passes run without
+prefetch, so they measure the loader itself; training uses the loop exactly as ``ooc train`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ooc.batching import epoch_batches
+from ooc.convert import convert
+from ooc.errors import OptionError
+from ooc.formats import FORMATS, get_format
+from ooc.formats.base import Store, disk_usage
+from ooc.sources import NpzSource, open_source
+from ooc.stores import MemoryStore, open_store
+
+REPORT_VERSION = 1
+READ_MODES = ("sequential_warm", "shuffled_warm", "sequential_cold", "shuffled_cold")
+# Options worth comparing beside each layout's defaults: compression on/off and a smaller chunk.
+VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "csv": [{}],
+    "hdf5": [{}, {"compression": "gzip"}],
+    "zarr": [{}, {"compression": "none"}, {"chunk_size": 256}],
+}
+
+
+@dataclass
+class Target:
+    name: str
+    format: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def targets_for(formats: list[str], *, variants: bool) -> list[Target]:
+    targets = []
+    for fmt in formats:
+        get_format(fmt)  # refuses unknown names with the list of known ones
+        for opts in VARIANTS.get(fmt, [{}]) if variants else [{}]:
+            suffix = "".join(f"-chunk{v}" if k == "chunk_size" else f"-{v}" for k, v in opts.items())
+            targets.append(Target(fmt + suffix, fmt, opts))
+    return targets
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+class PeakRSS:
+    """Peak resident set size while the block runs, sampled every few milliseconds."""
+
+    def __init__(self, interval: float = 0.005):
+        import psutil
+
+        self._process, self._interval, self.peak = psutil.Process(), interval, 0
+        self._stop = threading.Event()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self):
+        self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 1e6
+
+
+def evict_from_page_cache(path: Path) -> None:
+    """Drop a store's files from the page cache (no root needed): flush, then POSIX_FADV_DONTNEED."""
+    files = [path] if path.is_file() else [Path(r) / f for r, _, fs in os.walk(path) for f in fs]
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+# -- readers: what a read pass calls for each batch of indices -------------------------------------
+
+class MemmapReader:
+    """The raw .npy memmap baseline: uint8 pages straight from the file, decoded like the stores."""
+
+    def __init__(self, path: Path, labels: np.ndarray):
+        self.path, self.labels = path, labels
+        self.x = np.load(path, mmap_mode="r")
+
+    def __call__(self, indices):
+        from ooc.formats.base import U8_TO_FLOAT32
+
+        return U8_TO_FLOAT32[self.x[np.sort(indices)]][..., None], self.labels[indices]
+
+    def close(self):
+        del self.x  # pages of a file stay cached while a memmap of it is alive
+
+
+class RecipeReader:
+    """The classic recipe's get_batch: np.loadtxt on each sample's CSV file, float64, no prefetch."""
+
+    def __init__(self, csv_store: Path):
+        import pandas as pd
+
+        target = pd.read_csv(csv_store / "train_target.csv", header=None)
+        self.files = [csv_store / "train" / name for name in target.iloc[:, 0]]
+        self.labels = target.iloc[:, 1].to_numpy()
+
+    def __call__(self, indices):
+        x = np.array([np.loadtxt(self.files[i], delimiter=",") for i in indices])
+        return x.reshape(len(indices), 28, 28, 1), self.labels[indices]
+
+    def close(self):
+        pass
+
+
+def read_pass(read: Callable, n: int, *, batch_size: int, shuffle: bool, seed: int) -> float:
+    start = time.perf_counter()
+    for batch in epoch_batches(n, batch_size=batch_size, shuffle=shuffle, seed=seed):
+        read(batch)
+    return time.perf_counter() - start
+
+
+def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None, batch_size: int, repeats: int,
+                  progress: Callable[[str], None]) -> dict[str, Any]:
+    """Four modes; cold passes evict ``files`` and reopen the reader first (a reopened HDF5 file
+    starts with an empty chunk cache; a closed memmap lets its pages go)."""
+    sample_bytes = 28 * 28 * 4  # decoded float32 payload per sample
+    results = {}
+    for mode in READ_MODES:
+        if mode.endswith("cold") and files is None:
+            continue  # data in memory has no cold cache
+        shuffled, cold = mode.startswith("shuffled"), mode.endswith("cold")
+        times, peak = [], 0.0
+        reader = open_reader()
+        if not cold:
+            read_pass(reader, n, batch_size=batch_size, shuffle=shuffled, seed=999)  # warm the cache
+        for rep in range(repeats):
+            if cold:
+                reader.close()
+                evict_from_page_cache(files)
+                reader = open_reader()
+            with PeakRSS() as rss:
+                times.append(read_pass(reader, n, batch_size=batch_size, shuffle=shuffled, seed=rep))
+            peak = max(peak, rss.peak_mb)
+        reader.close()
+        median = statistics.median(times)
+        results[mode] = {"seconds": summary(times), "samples_per_second": n / median,
+                         "mb_per_second": n * sample_bytes / median / 1e6, "peak_rss_mb": peak}
+        progress(f"  read {mode}: {n / median:,.0f} samples/s")
+    return results
+
+
+class _StoreReader:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __call__(self, indices):
+        return self.store.read("train", indices)
+
+    def close(self):
+        self.store.close()
+
+
+def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, seed: int) -> dict[str, Any]:
+    import keras
+
+    from ooc.train import train
+
+    keras.backend.clear_session()
+    with PeakRSS() as rss:
+        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, log=lambda line: None)
+    epoch_seconds = [e["seconds"] for e in report["history"]]
+    timed = epoch_seconds[1:] or epoch_seconds  # the first epoch also traces the graph
+    return {"epoch_seconds": summary(timed), "first_epoch_seconds": epoch_seconds[0],
+            "samples_per_second": report["store"]["train_samples"] / statistics.median(timed),
+            "test_accuracy": report["test"]["accuracy"], "peak_rss_mb": rss.peak_mb}
+
+
+def run_bench(
+    *,
+    out: Path,
+    stores_dir: Path = Path("data") / "bench",
+    formats: list[str] | None = None,
+    variants: bool = True,
+    source: str | Path | None = None,
+    limit: int | None = None,
+    repeats: int = 3,
+    batch_size: int = 512,
+    epochs: int = 3,
+    model: str = "lenet",
+    seed: int = 0,
+    command: str = "",
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure, then write report.json, report.md and the plots into ``out``; return the report.
+    Stores are converted under ``stores_dir`` and kept there for inspection."""
+    if repeats < 1 or epochs < 1 or batch_size < 1:
+        raise OptionError(f"--repeats, --epochs and --batch-size must be at least 1, got {repeats}, {epochs}, {batch_size}")
+    targets = targets_for(formats or list(FORMATS), variants=variants)
+    src = source if isinstance(source, NpzSource) else open_source(source)
+    out.mkdir(parents=True, exist_ok=True)
+    memory = MemoryStore.from_source(src, limit=limit)
+    n = memory.num_samples("train")
+    raw_bytes = int(np.prod(memory.sample_shape))  # uint8 payload per sample
+    rows: list[dict[str, Any]] = []
+
+    progress(f"baseline memory: {n} train samples")
+    rows.append({"name": "memory", "kind": "baseline", "format": "memory", "options": {}, "conversion": None,
+                 "read": measure_reads(lambda: _StoreReader(memory), n, files=None, batch_size=batch_size, repeats=repeats, progress=progress),
+                 "training": measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)})
+    memory_epoch = rows[0]["training"]["epoch_seconds"]["median"]
+    progress(f"  train: {memory_epoch:.2f} s/epoch")
+
+    npy = stores_dir / "npy-memmap" / "train_x.npy"
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    np.save(npy, memory._arrays["train"][0])
+    progress("baseline npy-memmap")
+    rows.append({"name": "npy-memmap", "kind": "baseline", "format": "npy", "options": {}, "conversion": None,
+                 "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train")), n, files=npy, batch_size=batch_size, repeats=repeats, progress=progress),
+                 "training": None})
+
+    for target in targets:
+        progress(f"{target.name}: converting")
+        path = stores_dir / target.name
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            convert(path, format=target.format, source=src, limit=limit, overwrite=True, **target.options)
+            times.append(time.perf_counter() - start)
+        store = open_store(path)
+        apparent, allocated = disk_usage(path)
+        total = sum(store.num_samples(s) for s in store.splits)
+        conversion = {"seconds": summary(times), "samples_per_second": total / statistics.median(times),
+                      "bytes": apparent, "bytes_on_disk": allocated, "bytes_per_sample": allocated / total,
+                      "ratio_to_raw": allocated / (total * raw_bytes)}
+        progress(f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s converted")
+        read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress)
+        training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed)
+        training["ratio_to_memory"] = training["epoch_seconds"]["median"] / memory_epoch
+        progress(f"  train: {training['epoch_seconds']['median']:.2f} s/epoch ({training['ratio_to_memory']:.2f} x memory)")
+        rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
+                     "conversion": conversion, "read": read, "training": training})
+        if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
+            progress("baseline recipe-loadtxt (on the csv store)")
+            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "format": "csv", "options": {}, "conversion": None,
+                         "read": measure_reads(lambda: RecipeReader(path), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress),
+                         "training": None})
+    rows[0]["training"]["ratio_to_memory"] = 1.0
+
+    report = {
+        "ooc_bench_version": REPORT_VERSION,
+        "command": command,
+        "machine": machine_info(),
+        "config": {"source": str(src.path), "limit": limit, "train_samples": n, "repeats": repeats,
+                   "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed},
+        "results": rows,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    from ooc.bench_report import write_markdown, write_plots
+
+    write_plots(report, out)
+    (out / "report.md").write_text(write_markdown(report))
+    return report
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+
+    versions = {}
+    for module in ("numpy", "h5py", "zarr", "tensorflow", "keras", "pandas"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = None
+    return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+            "python": platform.python_version(), "platform": platform.platform(), "versions": versions}

@@ -1,0 +1,71 @@
+"""ooc bench on a small --limit run: the report's structure, every number present and positive.
+Timings themselves are never asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from ooc.bench import READ_MODES, VARIANTS
+from ooc.formats import FORMATS
+
+from conftest import MNIST
+
+
+def _positive_numbers(obj, where=""):
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _positive_numbers(value, f"{where}.{key}")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield where, obj
+
+
+def test_bench_report(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ooc", "bench", "--source", str(MNIST), "--limit", "300", "--repeats", "2",
+                           "--epochs", "2", "--batch-size", "64", "--out", "results"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "results"
+    report = json.loads((out / "report.json").read_text())
+    assert report["ooc_bench_version"] == 1
+    assert report["command"].startswith("ooc bench --source")
+    assert report["config"]["train_samples"] == 300 and report["config"]["repeats"] == 2
+    assert set(report["machine"]) == {"cpus", "memory_gb", "python", "platform", "versions"}
+
+    expected = ["memory", "npy-memmap"]
+    for fmt in FORMATS:
+        for opts in VARIANTS.get(fmt, [{}]):
+            expected.append(fmt + "".join(f"-chunk{v}" if k == "chunk_size" else f"-{v}" for k, v in opts.items()))
+            if fmt == "csv" and not opts:
+                expected.append("recipe-loadtxt")
+    assert [r["name"] for r in report["results"]] == expected
+
+    for row in report["results"]:
+        modes = READ_MODES if row["name"] != "memory" else ("sequential_warm", "shuffled_warm")
+        assert tuple(row["read"]) == modes, row["name"]
+        for mode in modes:
+            assert set(row["read"][mode]) == {"seconds", "samples_per_second", "mb_per_second", "peak_rss_mb"}
+            assert row["read"][mode]["seconds"]["n"] == 2
+        if row["kind"] == "store":
+            assert set(row["conversion"]) == {"seconds", "samples_per_second", "bytes", "bytes_on_disk", "bytes_per_sample", "ratio_to_raw"}
+        if row["kind"] == "store" or row["name"] == "memory":
+            assert set(row["training"]) == {"epoch_seconds", "first_epoch_seconds", "samples_per_second", "test_accuracy", "peak_rss_mb", "ratio_to_memory"}
+        numbers = list(_positive_numbers(row))
+        assert numbers and all(math.isfinite(v) and v > 0 for _, v in numbers), [n for n in numbers if not n[1] > 0]
+
+    markdown = (out / "report.md").read_text()
+    for heading in ("## Which layout should I use", "## Size on disk and conversion", "## Reading the train split", "## Training with the shared loop"):
+        assert heading in markdown
+    assert "For training speed pick **" in markdown and report["command"] in markdown
+    for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| target | bytes/sample | shuffled warm samples/s |" in done.stdout
+    assert (tmp_path / "data" / "bench" / "zarr" / "ooc.json").is_file()
+
+
+def test_bench_refuses_unknown_formats(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ooc", "bench", "--formats", "zarr,tiff"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == f"ooc: error: unknown format 'tiff': choose one of {', '.join(FORMATS)}\n"
+    assert not (tmp_path / "bench").exists()
