@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ooc.batching import epoch_batches
-from ooc.convert import convert
+from ooc.convert import convert, remove_store
 from ooc.errors import OptionError
 from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store, disk_usage
@@ -255,8 +254,9 @@ def run_bench(
         path = stores_dir / target.name
         times = []
         for _ in range(repeats):
+            remove_store(path)  # deleting the previous store is not part of converting
             start = time.perf_counter()
-            convert(path, format=target.format, source=src, limit=limit, overwrite=True, **target.options)
+            convert(path, format=target.format, source=src, limit=limit, **target.options)
             times.append(time.perf_counter() - start)
         store = open_store(path)
         apparent, allocated = disk_usage(path)

@@ -94,18 +94,23 @@ def _read_step(chunk_size: int | None) -> int:
     return max(1, -(-READ_CHUNK_SAMPLES // chunk_size)) * chunk_size
 
 
-def _prepare_output(out: Path, *, overwrite: bool) -> None:
-    """Make ``out`` an empty directory, deleting an old store only when allowed and only if it is one."""
-    if out.exists() and not out.is_dir():
-        raise StoreExistsError(f"{out} is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        complete, partial = manifest_path(out).exists(), (out / PARTIAL_NAME).exists()
+def remove_store(path: Path, *, overwrite: bool = True) -> None:
+    """Delete the store (complete or interrupted) at ``path``, and nothing that ooc did not write."""
+    if path.exists() and not path.is_dir():
+        raise StoreExistsError(f"{path} is a file; choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        complete, partial = manifest_path(path).exists(), (path / PARTIAL_NAME).exists()
         if not (complete or partial):
-            raise StoreExistsError(f"{out} exists, is not empty and is not an ooc store (no {MANIFEST_NAME}); refusing to touch it, choose another --out or remove it yourself")
+            raise StoreExistsError(f"{path} exists, is not empty and is not an ooc store (no {MANIFEST_NAME}); refusing to touch it, choose another --out or remove it yourself")
         if not overwrite:
             what = "a store" if complete else "an interrupted conversion"
-            raise StoreExistsError(f"{out} already holds {what}; pass --overwrite to replace it")
-        shutil.rmtree(out)
+            raise StoreExistsError(f"{path} already holds {what}; pass --overwrite to replace it")
+        shutil.rmtree(path)
+
+
+def _prepare_output(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` an empty directory, deleting an old store only when allowed and only if it is one."""
+    remove_store(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     # marks the directory as ooc's own until the manifest exists, so --overwrite may clear it
     (out / PARTIAL_NAME).write_text("conversion in progress or interrupted\n")
