@@ -117,25 +117,23 @@ def write_plots(report: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
     stores = [r for r in rows if r["conversion"]]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar([r["name"] for r in stores], [r["conversion"]["bytes_per_sample"] for r in stores])
-    ax.axhline(int(np.prod([28, 28])), color="black", linestyle="--", label="raw uint8 payload")
-    ax.set_ylabel("bytes per sample on disk")
-    ax.set_title("Size on disk")
-    ax.legend()
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    fig.tight_layout()
-    fig.savefig(out / "size_on_disk.png", dpi=100)
-    plt.close(fig)
-
+    _bars(plt, [r["name"] for r in stores], [r["conversion"]["bytes_per_sample"] for r in stores],
+          reference=(28 * 28, "raw uint8 payload"), ylabel="bytes per sample on disk", title="Size on disk",
+          path=out / "size_on_disk.png")
     trained = [r for r in rows if r["training"]]
+    _bars(plt, [r["name"] for r in trained], [r["training"]["ratio_to_memory"] for r in trained],
+          reference=(1.0, "in-memory"), ylabel="epoch time / in-memory epoch time", title="Training through the store",
+          path=out / "training_ratio.png")
+
+
+def _bars(plt, names, values, *, reference, ylabel, title, path):
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar([r["name"] for r in trained], [r["training"]["ratio_to_memory"] for r in trained])
-    ax.axhline(1.0, color="black", linestyle="--", label="in-memory")
-    ax.set_ylabel("epoch time / in-memory epoch time")
-    ax.set_title("Training through the store")
+    ax.bar(names, values)
+    ax.axhline(reference[0], color="black", linestyle="--", label=reference[1])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
-    fig.savefig(out / "training_ratio.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -165,11 +165,10 @@ def _summary_table(report) -> str:
              "| --- | ---: | ---: | ---: | ---: |"]
     for r in report["results"]:
         size = f"{r['conversion']['bytes_per_sample']:,.0f}" if r["conversion"] else "–"
-        cold = r["read"].get("shuffled_cold")
+        warm = f"{r['read']['shuffled_warm']['samples_per_second']:,.0f}"
+        cold = f"{r['read']['shuffled_cold']['samples_per_second']:,.0f}" if "shuffled_cold" in r["read"] else "–"
         ratio = f"{r['training']['ratio_to_memory']:.2f}" if r["training"] else "–"
-        lines.append(f"| {r['name']} | {size} | {r['read']['shuffled_warm']['samples_per_second']:,.0f} | "
-                     f"{cold['samples_per_second']:,.0f} | " if cold else f"| {r['name']} | {size} | {r['read']['shuffled_warm']['samples_per_second']:,.0f} | – | ")
-        lines[-1] += f"{ratio} |"
+        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} |")
     return "\n".join(lines)
 
 
