@@ -1,9 +1,18 @@
 """The only place that decides which samples form a batch, and in what order.
 
 An epoch is a list of index arrays that together hold every selected sample exactly once (the
-last one shorter unless ``drop_remainder``). The shuffle is a fresh permutation each epoch, drawn
-from ``default_rng([seed, epoch])``: the same (seed, epoch) always gives the same batches, whatever
-the store, and a run can restart at any epoch.
+last one shorter unless ``drop_remainder``): consecutive slices of one order of the samples.
+The order, drawn afresh each epoch from ``default_rng([seed, epoch])``, so the same (seed, epoch)
+always gives the same batches whatever the store, is one of
+
+- ``"none"``: the samples in index order;
+- ``"global"``: a uniform permutation (every batch is a random draw from the whole split; on a
+  chunked store, each batch then decodes most of the store's chunks);
+- ``"chunk"``: the chunks in a random order, cut into stretches of ``SHUFFLE_BUFFER_CHUNKS``
+  chunks, and the samples of each stretch in a random order. Each chunk is decoded once per epoch.
+  Without chunks (CSV, memory) it is the global shuffle.
+
+``shuffle=True`` means ``"global"`` and ``False`` means ``"none"``.
 """
 
 from __future__ import annotations
@@ -15,26 +24,40 @@ from collections.abc import Iterator
 import numpy as np
 
 from ooc.errors import OptionError
-from ooc.formats.base import Store
+from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS, Store
+
+SHUFFLE_MODES = ("none", "global", "chunk")
 
 
 def epoch_batches(
     indices: int | np.ndarray,
     *,
     batch_size: int,
-    shuffle: bool,
+    shuffle: bool | str,
     seed: int | None = None,
     epoch: int = 0,
     drop_remainder: bool = False,
+    chunk_size: int | None = None,
 ) -> list[np.ndarray]:
     """Index arrays of one epoch over ``indices`` (or ``range(indices)`` when given a count)."""
     if batch_size < 1:
         raise OptionError(f"batch size must be a positive number of samples, got {batch_size}")
+    mode = {True: "global", False: "none"}.get(shuffle, shuffle)
+    if mode not in SHUFFLE_MODES:
+        raise OptionError(f"unknown shuffle {shuffle!r}: choose one of {', '.join(SHUFFLE_MODES)}")
     order = np.arange(indices, dtype=np.int64) if np.isscalar(indices) else np.asarray(indices, dtype=np.int64)
-    if shuffle:
+    if mode != "none":
         if seed is None:
             raise OptionError("shuffle=True needs a seed, so that the run can be reproduced")
-        order = order[np.random.default_rng([seed, epoch]).permutation(len(order))]
+        rng = np.random.default_rng([seed, epoch])
+        if mode == "chunk" and chunk_size:
+            chunk_of = order // chunk_size
+            chunks = np.unique(chunk_of)
+            stretch_of_chunk = np.empty(chunks.max() + 1 if len(chunks) else 0, np.int64)
+            stretch_of_chunk[chunks] = rng.permutation(len(chunks)) // SHUFFLE_BUFFER_CHUNKS
+            order = order[np.lexsort((rng.random(len(order)), stretch_of_chunk[chunk_of]))]
+        else:
+            order = order[rng.permutation(len(order))]
     stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
     return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
 
@@ -44,7 +67,7 @@ def batches(
     split: str,
     *,
     batch_size: int = 32,
-    shuffle: bool = False,
+    shuffle: bool | str = False,
     seed: int | None = None,
     epoch: int = 0,
     indices: np.ndarray | None = None,
@@ -58,7 +81,8 @@ def batches(
     numpy release the GIL for their heavy parts).
     """
     plan = epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
-                         shuffle=shuffle, seed=seed, epoch=epoch, drop_remainder=drop_remainder)
+                         shuffle=shuffle, seed=seed, epoch=epoch, drop_remainder=drop_remainder,
+                         chunk_size=store.chunk_size)
     if prefetch <= 0:
         return (store.read(split, batch) for batch in plan)
     return _prefetched((lambda b=b: store.read(split, b) for b in plan), prefetch)

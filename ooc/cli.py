@@ -104,6 +104,7 @@ def train(
     val_fraction: Annotated[float, typer.Option(help="share of train held out for validation (stratified)")] = 0.1,
     learning_rate: Annotated[float, typer.Option(help="Adam's initial learning rate")] = 2e-3,
     lr_schedule: Annotated[str, typer.Option(help="cosine (decay to 0 over the run) or constant")] = "cosine",
+    shuffle: Annotated[str, typer.Option(help="chunk (random chunks, then samples within a buffer of chunks: each chunk decoded once per epoch) or global (exact permutation)")] = "chunk",
     report: Annotated[Optional[Path], typer.Option(help="write a JSON report here")] = None,
     model_out: Annotated[Optional[Path], typer.Option(help="where to save the model [default: data/models/STORE-MODEL.keras]")] = None,
     source: Annotated[Optional[Path], typer.Option(help="with --store memory: the .npz to load")] = None,
@@ -127,7 +128,7 @@ def train(
     else:
         raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
     run_train(data, epochs=epochs, batch_size=batch_size, model=model, seed=seed, val_fraction=val_fraction,
-              learning_rate=learning_rate, lr_schedule=lr_schedule, report_path=report,
+              learning_rate=learning_rate, lr_schedule=lr_schedule, shuffle=shuffle, report_path=report,
               model_path=model_out or DATA_DIR / "models" / f"{store}-{model}.keras")
 
 

@@ -61,6 +61,7 @@ def train(
     val_fraction: float = 0.1,
     learning_rate: float = 2e-3,
     lr_schedule: str = "cosine",
+    shuffle: str = "chunk",
     model_path: str | Path | None = None,
     report_path: str | Path | None = None,
     log: Callable[[str], None] = print,
@@ -96,7 +97,7 @@ def train(
         bar = keras.utils.Progbar(len(train_idx), unit_name="sample", stateful_metrics=["loss", "accuracy", "samples/s"]) if sys.stdout.isatty() else None
         # train_on_batch returns the last batch's metrics only: keep the epoch's running means here
         epoch_start, seen, loss_sum, correct_sum = time.perf_counter(), 0, 0.0, 0.0
-        for x, y in batches(store, "train", batch_size=batch_size, shuffle=True, seed=seed, epoch=epoch, indices=train_idx):
+        for x, y in batches(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, indices=train_idx):
             logs = net.train_on_batch(x, y, return_dict=True)
             seen += len(y)
             loss_sum += float(logs["loss"]) * len(y)
@@ -120,7 +121,7 @@ def train(
         "store": {"path": str(store.path), "format": store.format_name, "options": store.options,
                   "train_samples": len(train_idx), "val_samples": len(val_idx), "test_samples": store.num_samples("test")},
         "config": {"model": model, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-                   "val_fraction": val_fraction, "learning_rate": learning_rate, "lr_schedule": lr_schedule, "loop": "train_on_batch"},
+                   "val_fraction": val_fraction, "learning_rate": learning_rate, "lr_schedule": lr_schedule, "shuffle": shuffle, "loop": "train_on_batch"},
         "history": history,
         "test": test,
         "wall_seconds": wall,

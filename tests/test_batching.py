@@ -8,6 +8,7 @@ import pytest
 import ooc
 from ooc.batching import epoch_batches
 from ooc.errors import OptionError
+from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
 
 
 @pytest.mark.parametrize("n,batch_size", [(10, 3), (300, 32), (512, 512), (5, 8), (1000, 1)])
@@ -97,3 +98,26 @@ def test_prefetch_passes_errors_on_and_stops_early():
     next(it)
     it.close()  # the consumer stops: the reader thread must stop too, not read the whole epoch
     assert len(calls) <= 4
+
+
+def test_chunk_shuffle_covers_everything_and_stays_within_a_few_chunks():
+    chunk, n = 10, 1000
+    plan = epoch_batches(n, batch_size=20, shuffle="chunk", seed=5, chunk_size=chunk)
+    flat = np.concatenate(plan)
+    assert np.array_equal(np.sort(flat), np.arange(n))
+    stretch = SHUFFLE_BUFFER_CHUNKS * chunk  # samples per stretch of chunks
+    for start in range(0, n, stretch):  # 100 chunks: 12 stretches of 8, then one of 4
+        assert len(np.unique(flat[start:start + stretch] // chunk)) == min(SHUFFLE_BUFFER_CHUNKS, (n - start) // chunk)
+    assert not np.array_equal(flat, np.arange(n))
+    again = epoch_batches(n, batch_size=20, shuffle="chunk", seed=5, chunk_size=chunk)
+    assert all(np.array_equal(a, b) for a, b in zip(plan, again))
+    other_epoch = epoch_batches(n, batch_size=20, shuffle="chunk", seed=5, epoch=1, chunk_size=chunk)
+    assert not np.array_equal(flat, np.concatenate(other_epoch))
+
+
+def test_chunk_shuffle_without_chunks_is_the_global_shuffle():
+    a = epoch_batches(50, batch_size=7, shuffle="chunk", seed=2)
+    b = epoch_batches(50, batch_size=7, shuffle="global", seed=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(OptionError, match=r"^unknown shuffle 'random': choose one of none, global, chunk$"):
+        epoch_batches(50, batch_size=7, shuffle="random", seed=2)

@@ -181,3 +181,18 @@ def test_sparse_reads_from_large_chunks(fmt, tmp_path, mnist):
     indices = np.array([2999, 5, 1500, 2047, 2048])
     x, y = ooc.open_store(tmp_path / "s").read("train", indices)
     assert np.array_equal(x, expected_x(source_x[indices])) and np.array_equal(y, source_y[indices])
+
+
+def test_chunk_shuffle_decodes_each_chunk_once_per_epoch(fmt, store_dirs, mnist, monkeypatch):
+    store = ooc.open_store(store_dirs[fmt])
+    if store.chunk_size is None:
+        pytest.skip(f"{fmt} has no chunks")
+    reads = []
+    original = type(store)._read_rows
+    monkeypatch.setattr(type(store), "_read_rows", lambda self, split, a, b: reads.append((a, b)) or original(self, split, a, b))
+    got = list(ooc.batches(store, "train", batch_size=32, shuffle="chunk", seed=1))
+    flat_x = np.concatenate([x for x, _ in got])
+    order = np.concatenate(ooc.epoch_batches(LIMIT, batch_size=32, shuffle="chunk", seed=1, chunk_size=store.chunk_size))
+    assert np.array_equal(flat_x, expected_x(mnist["x_train"][order]))
+    rows_read = sum(b - a for a, b in reads)
+    assert rows_read == LIMIT  # every chunk decoded exactly once

@@ -23,7 +23,7 @@ def test_validation_split_is_stratified_and_disjoint():
 def test_same_seed_same_weights_whatever_the_store(store_dirs, mnist):
     memory = ooc.MemoryStore({"train": (mnist["x_train"], mnist["y_train"].astype(np.int64)),
                               "test": (mnist["x_test"], mnist["y_test"].astype(np.int64))})
-    quiet = dict(epochs=1, batch_size=50, seed=3, log=lambda line: None)
+    quiet = dict(epochs=1, batch_size=50, seed=3, shuffle="global", log=lambda line: None)
     reference = train(memory, **quiet)
     other = train(ooc.open_store(store_dirs["zarr"]), **quiet)
     assert other["history"][0]["loss"] == pytest.approx(reference["history"][0]["loss"], rel=1e-5)

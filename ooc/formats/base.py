@@ -23,8 +23,9 @@ values of chunk size, compression and dtype), and one line in ``ooc.formats.FORM
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -97,6 +98,11 @@ class Store(ABC):
     def options(self) -> dict[str, Any]:
         return self.manifest["options"]
 
+    @property
+    def chunk_size(self) -> int | None:
+        """Samples per chunk for layouts that read whole chunks (what the chunk shuffle groups by)."""
+        return None
+
     def labels(self, split: str) -> np.ndarray:
         """All labels of a split as int64 (small: one number per sample); read once, then kept."""
         if split not in self._labels:
@@ -158,6 +164,94 @@ class Store(ABC):
         return {}
 
 
+# The chunk shuffle draws each stretch of batches from this many chunks; a chunked store caches twice
+# as many decoded chunks, since a batch may straddle two stretches. Bounded whatever the data's size.
+SHUFFLE_BUFFER_CHUNKS = 8
+CACHE_CHUNKS = 2 * SHUFFLE_BUFFER_CHUNKS
+
+
+class ChunkedStore(Store):
+    """A layout that stores samples in chunks of ``chunk_size`` along the sample axis and decodes
+    a chunk whole (compressed HDF5 and Zarr do; uncompressed HDF5 may read single rows instead).
+
+    ``_read_sorted`` is done here: the wanted rows are grouped by chunk, each chunk is read once
+    (runs of adjacent missing chunks in one call, so zarr can fetch them concurrently) and kept in
+    a small LRU of decoded chunks. With the chunk shuffle, consecutive batches come from the same
+    few chunks, so each chunk is decoded once per epoch instead of once per batch.
+    """
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.options["chunk_size"])
+
+    @abstractmethod
+    def _read_rows(self, split: str, start: int, stop: int) -> np.ndarray:
+        """Stored rows ``[start, stop)``, a whole number of chunks (the last may be short)."""
+
+    def _points_are_cheaper(self, hits: int) -> bool:
+        """Whether reading ``hits`` single rows beats decoding their whole chunk."""
+        return False
+
+    def _read_points(self, split: str, indices: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _read_sorted(self, split, indices):
+        size, count = self.chunk_size, self.num_samples(split)
+        cache = self.__dict__.setdefault("_chunk_cache", OrderedDict())
+        lock = self.__dict__.setdefault("_chunk_lock", threading.Lock())
+        chunk_of = indices // size
+        starts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1]])
+        ends = np.r_[starts[1:], len(indices)]
+        chunk_ids = chunk_of[starts].tolist()
+        out = None
+        with lock:
+            missing = [c for c, s, e in zip(chunk_ids, starts, ends)
+                       if (split, c) not in cache and not self._points_are_cheaper(int(e - s))]
+            fetched = self._fetch_chunks(split, missing, size, count)
+            for c, s, e in zip(chunk_ids, starts, ends):
+                rows = indices[s:e]
+                chunk = fetched.get(c)
+                if chunk is None and (split, c) in cache:
+                    chunk = cache[(split, c)]
+                    cache.move_to_end((split, c))
+                if chunk is None:
+                    part = self._read_points(split, rows)
+                else:
+                    part = chunk[rows - c * size]
+                if out is None:
+                    out = np.empty((len(indices), *part.shape[1:]), part.dtype)
+                out[s:e] = part
+            for c, chunk in fetched.items():
+                cache[(split, c)] = chunk
+                cache.move_to_end((split, c))
+            while len(cache) > CACHE_CHUNKS:
+                cache.popitem(last=False)
+        return out
+
+    def _fetch_chunks(self, split: str, chunk_ids: list[int], size: int, count: int) -> dict[int, np.ndarray]:
+        """Decode the given chunks, reading runs of adjacent ones (at most CACHE_CHUNKS) per call."""
+        fetched = {}
+        run: list[int] = []
+        for c in chunk_ids + [None]:
+            if run and (c is None or c != run[-1] + 1 or len(run) == CACHE_CHUNKS):
+                block = self._read_rows(split, run[0] * size, min((run[-1] + 1) * size, count))
+                for i, r in enumerate(run):
+                    fetched[r] = block[i * size:(i + 1) * size].copy() if len(run) > 1 else block
+                run = []
+            if c is not None:
+                run.append(c)
+        return fetched
+
+    def close(self) -> None:
+        self.__dict__.pop("_chunk_cache", None)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_chunk_cache", None)
+        state.pop("_chunk_lock", None)
+        return state
+
+
 class Writer(ABC):
     def __init__(self, path: Path, *, chunk_size: int | None, compression: str, dtype: str):
         self.path = path
@@ -180,19 +274,6 @@ class Writer(ABC):
             self.close()
         except Exception:
             pass
-
-
-def chunk_runs(indices: np.ndarray, chunk_size: int, length: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Group sorted indices by chunk: yield ``(start, stop, positions)`` for each run of adjacent
-    touched chunks, ``positions`` being the indices of that run relative to ``start``."""
-    if not len(indices):
-        return
-    chunk_ids = np.unique(indices // chunk_size)
-    breaks = np.flatnonzero(np.diff(chunk_ids) != 1) + 1
-    for run in np.split(chunk_ids, breaks):
-        start, stop = int(run[0]) * chunk_size, min((int(run[-1]) + 1) * chunk_size, length)
-        lo, hi = np.searchsorted(indices, [start, stop])
-        yield start, stop, indices[lo:hi] - start
 
 
 def disk_usage(path: Path) -> tuple[int, int]:

@@ -1,9 +1,9 @@
 """One HDF5 file, ``<store>/data.h5``, with datasets ``<split>/x`` (n, h, w) and ``<split>/y`` (n,),
 chunked along the sample axis.
 
-Reads go chunk by chunk: a run of touched chunks is read as one slice when it is dense enough,
-because h5py's point selections cost ~30 µs a sample while a slice of cached data costs ~0.1 µs a
-sample. Compressed chunks are always read whole (HDF5 must decode them whole anyway).
+Reads go chunk by chunk through ``ChunkedStore``'s cache. An uncompressed chunk with only a few
+wanted rows is read as points instead, because h5py's point selection costs ~30 µs a row while
+a slice of cached data costs ~0.1 µs a row; compressed chunks are always decoded whole.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import LayoutOptions, Store as _Store, Writer as _Writer, chunk_runs, encode
+from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
 
 NAME = "hdf5"
 FILE_NAME = "data.h5"
 OPTIONS = LayoutOptions(compressions=("none", "gzip", "lzf"), default_compression="none",
                         dtypes=("uint8", "float32"), default_dtype="uint8", default_chunk_size=1024)
 GZIP_LEVEL = 4
-# A slice over a run of chunks is cheaper than point reads while it holds at most this many rows
-# per wanted row (measured: point read ~30 µs, sliced row ~0.1 µs from the page cache).
+# Reading a whole uncompressed chunk beats point reads while it holds at most this many rows per
+# wanted row (measured: point read ~30 µs, sliced row ~0.1 µs from the page cache).
 SLICE_ROWS_PER_HIT = 256
 
 
@@ -53,7 +53,7 @@ class Writer(_Writer):
             self._file = None
 
 
-class Store(_Store):
+class Store(ChunkedStore):
     format_name = NAME
     _file = None
 
@@ -74,18 +74,17 @@ class Store(_Store):
     def _read_labels(self, split):
         return self._dataset(split, "y")[:]
 
-    def _read_sorted(self, split, indices):
-        x = self._dataset(split, "x")
-        compressed = x.compression is not None
-        parts = []
-        for start, stop, positions in chunk_runs(indices, x.chunks[0], x.shape[0]):
-            if compressed or stop - start <= SLICE_ROWS_PER_HIT * len(positions):
-                parts.append(x[start:stop][positions])
-            else:
-                parts.append(x[positions + start])
-        return np.concatenate(parts) if parts else np.empty((0, *x.shape[1:]), x.dtype)
+    def _read_rows(self, split, start, stop):
+        return self._dataset(split, "x")[start:stop]
+
+    def _points_are_cheaper(self, hits):
+        return self.options["compression"] == "none" and hits * SLICE_ROWS_PER_HIT < self.chunk_size
+
+    def _read_points(self, split, indices):
+        return self._dataset(split, "x")[indices]
 
     def close(self):
+        super().close()
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -1,8 +1,8 @@
 """A Zarr v3 group: the store directory is the group, with arrays ``<split>/x`` (n, h, w) and
 ``<split>/y`` (n,), chunked along the sample axis. ``zarr.open_group(store)`` reads it as is.
 
-Reads use orthogonal indexing, which decodes each touched chunk once and fetches chunks
-concurrently through zarr's async machinery.
+Reads go chunk by chunk through ``ChunkedStore``'s cache; a run of adjacent chunks is one slice,
+which zarr fetches and decodes concurrently.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import LayoutOptions, Store as _Store, Writer as _Writer, encode
+from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
 
 NAME = "zarr"
 OPTIONS = LayoutOptions(compressions=("none", "zstd", "blosc", "gzip"), default_compression="zstd",
@@ -50,7 +50,7 @@ class Writer(_Writer):
         self._group = None
 
 
-class Store(_Store):
+class Store(ChunkedStore):
     format_name = NAME
     _group = None
 
@@ -70,10 +70,11 @@ class Store(_Store):
     def _read_labels(self, split):
         return self._array(split, "y")[:]
 
-    def _read_sorted(self, split, indices):
-        return self._array(split, "x").oindex[indices]
+    def _read_rows(self, split, start, stop):
+        return self._array(split, "x")[start:stop]
 
     def close(self):
+        super().close()
         self._group = None
 
     def _closed_state(self):
