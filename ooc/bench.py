@@ -35,7 +35,9 @@ from ooc.sources import NpzSource, open_source
 from ooc.stores import MemoryStore, open_store
 
 REPORT_VERSION = 1
-READ_MODES = ("sequential_warm", "shuffled_warm", "sequential_cold", "shuffled_cold")
+# order of samples (none / global permutation / chunk-aware shuffle) x page cache (warm / cold)
+READ_MODES = ("sequential_warm", "global_warm", "chunk_warm", "sequential_cold", "global_cold", "chunk_cold")
+_ORDER = {"sequential": "none", "global": "global", "chunk": "chunk"}
 # Options worth comparing beside each layout's defaults: compression on/off and a smaller chunk.
 VARIANTS: dict[str, list[dict[str, Any]]] = {
     "csv": [{}],
@@ -112,6 +114,8 @@ def evict_from_page_cache(path: Path) -> None:
 class MemmapReader:
     """The raw .npy memmap baseline: uint8 pages straight from the file, decoded like the stores."""
 
+    chunk_size = None
+
     def __init__(self, path: Path, labels: np.ndarray):
         self.path, self.labels = path, labels
         self.x = np.load(path, mmap_mode="r")
@@ -128,6 +132,8 @@ class MemmapReader:
 class RecipeReader:
     """The classic recipe's get_batch: np.loadtxt on each sample's CSV file, float64, no prefetch."""
 
+    chunk_size = None
+
     def __init__(self, csv_store: Path):
         import pandas as pd
 
@@ -143,11 +149,13 @@ class RecipeReader:
         pass
 
 
-def read_pass(read: Callable, n: int, *, batch_size: int, shuffle: bool, seed: int) -> float:
-    start = time.perf_counter()
-    for batch in epoch_batches(n, batch_size=batch_size, shuffle=shuffle, seed=seed):
-        read(batch)
-    return time.perf_counter() - start
+def read_pass(reader, n: int, *, batch_size: int, shuffle: str, seed: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process) of one pass over ``n`` samples."""
+    plan = epoch_batches(n, batch_size=batch_size, shuffle=shuffle, seed=seed, chunk_size=reader.chunk_size)
+    start, cpu = time.perf_counter(), time.process_time()
+    for batch in plan:
+        reader(batch)
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None, batch_size: int, repeats: int,
@@ -159,22 +167,24 @@ def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None,
     for mode in READ_MODES:
         if mode.endswith("cold") and files is None:
             continue  # data in memory has no cold cache
-        shuffled, cold = mode.startswith("shuffled"), mode.endswith("cold")
-        times, peak = [], 0.0
+        order, cold = _ORDER[mode.split("_")[0]], mode.endswith("cold")
+        times, cpus, peak = [], [], 0.0
         reader = open_reader()
         if not cold:
-            read_pass(reader, n, batch_size=batch_size, shuffle=shuffled, seed=999)  # warm the cache
+            read_pass(reader, n, batch_size=batch_size, shuffle=order, seed=999)  # warm the cache
         for rep in range(repeats):
             if cold:
                 reader.close()
                 evict_from_page_cache(files)
                 reader = open_reader()
             with PeakRSS() as rss:
-                times.append(read_pass(reader, n, batch_size=batch_size, shuffle=shuffled, seed=rep))
+                seconds, cpu = read_pass(reader, n, batch_size=batch_size, shuffle=order, seed=rep)
+            times.append(seconds)
+            cpus.append(cpu)
             peak = max(peak, rss.peak_mb)
         reader.close()
         median = statistics.median(times)
-        results[mode] = {"seconds": summary(times), "samples_per_second": n / median,
+        results[mode] = {"seconds": summary(times), "cpu_seconds": summary(cpus), "samples_per_second": n / median,
                          "mb_per_second": n * sample_bytes / median / 1e6, "peak_rss_mb": peak}
         progress(f"  read {mode}: {n / median:,.0f} samples/s")
     return results
@@ -183,6 +193,7 @@ def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None,
 class _StoreReader:
     def __init__(self, store: Store):
         self.store = store
+        self.chunk_size = store.chunk_size
 
     def __call__(self, indices):
         return self.store.read("train", indices)
@@ -191,19 +202,28 @@ class _StoreReader:
         self.store.close()
 
 
-def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, seed: int) -> dict[str, Any]:
+def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, seed: int, shuffle: str = "chunk") -> dict[str, Any]:
     import keras
 
     from ooc.train import train
 
     keras.backend.clear_session()
     with PeakRSS() as rss:
-        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, log=lambda line: None)
-    epoch_seconds = [e["seconds"] for e in report["history"]]
-    timed = epoch_seconds[1:] or epoch_seconds  # the first epoch also traces the graph
-    return {"epoch_seconds": summary(timed), "first_epoch_seconds": epoch_seconds[0],
-            "samples_per_second": report["store"]["train_samples"] / statistics.median(timed),
+        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle=shuffle, log=lambda line: None)
+    history = report["history"][1:] or report["history"]  # the first epoch also traces the graph
+    median = statistics.median(e["seconds"] for e in history)
+    return {"shuffle": shuffle, "epoch_seconds": summary([e["seconds"] for e in history]),
+            "epoch_cpu_seconds": summary([e["cpu_seconds"] for e in history]),
+            "first_epoch_seconds": report["history"][0]["seconds"], "train_samples": report["store"]["train_samples"],
+            "samples_per_second": report["store"]["train_samples"] / median,
             "test_accuracy": report["test"]["accuracy"], "peak_rss_mb": rss.peak_mb}
+
+
+def loader_cpu_share(read: dict[str, Any], n: int, training: dict[str, Any], memory_training: dict[str, Any]) -> float:
+    """CPU the loader spends on one training epoch's samples (chunk order, warm), as a share of the
+    CPU of one in-memory training epoch."""
+    per_sample = read["chunk_warm"]["cpu_seconds"]["median"] / n
+    return per_sample * training["train_samples"] / memory_training["epoch_cpu_seconds"]["median"]
 
 
 def run_bench(
@@ -219,6 +239,7 @@ def run_bench(
     epochs: int = 3,
     model: str = "lenet",
     seed: int = 0,
+    tradeoff: bool = True,
     command: str = "",
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -235,7 +256,7 @@ def run_bench(
     rows: list[dict[str, Any]] = []
 
     progress(f"baseline memory: {n} train samples")
-    rows.append({"name": "memory", "kind": "baseline", "format": "memory", "options": {}, "conversion": None,
+    rows.append({"name": "memory", "kind": "baseline", "format": "memory", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: _StoreReader(memory), n, files=None, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)})
     memory_epoch = rows[0]["training"]["epoch_seconds"]["median"]
@@ -245,7 +266,7 @@ def run_bench(
     npy.parent.mkdir(parents=True, exist_ok=True)
     np.save(npy, memory._arrays["train"][0])
     progress("baseline npy-memmap")
-    rows.append({"name": "npy-memmap", "kind": "baseline", "format": "npy", "options": {}, "conversion": None,
+    rows.append({"name": "npy-memmap", "kind": "baseline", "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train")), n, files=npy, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": None})
 
@@ -268,22 +289,30 @@ def run_bench(
         read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress)
         training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed)
         training["ratio_to_memory"] = training["epoch_seconds"]["median"] / memory_epoch
-        progress(f"  train: {training['epoch_seconds']['median']:.2f} s/epoch ({training['ratio_to_memory']:.2f} x memory)")
+        training["loader_cpu_share"] = loader_cpu_share(read, n, training, rows[0]["training"])
+        progress(f"  train (chunk shuffle): {training['epoch_seconds']['median']:.2f} s/epoch ({training['ratio_to_memory']:.2f} x memory), "
+                 f"loader CPU {training['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's")
+        global_training = None
+        if tradeoff:
+            global_training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle="global")
+            global_training["ratio_to_memory"] = global_training["epoch_seconds"]["median"] / memory_epoch
+            progress(f"  train (global shuffle): {global_training['epoch_seconds']['median']:.2f} s/epoch ({global_training['ratio_to_memory']:.2f} x memory)")
         rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
-                     "conversion": conversion, "read": read, "training": training})
+                     "conversion": conversion, "read": read, "training": training, "training_global_shuffle": global_training})
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
-            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "format": "csv", "options": {}, "conversion": None,
+            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
                          "read": measure_reads(lambda: RecipeReader(path), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
     rows[0]["training"]["ratio_to_memory"] = 1.0
+    rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(rows[0]["read"], n, rows[0]["training"], rows[0]["training"])
 
     report = {
         "ooc_bench_version": REPORT_VERSION,
         "command": command,
         "machine": machine_info(),
         "config": {"source": str(src.path), "limit": limit, "train_samples": n, "repeats": repeats,
-                   "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed},
+                   "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed, "tradeoff": tradeoff},
         "results": rows,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -105,6 +105,7 @@ def train(
     learning_rate: Annotated[float, typer.Option(help="Adam's initial learning rate")] = 2e-3,
     lr_schedule: Annotated[str, typer.Option(help="cosine (decay to 0 over the run) or constant")] = "cosine",
     shuffle: Annotated[str, typer.Option(help="chunk (random chunks, then samples within a buffer of chunks: each chunk decoded once per epoch) or global (exact permutation)")] = "chunk",
+    loop: Annotated[str, typer.Option(help="train_on_batch (ooc's loop) or fit (model.fit over a keras PyDataset)")] = "train_on_batch",
     report: Annotated[Optional[Path], typer.Option(help="write a JSON report here")] = None,
     model_out: Annotated[Optional[Path], typer.Option(help="where to save the model [default: data/models/STORE-MODEL.keras]")] = None,
     source: Annotated[Optional[Path], typer.Option(help="with --store memory: the .npz to load")] = None,
@@ -128,7 +129,7 @@ def train(
     else:
         raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
     run_train(data, epochs=epochs, batch_size=batch_size, model=model, seed=seed, val_fraction=val_fraction,
-              learning_rate=learning_rate, lr_schedule=lr_schedule, shuffle=shuffle, report_path=report,
+              learning_rate=learning_rate, lr_schedule=lr_schedule, shuffle=shuffle, loop=loop, report_path=report,
               model_path=model_out or DATA_DIR / "models" / f"{store}-{model}.keras")
 
 
@@ -145,6 +146,7 @@ def bench(
     batch_size: Annotated[int, typer.Option(help="samples per batch, reading and training")] = 512,
     model: Annotated[str, typer.Option(help="lenet or lenet-wide")] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
+    tradeoff: Annotated[bool, typer.Option(help="also train every store with the exact global shuffle (the trade-off table)")] = True,
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
     from ooc.bench import run_bench
@@ -154,7 +156,7 @@ def bench(
     command = "ooc " + " ".join(sys.argv[1:])
     report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
                        source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
-                       seed=seed, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                       seed=seed, tradeoff=tradeoff, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(_summary_table(report))
     print()
     print(recommendation(report))
@@ -162,14 +164,16 @@ def bench(
 
 
 def _summary_table(report) -> str:
-    lines = ["| target | bytes/sample | shuffled warm samples/s | shuffled cold samples/s | training ratio to in-memory |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| target | bytes/sample | shuffled warm samples/s (chunk / global) | shuffled cold samples/s (chunk / global) | training ratio to in-memory (chunk / global) | loader CPU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["results"]:
+        read, t, g = r["read"], r["training"], r.get("training_global_shuffle")
         size = f"{r['conversion']['bytes_per_sample']:,.0f}" if r["conversion"] else "–"
-        warm = f"{r['read']['shuffled_warm']['samples_per_second']:,.0f}"
-        cold = f"{r['read']['shuffled_cold']['samples_per_second']:,.0f}" if "shuffled_cold" in r["read"] else "–"
-        ratio = f"{r['training']['ratio_to_memory']:.2f}" if r["training"] else "–"
-        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} |")
+        warm = f"{read['chunk_warm']['samples_per_second']:,.0f} / {read['global_warm']['samples_per_second']:,.0f}"
+        cold = f"{read['chunk_cold']['samples_per_second']:,.0f} / {read['global_cold']['samples_per_second']:,.0f}" if "chunk_cold" in read else "–"
+        ratio = (f"{t['ratio_to_memory']:.2f}" + (f" / {g['ratio_to_memory']:.2f}" if g else "")) if t else "–"
+        cpu = f"{t['loader_cpu_share'] * 100:.1f} %" if t else "–"
+        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} | {cpu} |")
     return "\n".join(lines)
 
 

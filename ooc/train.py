@@ -19,6 +19,7 @@ from ooc.models import build_model
 # Keras clips probabilities to [eps, 1 - eps] in its cross-entropy; so do we, to report the same loss.
 _EPSILON = 1e-7
 LR_SCHEDULES = ("cosine", "constant")
+LOOPS = ("train_on_batch", "fit")
 
 
 def split_validation(labels: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +63,7 @@ def train(
     learning_rate: float = 2e-3,
     lr_schedule: str = "cosine",
     shuffle: str = "chunk",
+    loop: str = "train_on_batch",
     model_path: str | Path | None = None,
     report_path: str | Path | None = None,
     log: Callable[[str], None] = print,
@@ -77,6 +79,8 @@ def train(
         raise OptionError(f"--epochs must be at least 1, got {epochs}")
     if batch_size < 1:
         raise OptionError(f"--batch-size must be a positive number of samples, got {batch_size}")
+    if loop not in LOOPS:
+        raise OptionError(f"unknown --loop {loop!r}: choose one of {', '.join(LOOPS)}")
     if lr_schedule not in LR_SCHEDULES:
         raise OptionError(f"unknown --lr-schedule {lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
     keras.utils.set_random_seed(seed)
@@ -89,31 +93,9 @@ def train(
     net.summary(print_fn=lambda line, *args, **kwargs: log(line))
     log(f"training on {len(train_idx)} samples of {store.path} ({store.format_name}), validating on {len(val_idx)}")
 
-    history = []
     started = time.perf_counter()
-    for epoch in range(epochs):
-        log(f"Epoch {epoch + 1}/{epochs}")
-        # a live bar on a terminal; in logs the one line per epoch below says the same
-        bar = keras.utils.Progbar(len(train_idx), unit_name="sample", stateful_metrics=["loss", "accuracy", "samples/s"]) if sys.stdout.isatty() else None
-        # train_on_batch returns the last batch's metrics only: keep the epoch's running means here
-        epoch_start, seen, loss_sum, correct_sum = time.perf_counter(), 0, 0.0, 0.0
-        for x, y in batches(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, indices=train_idx):
-            logs = net.train_on_batch(x, y, return_dict=True)
-            seen += len(y)
-            loss_sum += float(logs["loss"]) * len(y)
-            correct_sum += float(logs["accuracy"]) * len(y)
-            if bar:
-                rate = round(seen / (time.perf_counter() - epoch_start))
-                bar.update(seen, [("loss", loss_sum / seen), ("accuracy", correct_sum / seen), ("samples/s", rate)])
-        seconds = time.perf_counter() - epoch_start
-        val = evaluate(net, store, "train", indices=val_idx, batch_size=max(batch_size, 512)) if len(val_idx) else {}
-        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct_sum / seen,
-                  **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds, "samples_per_second": seen / seconds}
-        history.append(record)
-        log(f"epoch {epoch + 1}: loss {record['loss']:.4f} accuracy {record['accuracy']:.4f}"
-            + (f" val_loss {val['loss']:.4f} val_accuracy {val['accuracy']:.4f}" if val else "")
-            + f" ({seconds:.1f} s, {record['samples_per_second']:.0f} samples/s)")
-
+    run_epochs = _epochs_with_fit if loop == "fit" else _epochs_with_train_on_batch
+    history = run_epochs(net, store, train_idx, val_idx, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, log=log)
     test = evaluate(net, store, "test", batch_size=max(batch_size, 512))
     wall = time.perf_counter() - started
     log(f"test: loss {test['loss']:.4f} accuracy {test['accuracy']:.4f} ({wall:.1f} s in all)")
@@ -121,7 +103,7 @@ def train(
         "store": {"path": str(store.path), "format": store.format_name, "options": store.options,
                   "train_samples": len(train_idx), "val_samples": len(val_idx), "test_samples": store.num_samples("test")},
         "config": {"model": model, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-                   "val_fraction": val_fraction, "learning_rate": learning_rate, "lr_schedule": lr_schedule, "shuffle": shuffle, "loop": "train_on_batch"},
+                   "val_fraction": val_fraction, "learning_rate": learning_rate, "lr_schedule": lr_schedule, "shuffle": shuffle, "loop": loop},
         "history": history,
         "test": test,
         "wall_seconds": wall,
@@ -136,3 +118,68 @@ def train(
         Path(report_path).write_text(json.dumps(report, indent=2) + "\n")
         log(f"report written to {report_path}")
     return report
+
+
+def _log_epoch(log, record):
+    val = f" val_loss {record['val_loss']:.4f} val_accuracy {record['val_accuracy']:.4f}" if "val_loss" in record else ""
+    log(f"epoch {record['epoch']}: loss {record['loss']:.4f} accuracy {record['accuracy']:.4f}{val}"
+        f" ({record['seconds']:.1f} s, {record['samples_per_second']:.0f} samples/s)")
+
+
+def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log):
+    import keras
+
+    history = []
+    for epoch in range(epochs):
+        log(f"Epoch {epoch + 1}/{epochs}")
+        # a live bar on a terminal; in logs the one line per epoch says the same
+        bar = keras.utils.Progbar(len(train_idx), unit_name="sample", stateful_metrics=["loss", "accuracy", "samples/s"]) if sys.stdout.isatty() else None
+        # train_on_batch returns the last batch's metrics only: keep the epoch's running means here
+        epoch_start, cpu_start, seen, loss_sum, correct_sum = time.perf_counter(), time.process_time(), 0, 0.0, 0.0
+        for x, y in batches(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, indices=train_idx):
+            logs = net.train_on_batch(x, y, return_dict=True)
+            seen += len(y)
+            loss_sum += float(logs["loss"]) * len(y)
+            correct_sum += float(logs["accuracy"]) * len(y)
+            if bar:
+                rate = round(seen / (time.perf_counter() - epoch_start))
+                bar.update(seen, [("loss", loss_sum / seen), ("accuracy", correct_sum / seen), ("samples/s", rate)])
+        seconds, cpu_seconds = time.perf_counter() - epoch_start, time.process_time() - cpu_start
+        val = evaluate(net, store, "train", indices=val_idx, batch_size=max(batch_size, 512)) if len(val_idx) else {}
+        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct_sum / seen,
+                  **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds, "cpu_seconds": cpu_seconds,
+                  "samples_per_second": seen / seconds}
+        history.append(record)
+        _log_epoch(log, record)
+    return history
+
+
+def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log):
+    """The same epochs through ``model.fit`` and a PyDataset (read one batch ahead in a thread)."""
+    import keras
+
+    from ooc.keras_data import as_pydataset
+
+    class EpochClock(keras.callbacks.Callback):
+        """Training time of each epoch, without the validation pass fit runs inside it."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start, self.cpu, self.done = time.perf_counter(), time.process_time(), None
+
+        def on_test_begin(self, logs=None):
+            self.done = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds, cpu = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
+            record = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
+                      **({"val_loss": float(logs["val_loss"]), "val_accuracy": float(logs["val_accuracy"])} if "val_loss" in logs else {}),
+                      "seconds": seconds, "cpu_seconds": cpu, "samples_per_second": len(train_idx) / seconds}
+            history.append(record)
+            _log_epoch(log, record)
+
+    history: list[dict] = []
+    train_data = as_pydataset(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, indices=train_idx, workers=2)
+    val_data = as_pydataset(store, "train", batch_size=max(batch_size, 512), indices=val_idx) if len(val_idx) else None
+    net.fit(train_data, epochs=epochs, validation_data=val_data, callbacks=[EpochClock()],
+            verbose=1 if sys.stdout.isatty() else 0)
+    return history

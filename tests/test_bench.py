@@ -15,6 +15,8 @@ from conftest import MNIST
 
 
 def _positive_numbers(obj, where=""):
+    if isinstance(obj, str):
+        return
     if isinstance(obj, dict):
         for key, value in obj.items():
             yield from _positive_numbers(value, f"{where}.{key}")
@@ -42,25 +44,33 @@ def test_bench_report(tmp_path):
     assert [r["name"] for r in report["results"]] == expected
 
     for row in report["results"]:
-        modes = READ_MODES if row["name"] != "memory" else ("sequential_warm", "shuffled_warm")
+        modes = READ_MODES if row["name"] != "memory" else ("sequential_warm", "global_warm", "chunk_warm")
         assert tuple(row["read"]) == modes, row["name"]
         for mode in modes:
-            assert set(row["read"][mode]) == {"seconds", "samples_per_second", "mb_per_second", "peak_rss_mb"}
+            assert set(row["read"][mode]) == {"seconds", "cpu_seconds", "samples_per_second", "mb_per_second", "peak_rss_mb"}
             assert row["read"][mode]["seconds"]["n"] == 2
         if row["kind"] == "store":
             assert set(row["conversion"]) == {"seconds", "samples_per_second", "bytes", "bytes_on_disk", "bytes_per_sample", "ratio_to_raw"}
         if row["kind"] == "store" or row["name"] == "memory":
-            assert set(row["training"]) == {"epoch_seconds", "first_epoch_seconds", "samples_per_second", "test_accuracy", "peak_rss_mb", "ratio_to_memory"}
+            fields = {"shuffle", "epoch_seconds", "epoch_cpu_seconds", "first_epoch_seconds", "train_samples", "samples_per_second",
+                      "test_accuracy", "peak_rss_mb", "ratio_to_memory", "loader_cpu_share"}
+            assert set(row["training"]) == fields and row["training"]["shuffle"] == "chunk"
+        if row["kind"] == "store":
+            assert set(row["training_global_shuffle"]) == fields - {"loader_cpu_share"}
+            assert row["training_global_shuffle"]["shuffle"] == "global"
+        else:
+            assert row["training_global_shuffle"] is None
         numbers = list(_positive_numbers(row))
         assert numbers and all(math.isfinite(v) and v > 0 for _, v in numbers), [n for n in numbers if not n[1] > 0]
 
     markdown = (out / "report.md").read_text()
-    for heading in ("## Which layout should I use", "## Size on disk and conversion", "## Reading the train split", "## Training with the shared loop"):
+    for heading in ("## Which layout should I use", "## Size on disk and conversion", "## Reading the train split",
+                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle"):
         assert heading in markdown
     assert "For training speed pick **" in markdown and report["command"] in markdown
     for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| target | bytes/sample | shuffled warm samples/s |" in done.stdout
+    assert "| target | bytes/sample | shuffled warm samples/s (chunk / global) |" in done.stdout
     assert (tmp_path / "data" / "bench" / "zarr" / "ooc.json").is_file()
 
 

@@ -1,0 +1,59 @@
+"""Keras and tf.data views over ``ooc.batching``: the same batches, for ``model.fit``.
+
+``fit(shuffle=True)`` only reorders whole batches of a PyDataset, so the sample order is redrawn
+here, in ``on_epoch_end``, from the same (seed, epoch) plan the ``train_on_batch`` loop uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ooc.batching import batches, epoch_batches
+from ooc.formats.base import Store
+
+
+def as_pydataset(store: Store, split: str, *, batch_size: int = 32, shuffle: bool | str = False, seed: int | None = None,
+                 indices: np.ndarray | None = None, drop_remainder: bool = False, workers: int = 1,
+                 max_queue_size: int = 4):
+    """A ``keras.utils.PyDataset`` of ``(x, y)`` batches; ``workers`` > 1 reads batches in threads."""
+    import keras
+
+    class StorePyDataset(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+            self.epoch = 0
+            self._plan = self._make_plan()
+
+        def _make_plan(self):
+            return epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
+                                 shuffle=shuffle, seed=seed, epoch=self.epoch, drop_remainder=drop_remainder,
+                                 chunk_size=store.chunk_size)
+
+        def __len__(self):
+            return len(self._plan)
+
+        def __getitem__(self, index):
+            return store.read(split, self._plan[index])
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self._plan = self._make_plan()
+
+    return StorePyDataset()
+
+
+def as_tf_dataset(store: Store, split: str, *, batch_size: int = 32, shuffle: bool | str = False, seed: int | None = None,
+                  indices: np.ndarray | None = None, drop_remainder: bool = False):
+    """A ``tf.data.Dataset`` of ``(x, y)`` batches; each iteration over it is the next epoch."""
+    import tensorflow as tf
+
+    epochs = itertools.count()
+
+    def generate():
+        yield from batches(store, split, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=next(epochs),
+                           indices=indices, drop_remainder=drop_remainder)
+
+    signature = (tf.TensorSpec((None, *store.sample_shape, 1), tf.float32), tf.TensorSpec((None,), tf.int64))
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

@@ -1,0 +1,45 @@
+"""PyDataset and tf.data views give the same batches as ooc.batches, epoch after epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ooc
+
+
+def _plan_x(store, epoch, **kw):
+    return [x for x, _ in ooc.batches(store, "train", epoch=epoch, **kw)]
+
+
+def test_pydataset_reshuffles_samples_each_epoch(store_dirs):
+    store = ooc.open_store(store_dirs["zarr"])
+    kw = dict(batch_size=40, shuffle="chunk", seed=2)
+    ds = ooc.as_pydataset(store, "train", **kw)
+    assert len(ds) == 8
+    for epoch in range(2):
+        expected = _plan_x(store, epoch, **kw)
+        got = [ds[i][0] for i in range(len(ds))]
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+        ds.on_epoch_end()
+    assert not np.array_equal(_plan_x(store, 0, **kw)[0], _plan_x(store, 1, **kw)[0])
+
+
+def test_tf_dataset_is_one_epoch_per_iteration(store_dirs):
+    store = ooc.open_store(store_dirs["hdf5"])
+    kw = dict(batch_size=64, shuffle="global", seed=4)
+    ds = ooc.as_tf_dataset(store, "train", **kw)
+    for epoch in range(2):
+        got = [(x.numpy(), y.numpy()) for x, y in ds]
+        expected = list(ooc.batches(store, "train", epoch=epoch, **kw))
+        assert len(got) == len(expected) == 5
+        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(got, expected))
+
+
+def test_fit_loop_trains(store_dirs):
+    from ooc.train import train
+
+    report = train(ooc.open_store(store_dirs["zarr"]), epochs=2, batch_size=16, loop="fit", log=lambda line: None)
+    assert report["config"]["loop"] == "fit"
+    assert [e["epoch"] for e in report["history"]] == [1, 2]
+    assert all(e["seconds"] > 0 and 0 <= e["val_accuracy"] <= 1 for e in report["history"])
+    assert report["test"]["accuracy"] > 0.3  # 270 samples, 2 epochs; chance is 0.1
