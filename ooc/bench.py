@@ -202,17 +202,18 @@ class _StoreReader:
         self.store.close()
 
 
-def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, seed: int, shuffle: str = "chunk") -> dict[str, Any]:
+def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, seed: int, shuffle: str = "chunk",
+                     loop: str = "train_on_batch") -> dict[str, Any]:
     import keras
 
     from ooc.train import train
 
     keras.backend.clear_session()
     with PeakRSS() as rss:
-        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle=shuffle, log=lambda line: None)
+        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle=shuffle, loop=loop, log=lambda line: None)
     history = report["history"][1:] or report["history"]  # the first epoch also traces the graph
     median = statistics.median(e["seconds"] for e in history)
-    return {"shuffle": shuffle, "epoch_seconds": summary([e["seconds"] for e in history]),
+    return {"shuffle": shuffle, "loop": loop, "epoch_seconds": summary([e["seconds"] for e in history]),
             "epoch_cpu_seconds": summary([e["cpu_seconds"] for e in history]),
             "first_epoch_seconds": report["history"][0]["seconds"], "train_samples": report["store"]["train_samples"],
             "samples_per_second": report["store"]["train_samples"] / median,
@@ -240,6 +241,7 @@ def run_bench(
     model: str = "lenet",
     seed: int = 0,
     tradeoff: bool = True,
+    scale_repeat: int = 0,
     command: str = "",
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -261,12 +263,16 @@ def run_bench(
                  "training": measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)})
     memory_epoch = rows[0]["training"]["epoch_seconds"]["median"]
     progress(f"  train: {memory_epoch:.2f} s/epoch")
+    rows[0]["training_fit"] = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
+    memory_fit_epoch = rows[0]["training_fit"]["epoch_seconds"]["median"]
+    rows[0]["training_fit"]["ratio_to_memory"] = 1.0
+    progress(f"  train with fit: {memory_fit_epoch:.2f} s/epoch")
 
     npy = stores_dir / "npy-memmap" / "train_x.npy"
     npy.parent.mkdir(parents=True, exist_ok=True)
     np.save(npy, memory._arrays["train"][0])
     progress("baseline npy-memmap")
-    rows.append({"name": "npy-memmap", "kind": "baseline", "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
+    rows.append({"name": "npy-memmap", "kind": "baseline", "training_fit": None, "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train")), n, files=npy, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": None})
 
@@ -297,11 +303,15 @@ def run_bench(
             global_training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle="global")
             global_training["ratio_to_memory"] = global_training["epoch_seconds"]["median"] / memory_epoch
             progress(f"  train (global shuffle): {global_training['epoch_seconds']['median']:.2f} s/epoch ({global_training['ratio_to_memory']:.2f} x memory)")
+        fit = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
+        fit["ratio_to_memory"] = fit["epoch_seconds"]["median"] / memory_fit_epoch
+        progress(f"  train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch ({fit['ratio_to_memory']:.2f} x memory with fit)")
         rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
-                     "conversion": conversion, "read": read, "training": training, "training_global_shuffle": global_training})
+                     "conversion": conversion, "read": read, "training": training, "training_fit": fit,
+                     "training_global_shuffle": global_training})
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
-            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
+            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
                          "read": measure_reads(lambda: RecipeReader(path), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
     rows[0]["training"]["ratio_to_memory"] = 1.0
@@ -312,8 +322,10 @@ def run_bench(
         "command": command,
         "machine": machine_info(),
         "config": {"source": str(src.path), "limit": limit, "train_samples": n, "repeats": repeats,
-                   "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed, "tradeoff": tradeoff},
+                   "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed, "tradeoff": tradeoff, "scale_repeat": scale_repeat},
         "results": rows,
+        "scale": measure_scale(stores_dir, src, limit=limit, repeat=scale_repeat, batch_size=batch_size, model=model,
+                               seed=seed, progress=progress) if scale_repeat > 1 else None,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     from ooc.bench_report import write_markdown, write_plots
@@ -334,3 +346,30 @@ def machine_info() -> dict[str, Any]:
             versions[module] = None
     return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
             "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
+
+
+def measure_scale(stores_dir: Path, source, *, limit, repeat: int, batch_size: int, model: str, seed: int,
+                  progress: Callable[[str], None]) -> dict[str, Any]:
+    """Peak memory of one training epoch on a Zarr store, and on one ``repeat`` times larger
+    (``convert --repeat``), each in a fresh ``ooc train`` process so that nothing else counts."""
+    import subprocess
+
+    runs = {}
+    for copies in (1, repeat):
+        path = stores_dir / f"scale-zarr-x{copies}"
+        progress(f"scale: converting zarr x{copies}")
+        remove_store(path)
+        convert(path, format="zarr", source=source, limit=limit, repeat=copies)
+        report_path = path.with_name(path.name + "-train.json")
+        progress(f"scale: training 1 epoch on {open_store(path).num_samples('train')} samples")
+        cmd = [sys.executable, "-m", "ooc", "train", "--store", "zarr", "--path", str(path), "--epochs", "1",
+               "--batch-size", str(batch_size), "--model", model, "--seed", str(seed), "--report", str(report_path),
+               "--model-out", str(path.with_name(path.name + ".keras"))]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        report = json.loads(report_path.read_text())
+        runs[copies] = {"train_samples": report["store"]["train_samples"], "peak_rss_mb": report["peak_rss_mb"],
+                        "epoch_seconds": report["history"][0]["seconds"],
+                        "samples_per_second": report["history"][0]["samples_per_second"]}
+        progress(f"  peak RSS {report['peak_rss_mb']:,.0f} MB")
+    small, large = runs[1], runs[repeat]
+    return {"repeat": repeat, "small": small, "large": large, "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"]}

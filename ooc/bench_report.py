@@ -53,15 +53,16 @@ def write_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Training with the shared loop (train_on_batch, chunk shuffle, prefetch 2)", "",
               "Loader CPU: CPU seconds of a read-only pass over one epoch's samples (chunk order, warm cache) as a share of the "
               "CPU seconds of one in-memory training epoch.", "",
-              "| target | epoch s (min–max) | ratio to in-memory | samples/s | epoch CPU s | loader CPU | test accuracy | peak RSS MB |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| target | epoch s (min–max) | ratio to in-memory | samples/s | epoch CPU s | loader CPU | test accuracy | peak RSS MB | model.fit epoch s | fit ratio to in-memory fit |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         t = r["training"]
         if t:
             e = t["epoch_seconds"]
             lines.append(f"| {r['name']} | {e['median']:.2f} ({e['min']:.2f}–{e['max']:.2f}) | {t['ratio_to_memory']:.2f} | "
                          f"{t['samples_per_second']:,.0f} | {t['epoch_cpu_seconds']['median']:.2f} | {t['loader_cpu_share'] * 100:.1f} % | "
-                         f"{t['test_accuracy'] * 100:.2f} % | {t['peak_rss_mb']:,.0f} |")
+                         f"{t['test_accuracy'] * 100:.2f} % | {t['peak_rss_mb']:,.0f} | "
+                         + (f"{r['training_fit']['epoch_seconds']['median']:.2f} | {r['training_fit']['ratio_to_memory']:.2f} |" if r.get("training_fit") else "– | – |"))
     traded = [r for r in rows if r.get("training_global_shuffle")]
     if traded:
         lines += ["", "## Trade-offs: chunk size × compression × shuffle", "",
@@ -74,6 +75,14 @@ def write_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {r['name']} | {r['options'].get('chunk_size') or '–'} | {r['options'].get('compression')} | "
                              f"{r['conversion']['bytes_per_sample']:,.0f} | {mode} | {read['samples_per_second']:,.0f} | {cpu:.2f} | "
                              f"{t['ratio_to_memory']:.2f} | {t['test_accuracy'] * 100:.2f} % |")
+    scale = report.get("scale")
+    if scale:
+        lines += ["", "## Memory at scale (one training epoch on Zarr, each in a fresh process)", "",
+                  "| train samples | peak RSS MB | epoch s | samples/s |", "| ---: | ---: | ---: | ---: |"]
+        for run in (scale["small"], scale["large"]):
+            lines.append(f"| {run['train_samples']:,} | {run['peak_rss_mb']:,.0f} | {run['epoch_seconds']:.1f} | {run['samples_per_second']:,.0f} |")
+        lines += ["", f"{scale['repeat']}× the samples ({scale['repeat']} copies, `ooc convert --repeat {scale['repeat']}`): "
+                  f"peak memory × {scale['peak_rss_ratio']:.3f}."]
     lines += ["", "Plots: `read_throughput.png`, `size_on_disk.png`, `training_ratio.png`.", ""]
     return "\n".join(lines)
 

@@ -60,13 +60,14 @@ def convert(
     compression: Annotated[Optional[str], typer.Option(help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="stored pixels: uint8 (0-255) or float32 (0-1); binary layouts")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
+    repeat: Annotated[int, typer.Option(help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels (stores larger than the source)")] = 1,
 ):
     """Convert a dataset (default: the bundled MNIST) to an on-disk layout."""
     from ooc.convert import convert as run_convert
 
     out = out or DATA_DIR / format
     manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size,
-                           compression=compression, dtype=dtype, overwrite=overwrite, progress=_progress)
+                           compression=compression, dtype=dtype, overwrite=overwrite, repeat=repeat, progress=_progress)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s")
 
@@ -147,6 +148,7 @@ def bench(
     model: Annotated[str, typer.Option(help="lenet or lenet-wide")] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
     tradeoff: Annotated[bool, typer.Option(help="also train every store with the exact global shuffle (the trade-off table)")] = True,
+    scale_repeat: Annotated[int, typer.Option(help="also compare peak memory of training on Zarr at 1x and at Kx the samples (convert --repeat K); 0 skips")] = 20,
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
     from ooc.bench import run_bench
@@ -156,7 +158,7 @@ def bench(
     command = "ooc " + " ".join(sys.argv[1:])
     report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
                        source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
-                       seed=seed, tradeoff=tradeoff, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                       seed=seed, tradeoff=tradeoff, scale_repeat=scale_repeat, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(_summary_table(report))
     print()
     print(recommendation(report))

@@ -15,7 +15,7 @@ from ooc import __version__
 from ooc.errors import OptionError, StoreExistsError
 from ooc.formats import get_format
 from ooc.manifest import MANIFEST_NAME, PARTIAL_NAME, manifest_path, write_manifest
-from ooc.sources import NpzSource, open_source
+from ooc.sources import NpzSource, RepeatedSource, open_source
 
 # Source chunks hold at least this many samples (rounded up to whole store chunks): big enough to
 # amortise per-call costs, small enough that memory stays flat whatever the dataset's size.
@@ -32,6 +32,7 @@ def convert(
     compression: str | None = None,
     dtype: str | None = None,
     overwrite: bool = False,
+    repeat: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``source`` (default: the bundled MNIST) to a new ``format`` store at ``out``.
@@ -43,8 +44,12 @@ def convert(
     options = layout.OPTIONS.resolve(format, chunk_size=chunk_size, compression=compression, dtype=dtype)
     if limit is not None and limit < 1:
         raise OptionError(f"--limit must be a positive number of samples, got {limit}")
-    if not isinstance(source, NpzSource):
+    if repeat < 1:
+        raise OptionError(f"--repeat must be a positive number of copies, got {repeat}")
+    if not isinstance(source, (NpzSource, RepeatedSource)):
         source = open_source(source)
+    if repeat > 1:
+        source = RepeatedSource(source, repeat)
     out = Path(out)
     _prepare_output(out, overwrite=overwrite)
 
@@ -54,7 +59,8 @@ def convert(
         splits = {}
         label_max = -1
         for split in source.splits:
-            count = source.num_samples(split) if limit is None else min(limit, source.num_samples(split))
+            copies = repeat if split == "train" else 1
+            count = source.num_samples(split) if limit is None else min(limit, source.num_samples(split) // copies) * copies
             writer.begin_split(split, count, source.sample_shape, source.label_dtype(split))
             step = _read_step(options["chunk_size"])
             done = 0
@@ -76,7 +82,7 @@ def convert(
             "num_classes": label_max + 1,
             "x_dtype": options["dtype"],
             "options": options,
-            "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit},
+            "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit, "repeat": repeat},
             "conversion_seconds": round(time.perf_counter() - started, 3),
         }
         write_manifest(out, manifest)

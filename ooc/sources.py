@@ -166,3 +166,55 @@ def _keras_mnist_path() -> Path:
         if cached.is_file():
             return cached
     raise SourceError(f"{BUNDLED_MNIST} is missing and keras' cached mnist.npz was not found; pass --source PATH")
+
+
+@dataclass
+class RepeatedSource:
+    """``repeat`` copies of a source's train split, each copy after the first shifted by a random
+    offset of up to ``max_shift`` pixels per image (a standard MNIST augmentation); the test split
+    is left as it is. It streams like its source, so stores far larger than memory can be made
+    from MNIST, for measuring how ooc behaves at scale."""
+
+    source: NpzSource
+    repeat: int
+    seed: int = 0
+    max_shift: int = 2
+
+    def __getattr__(self, name):  # path, name, sample_shape, sha256, label_dtype: the source's
+        return getattr(self.source, name)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return self.source.splits
+
+    def num_samples(self, split: str) -> int:
+        return self.source.num_samples(split) * (self.repeat if split == "train" else 1)
+
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Chunks of exactly ``chunk_size`` samples (the last may be short) across the copies."""
+        if split != "train":
+            yield from self.source.iter_chunks(split, chunk_size, limit)
+            return
+        pending_x, pending_y, pending = [], [], 0
+        for copy in range(self.repeat):
+            for start, (x, y) in enumerate(self.source.iter_chunks(split, chunk_size, limit)):
+                if copy:
+                    x = self._shift(x, np.random.default_rng([self.seed, copy, start]))
+                pending_x.append(x)
+                pending_y.append(y)
+                pending += len(x)
+                while pending >= chunk_size:
+                    xs, ys = np.concatenate(pending_x), np.concatenate(pending_y)
+                    yield xs[:chunk_size], ys[:chunk_size]
+                    pending_x, pending_y, pending = [xs[chunk_size:]], [ys[chunk_size:]], pending - chunk_size
+        if pending:
+            yield np.concatenate(pending_x), np.concatenate(pending_y)
+
+    def _shift(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        shifts = rng.integers(-self.max_shift, self.max_shift + 1, size=(len(x), 2))
+        out = np.zeros_like(x)
+        h, w = x.shape[1:]
+        for (dy, dx) in {tuple(s) for s in shifts.tolist()}:
+            sel = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+            out[sel, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[sel, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -107,6 +108,7 @@ def train(
         "history": history,
         "test": test,
         "wall_seconds": wall,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
     }
     if model_path is not None:
         Path(model_path).parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def _positive_numbers(obj, where=""):
 
 def test_bench_report(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ooc", "bench", "--source", str(MNIST), "--limit", "300", "--repeats", "2",
-                           "--epochs", "2", "--batch-size", "64", "--out", "results"], cwd=tmp_path, capture_output=True, text=True)
+                           "--epochs", "2", "--batch-size", "64", "--scale-repeat", "3", "--out", "results"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "results"
     report = json.loads((out / "report.json").read_text())
@@ -52,9 +52,10 @@ def test_bench_report(tmp_path):
         if row["kind"] == "store":
             assert set(row["conversion"]) == {"seconds", "samples_per_second", "bytes", "bytes_on_disk", "bytes_per_sample", "ratio_to_raw"}
         if row["kind"] == "store" or row["name"] == "memory":
-            fields = {"shuffle", "epoch_seconds", "epoch_cpu_seconds", "first_epoch_seconds", "train_samples", "samples_per_second",
+            fields = {"shuffle", "loop", "epoch_seconds", "epoch_cpu_seconds", "first_epoch_seconds", "train_samples", "samples_per_second",
                       "test_accuracy", "peak_rss_mb", "ratio_to_memory", "loader_cpu_share"}
             assert set(row["training"]) == fields and row["training"]["shuffle"] == "chunk"
+            assert set(row["training_fit"]) == fields - {"loader_cpu_share"} and row["training_fit"]["loop"] == "fit"
         if row["kind"] == "store":
             assert set(row["training_global_shuffle"]) == fields - {"loader_cpu_share"}
             assert row["training_global_shuffle"]["shuffle"] == "global"
@@ -63,9 +64,13 @@ def test_bench_report(tmp_path):
         numbers = list(_positive_numbers(row))
         assert numbers and all(math.isfinite(v) and v > 0 for _, v in numbers), [n for n in numbers if not n[1] > 0]
 
+    scale = report["scale"]
+    assert scale["repeat"] == 3 and scale["small"]["train_samples"] == 270 and scale["large"]["train_samples"] == 810
+    assert all(v > 0 for run in (scale["small"], scale["large"]) for v in run.values()) and scale["peak_rss_ratio"] > 0
+
     markdown = (out / "report.md").read_text()
     for heading in ("## Which layout should I use", "## Size on disk and conversion", "## Reading the train split",
-                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle"):
+                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle", "## Memory at scale"):
         assert heading in markdown
     assert "For training speed pick **" in markdown and report["command"] in markdown
     for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):

@@ -65,3 +65,21 @@ def test_missing_and_broken_source_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(SourceError, match=r"junk.npz is not a readable .npz file"):
         open_source(tmp_path / "junk.npz")
+
+
+def test_repeat_writes_shifted_copies_of_train(tmp_path):
+    ooc.convert(tmp_path / "s", format="hdf5", source=MNIST, limit=100, repeat=3, chunk_size=64)
+    store = ooc.open_store(tmp_path / "s")
+    assert (store.num_samples("train"), store.num_samples("test")) == (300, 100)
+    assert store.manifest["source"]["repeat"] == 3
+    with np.load(MNIST) as d:
+        x, y = d["x_train"][:100], d["y_train"][:100]
+    got, labels = store.read("train", np.arange(300))
+    pixels = np.rint(got[..., 0] * 255).astype(np.uint8)
+    assert np.array_equal(pixels[:100], x) and np.array_equal(labels, np.tile(y, 3))
+    for copy in (1, 2):
+        shifted = pixels[copy * 100:(copy + 1) * 100]
+        assert not np.array_equal(shifted, x)
+        for image, original in zip(shifted, x):  # each image is the original moved by at most 2 pixels
+            assert any(np.array_equal(image[2:-2, 2:-2], original[2 - dy:26 - dy, 2 - dx:26 - dx])
+                       for dy in range(-2, 3) for dx in range(-2, 3))
