@@ -121,9 +121,9 @@ class MemmapReader:
         self.x = np.load(path, mmap_mode="r")
 
     def __call__(self, indices):
-        from ooc.formats.base import U8_TO_FLOAT32
+        from ooc.formats.base import decode
 
-        return U8_TO_FLOAT32[self.x[np.sort(indices)]][..., None], self.labels[indices]
+        return decode(self.x[indices])[..., None], self.labels[indices]
 
     def close(self):
         del self.x  # pages of a file stay cached while a memmap of it is alive
@@ -203,17 +203,19 @@ class _StoreReader:
 
 
 def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, seed: int, shuffle: str = "chunk",
-                     loop: str = "train_on_batch") -> dict[str, Any]:
+                     loop: str = "train_on_batch", cold: bool = False) -> dict[str, Any]:
+    """One training run; ``cold`` evicts the store's files from the page cache before every epoch."""
     import keras
 
     from ooc.train import train
 
     keras.backend.clear_session()
     with PeakRSS() as rss:
-        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle=shuffle, loop=loop, log=lambda line: None)
+        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle=shuffle, loop=loop, log=lambda line: None,
+                       before_epoch=(lambda epoch: evict_from_page_cache(store.path)) if cold else None)
     history = report["history"][1:] or report["history"]  # the first epoch also traces the graph
     median = statistics.median(e["seconds"] for e in history)
-    return {"shuffle": shuffle, "loop": loop, "epoch_seconds": summary([e["seconds"] for e in history]),
+    return {"shuffle": shuffle, "loop": loop, "cold": cold, "epoch_seconds": summary([e["seconds"] for e in history]),
             "epoch_cpu_seconds": summary([e["cpu_seconds"] for e in history]),
             "first_epoch_seconds": report["history"][0]["seconds"], "train_samples": report["store"]["train_samples"],
             "samples_per_second": report["store"]["train_samples"] / median,
@@ -258,7 +260,7 @@ def run_bench(
     rows: list[dict[str, Any]] = []
 
     progress(f"baseline memory: {n} train samples")
-    rows.append({"name": "memory", "kind": "baseline", "format": "memory", "options": {}, "conversion": None, "training_global_shuffle": None,
+    rows.append({"name": "memory", "kind": "baseline", "training_cold": None, "format": "memory", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: _StoreReader(memory), n, files=None, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)})
     memory_epoch = rows[0]["training"]["epoch_seconds"]["median"]
@@ -272,7 +274,7 @@ def run_bench(
     npy.parent.mkdir(parents=True, exist_ok=True)
     np.save(npy, memory._arrays["train"][0])
     progress("baseline npy-memmap")
-    rows.append({"name": "npy-memmap", "kind": "baseline", "training_fit": None, "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
+    rows.append({"name": "npy-memmap", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train")), n, files=npy, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": None})
 
@@ -298,6 +300,9 @@ def run_bench(
         training["loader_cpu_share"] = loader_cpu_share(read, n, training, rows[0]["training"])
         progress(f"  train (chunk shuffle): {training['epoch_seconds']['median']:.2f} s/epoch ({training['ratio_to_memory']:.2f} x memory), "
                  f"loader CPU {training['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's")
+        cold_training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, cold=True)
+        cold_training["ratio_to_memory"] = cold_training["epoch_seconds"]["median"] / memory_epoch
+        progress(f"  train (chunk shuffle, cold cache each epoch): {cold_training['epoch_seconds']['median']:.2f} s/epoch ({cold_training['ratio_to_memory']:.2f} x memory)")
         global_training = None
         if tradeoff:
             global_training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle="global")
@@ -307,11 +312,11 @@ def run_bench(
         fit["ratio_to_memory"] = fit["epoch_seconds"]["median"] / memory_fit_epoch
         progress(f"  train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch ({fit['ratio_to_memory']:.2f} x memory with fit)")
         rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
-                     "conversion": conversion, "read": read, "training": training, "training_fit": fit,
+                     "conversion": conversion, "read": read, "training": training, "training_cold": cold_training, "training_fit": fit,
                      "training_global_shuffle": global_training})
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
-            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
+            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
                          "read": measure_reads(lambda: RecipeReader(path), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
     rows[0]["training"]["ratio_to_memory"] = 1.0

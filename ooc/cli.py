@@ -166,8 +166,8 @@ def bench(
 
 
 def _summary_table(report) -> str:
-    lines = ["| target | bytes/sample | shuffled warm samples/s (chunk / global) | shuffled cold samples/s (chunk / global) | training ratio to in-memory (chunk / global) | loader CPU |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| target | bytes/sample | shuffled warm samples/s (chunk / global) | shuffled cold samples/s (chunk / global) | training ratio to in-memory (chunk / global) | cold-cache training ratio | loader CPU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["results"]:
         read, t, g = r["read"], r["training"], r.get("training_global_shuffle")
         size = f"{r['conversion']['bytes_per_sample']:,.0f}" if r["conversion"] else "–"
@@ -175,7 +175,8 @@ def _summary_table(report) -> str:
         cold = f"{read['chunk_cold']['samples_per_second']:,.0f} / {read['global_cold']['samples_per_second']:,.0f}" if "chunk_cold" in read else "–"
         ratio = (f"{t['ratio_to_memory']:.2f}" + (f" / {g['ratio_to_memory']:.2f}" if g else "")) if t else "–"
         cpu = f"{t['loader_cpu_share'] * 100:.1f} %" if t else "–"
-        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} | {cpu} |")
+        cold_ratio = f"{r['training_cold']['ratio_to_memory']:.2f}" if r.get("training_cold") else "–"
+        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} | {cold_ratio} | {cpu} |")
     return "\n".join(lines)
 
 

@@ -65,6 +65,7 @@ def train(
     lr_schedule: str = "cosine",
     shuffle: str = "chunk",
     loop: str = "train_on_batch",
+    before_epoch: Callable[[int], None] | None = None,
     model_path: str | Path | None = None,
     report_path: str | Path | None = None,
     log: Callable[[str], None] = print,
@@ -96,7 +97,10 @@ def train(
 
     started = time.perf_counter()
     run_epochs = _epochs_with_fit if loop == "fit" else _epochs_with_train_on_batch
-    history = run_epochs(net, store, train_idx, val_idx, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, log=log)
+    if before_epoch is not None and loop != "train_on_batch":
+        raise OptionError("before_epoch works with loop='train_on_batch' only")
+    history = run_epochs(net, store, train_idx, val_idx, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, log=log,
+                         **({"before_epoch": before_epoch} if before_epoch else {}))
     test = evaluate(net, store, "test", batch_size=max(batch_size, 512))
     wall = time.perf_counter() - started
     log(f"test: loss {test['loss']:.4f} accuracy {test['accuracy']:.4f} ({wall:.1f} s in all)")
@@ -128,11 +132,13 @@ def _log_epoch(log, record):
         f" ({record['seconds']:.1f} s, {record['samples_per_second']:.0f} samples/s)")
 
 
-def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log):
+def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log, before_epoch=None):
     import keras
 
     history = []
     for epoch in range(epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)  # e.g. the benchmark's page-cache eviction, kept out of the epoch's time
         log(f"Epoch {epoch + 1}/{epochs}")
         # a live bar on a terminal; in logs the one line per epoch says the same
         bar = keras.utils.Progbar(len(train_idx), unit_name="sample", stateful_metrics=["loss", "accuracy", "samples/s"]) if sys.stdout.isatty() else None

@@ -52,11 +52,12 @@ def test_bench_report(tmp_path):
         if row["kind"] == "store":
             assert set(row["conversion"]) == {"seconds", "samples_per_second", "bytes", "bytes_on_disk", "bytes_per_sample", "ratio_to_raw"}
         if row["kind"] == "store" or row["name"] == "memory":
-            fields = {"shuffle", "loop", "epoch_seconds", "epoch_cpu_seconds", "first_epoch_seconds", "train_samples", "samples_per_second",
+            fields = {"shuffle", "loop", "cold", "epoch_seconds", "epoch_cpu_seconds", "first_epoch_seconds", "train_samples", "samples_per_second",
                       "test_accuracy", "peak_rss_mb", "ratio_to_memory", "loader_cpu_share"}
             assert set(row["training"]) == fields and row["training"]["shuffle"] == "chunk"
             assert set(row["training_fit"]) == fields - {"loader_cpu_share"} and row["training_fit"]["loop"] == "fit"
         if row["kind"] == "store":
+            assert set(row["training_cold"]) == fields - {"loader_cpu_share"} and row["training_cold"]["cold"] is True
             assert set(row["training_global_shuffle"]) == fields - {"loader_cpu_share"}
             assert row["training_global_shuffle"]["shuffle"] == "global"
         else:

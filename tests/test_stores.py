@@ -196,3 +196,10 @@ def test_chunk_shuffle_decodes_each_chunk_once_per_epoch(fmt, store_dirs, mnist,
     assert np.array_equal(flat_x, expected_x(mnist["x_train"][order]))
     rows_read = sum(b - a for a, b in reads)
     assert rows_read == LIMIT  # every chunk decoded exactly once
+
+
+def test_decode_matches_the_pixel_table():
+    from ooc.formats.base import U8_TO_FLOAT32, decode
+
+    every_byte = np.arange(256, dtype=np.uint8)
+    assert decode(every_byte).tobytes() == U8_TO_FLOAT32.tobytes()
