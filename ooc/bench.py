@@ -68,9 +68,10 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 class PeakRSS:
-    """Peak resident set size while the block runs, sampled every few milliseconds."""
+    """Peak resident set size while the block runs, sampled every 50 ms (often enough for memory
+    that grows over a pass; rarely enough not to compete with the measured work for the GIL)."""
 
-    def __init__(self, interval: float = 0.005):
+    def __init__(self, interval: float = 0.05):
         import psutil
 
         self._process, self._interval, self.peak = psutil.Process(), interval, 0
@@ -295,7 +296,10 @@ def run_bench(
                       "ratio_to_raw": allocated / (total * raw_bytes)}
         progress(f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s converted")
         read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress)
+        # the in-memory epochs again, right before: a ratio of two neighbouring runs resists the drift of a shared machine
+        memory_epoch = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)["epoch_seconds"]["median"]
         training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed)
+        training["memory_epoch_seconds"] = memory_epoch
         training["ratio_to_memory"] = training["epoch_seconds"]["median"] / memory_epoch
         training["loader_cpu_share"] = loader_cpu_share(read, n, training, rows[0]["training"])
         progress(f"  train (chunk shuffle): {training['epoch_seconds']['median']:.2f} s/epoch ({training['ratio_to_memory']:.2f} x memory), "

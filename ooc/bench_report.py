@@ -51,7 +51,7 @@ def write_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['name']} | " + " | ".join(_rate(r["read"], mode) for mode in READ_LABELS)
                      + f" | {r['read']['chunk_warm']['mb_per_second']:,.0f} | {ratios} | {peak:,.0f} |")
     lines += ["", "## Training with the shared loop (train_on_batch, chunk shuffle, prefetch 2)", "",
-              "Cold-cache ratio: the same run with the store's files evicted from the page cache before every epoch. Loader CPU: CPU seconds of a read-only pass over one epoch's samples (chunk order, warm cache) as a share of the "
+              "Each store's ratio divides by in-memory epochs trained just before it in the same process. Cold-cache ratio: the same run with the store's files evicted from the page cache before every epoch. Loader CPU: CPU seconds of a read-only pass over one epoch's samples (chunk order, warm cache) as a share of the "
               "CPU seconds of one in-memory training epoch.", "",
               "| target | epoch s (min–max) | ratio to in-memory | cold-cache ratio | samples/s | epoch CPU s | loader CPU | test accuracy | peak RSS MB | model.fit epoch s | fit ratio to in-memory fit |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
