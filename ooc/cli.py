@@ -85,9 +85,9 @@ def info(path: Annotated[Path, typer.Argument(help="store directory")]):
     opts = store.options
     print(f"path:        {store.path}")
     print(f"format:      {store.format_name} (manifest v{m['ooc_manifest_version']}, {m.get('created_by', '?')})")
-    print(f"splits:      " + ", ".join(f"{s} {store.num_samples(s)}" for s in store.splits))
+    print("splits:      " + ", ".join(f"{s} {store.num_samples(s)}" for s in store.splits))
     print(f"samples:     {'x'.join(map(str, store.sample_shape))} {opts['dtype']}, {store.num_classes} classes")
-    print(f"chunking:    " + (f"{opts['chunk_size']} samples per chunk" if opts.get("chunk_size") else "one file per sample"))
+    print("chunking:    " + (f"{opts['chunk_size']} samples per chunk" if opts.get("chunk_size") else "one file per sample"))
     print(f"compression: {opts['compression']}")
     print(f"size:        {apparent:,} bytes ({allocated:,} on disk, {allocated / max(total, 1):,.0f} per sample)")
     src = m.get("source", {})

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ooc import __version__
 from ooc.errors import OptionError, StoreExistsError

@@ -38,7 +38,7 @@ def test_read_nothing(store):
 
 
 def test_read_rejects_bad_indices(store):
-    with pytest.raises(OptionError, match=rf"^index 300 is out of range for split 'train' of .* \(300 samples\)$"):
+    with pytest.raises(OptionError, match=r"^index 300 is out of range for split 'train' of .* \(300 samples\)$"):
         store.read("train", [0, 300])
     with pytest.raises(OptionError, match=r"^index -1 is out of range"):
         store.read("train", [-1])

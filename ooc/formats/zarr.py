@@ -7,7 +7,6 @@ which zarr fetches and decodes concurrently.
 
 from __future__ import annotations
 
-import numpy as np
 
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
