@@ -15,7 +15,7 @@ import tempfile
 import typer
 
 from ooc.errors import OocError, UnknownFormatError
-from ooc.formats import FORMATS
+from ooc.formats import FORMATS, get_format
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Train Keras models on data that does not fit in memory.")
@@ -87,7 +87,8 @@ def info(path: Annotated[Path, typer.Argument(help="store directory")]):
     print(f"format:      {store.format_name} (manifest v{m['ooc_manifest_version']}, {m.get('created_by', '?')})")
     print("splits:      " + ", ".join(f"{s} {store.num_samples(s)}" for s in store.splits))
     print(f"samples:     {'x'.join(map(str, store.sample_shape))} {opts['dtype']}, {store.num_classes} classes")
-    print("chunking:    " + (f"{opts['chunk_size']} samples per chunk" if opts.get("chunk_size") else "one file per sample"))
+    chunking = f"{opts['chunk_size']} samples per chunk" if opts.get("chunk_size") else get_format(store.format_name).OPTIONS.chunking
+    print(f"chunking:    {chunking}")
     print(f"compression: {opts['compression']}")
     print(f"size:        {apparent:,} bytes ({allocated:,} on disk, {allocated / max(total, 1):,.0f} per sample)")
     src = m.get("source", {})

@@ -12,6 +12,7 @@ FORMATS: dict[str, str] = {
     "csv": "ooc.formats.csv",
     "hdf5": "ooc.formats.hdf5",
     "zarr": "ooc.formats.zarr",
+    "npy": "ooc.formats.npy",
 }
 
 

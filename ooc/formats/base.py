@@ -59,6 +59,7 @@ class LayoutOptions:
     dtypes: tuple[str, ...]
     default_dtype: str
     default_chunk_size: int | None
+    chunking: str = ""  # what stands in for chunks in a layout without them, for `ooc info`
 
     def resolve(self, name: str, *, chunk_size: int | None, compression: str | None, dtype: str | None) -> dict[str, Any]:
         """Fill defaults and refuse what this layout cannot do, naming the option."""

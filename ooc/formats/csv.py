@@ -23,7 +23,7 @@ from ooc.formats.base import U8_TO_FLOAT32, LayoutOptions, Store as _Store, Writ
 
 NAME = "csv"
 OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", dtypes=("float32",),
-                        default_dtype="float32", default_chunk_size=None)
+                        default_dtype="float32", default_chunk_size=None, chunking="one file per sample")
 
 _PIXEL_TEXT = np.array([str(v) for v in U8_TO_FLOAT32])
 
