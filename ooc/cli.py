@@ -54,7 +54,7 @@ def _progress(split: str, done: int, count: int) -> None:
 def convert(
     format: Annotated[str, typer.Option("--format", "-f", help=f"layout to write: {FORMAT_CHOICES}")],
     out: Annotated[Optional[Path], typer.Option(help="store directory [default: data/FORMAT]")] = None,
-    source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
+    source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test, or a folder of IDX files (train-images-idx3-ubyte[.gz] …) [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="convert only the first N samples of each split")] = None,
     chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts)")] = None,
     compression: Annotated[Optional[str], typer.Option(help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip")] = None,

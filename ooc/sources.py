@@ -140,10 +140,11 @@ def _read_exact(fp, nbytes: int, where: str) -> bytes:
     return data
 
 
-def open_source(path: str | Path | None = None) -> NpzSource:
-    """The ``.npz`` at ``path``; by default the bundled MNIST, else ``keras.datasets.mnist``."""
+def open_source(path: str | Path | None = None) -> "NpzSource | IdxSource":
+    """The ``.npz`` file or IDX folder at ``path``; by default the bundled MNIST, else
+    ``keras.datasets.mnist``."""
     if path is not None:
-        return NpzSource.open(path)
+        return IdxSource.open(path) if Path(path).is_dir() else NpzSource.open(path)
     for candidate in (BUNDLED_MNIST, _REPO_MNIST):
         if candidate.is_file():
             return NpzSource.open(candidate)
@@ -218,3 +219,128 @@ class RepeatedSource:
             sel = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
             out[sel, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[sel, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
         return out
+
+
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+
+
+@dataclass
+class _IdxFile:
+    path: Path
+    shape: tuple[int, ...]
+    header_bytes: int
+
+
+@dataclass
+class IdxSource:
+    """A folder of IDX files, the format MNIST and its drop-in replacements (Fashion-MNIST, KMNIST,
+    EMNIST) are published in: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``.
+
+    The format: two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions, then
+    each dimension as a big-endian uint32, then the values in C order. Files are streamed."""
+
+    path: Path
+    files: dict[str, _IdxFile] = field(default_factory=dict)
+    _sha256: str | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> "IdxSource":
+        source = cls(Path(path))
+        for split, prefix in _IDX_PREFIX.items():
+            for kind, ndim in (("images", 3), ("labels", 1)):
+                source.files[f"{split}_{kind}"] = _read_idx_header(_find_idx(source.path, prefix, kind, ndim), ndim)
+        for split in SPLITS:
+            images, labels = source.files[f"{split}_images"], source.files[f"{split}_labels"]
+            if images.shape[0] != labels.shape[0]:
+                raise SourceError(f"{images.path} holds {images.shape[0]} images but {labels.path} holds {labels.shape[0]} labels")
+        if source.files["train_images"].shape[1:] != source.files["test_images"].shape[1:]:
+            raise SourceError(f"{source.path}: train images are {source.files['train_images'].shape[1:]} but test images are {source.files['test_images'].shape[1:]}")
+        return source
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return SPLITS
+
+    @property
+    def sample_shape(self) -> tuple[int, int]:
+        return self.files["train_images"].shape[1:]
+
+    def num_samples(self, split: str) -> int:
+        return self.files[f"{split}_images"].shape[0]
+
+    def label_dtype(self, split: str) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    def sha256(self) -> str:
+        """Of the four files' bytes as stored, in a fixed order."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            for key in ("train_images", "train_labels", "test_images", "test_labels"):
+                with open(self.files[key].path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        images, labels = self.files[f"{split}_images"], self.files[f"{split}_labels"]
+        total = images.shape[0] if limit is None else min(limit, images.shape[0])
+        sample_bytes = int(np.prod(images.shape[1:]))
+        with _open_idx(images.path) as xf, _open_idx(labels.path) as yf:
+            xf.read(images.header_bytes)
+            yf.read(labels.header_bytes)
+            for start in range(0, total, chunk_size):
+                n = min(chunk_size, total - start)
+                x = _read_exact(xf, n * sample_bytes, f"{images.path}")
+                y = _read_exact(yf, n, f"{labels.path}")
+                yield np.frombuffer(x, np.uint8).reshape((n, *images.shape[1:])), np.frombuffer(y, np.uint8)
+
+
+def _find_idx(folder: Path, prefix: str, kind: str, ndim: int) -> Path:
+    names = [f"{prefix}-{kind}-idx{ndim}-ubyte", f"{prefix}-{kind}.idx{ndim}-ubyte"]
+    for name in names:
+        for candidate in (folder / name, folder / (name + ".gz")):
+            if candidate.is_file():
+                return candidate
+    raise SourceError(f"{folder} has no {names[0]}[.gz]: an IDX source folder needs train-images-idx3-ubyte, "
+                      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each may be .gz)")
+
+
+def _open_idx(path: Path):
+    import gzip
+
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_idx_header(path: Path, ndim: int) -> _IdxFile:
+    import gzip
+
+    try:
+        with _open_idx(path) as f:
+            magic = f.read(4)
+            if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] != 0x08 or magic[3] != ndim:
+                raise SourceError(f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s) "
+                                  f"(magic number {magic.hex() or 'missing'}, expected 000008{ndim:02x})")
+            dims = f.read(4 * ndim)
+            if len(dims) != 4 * ndim:
+                raise SourceError(f"{path} is truncated inside its header")
+            shape = tuple(int(d) for d in np.frombuffer(dims, ">u4"))
+            # the size check: read to the end once (gzip cannot seek cheaply; plain files use their size)
+            expected = int(np.prod(shape))
+            if path.suffix == ".gz":
+                data = 0
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    data += len(block)
+            else:
+                data = path.stat().st_size - 4 - 4 * ndim
+    except (OSError, gzip.BadGzipFile, EOFError) as e:
+        raise SourceError(f"{path}: cannot read ({e})") from None
+    if data != expected:
+        raise SourceError(f"{path} is {'truncated' if data < expected else 'longer than its header says'}: "
+                          f"the header promises {expected} values of shape {shape}, the file holds {data}")
+    return _IdxFile(path, shape, 4 + 4 * ndim)

@@ -83,3 +83,48 @@ def test_repeat_writes_shifted_copies_of_train(tmp_path):
         for image, original in zip(shifted, x):  # each image is the original moved by at most 2 pixels
             assert any(np.array_equal(image[2:-2, 2:-2], original[2 - dy:26 - dy, 2 - dx:26 - dx])
                        for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def _write_idx(folder, compress=False, **override):
+    import gzip
+
+    folder.mkdir(exist_ok=True)
+    with np.load(MNIST) as d:
+        arrays = {"train-images-idx3-ubyte": d["x_train"][:50], "train-labels-idx1-ubyte": d["y_train"][:50],
+                  "t10k-images-idx3-ubyte": d["x_test"][:20], "t10k-labels-idx1-ubyte": d["y_test"][:20]}
+    for name, array in arrays.items():
+        data = bytes([0, 0, 8, array.ndim]) + np.array(array.shape, ">u4").tobytes() + array.tobytes()
+        data = override.get(name, data)
+        if compress:
+            (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return folder, arrays
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_folder_converts_exactly(tmp_path, compress):
+    folder, arrays = _write_idx(tmp_path / "idx", compress=compress)
+    ooc.convert(tmp_path / "s", format="zarr", source=folder)
+    store = ooc.open_store(tmp_path / "s")
+    assert (store.num_samples("train"), store.num_samples("test")) == (50, 20)
+    x, y = store.read("test", np.arange(20))
+    assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), arrays["t10k-images-idx3-ubyte"])
+    assert np.array_equal(y, arrays["t10k-labels-idx1-ubyte"])
+
+
+def test_bad_idx_files(tmp_path):
+    header = bytes([0, 0, 8, 3]) + np.array([50, 28, 28], ">u4").tobytes()
+    folder, _ = _write_idx(tmp_path / "a", **{"train-images-idx3-ubyte": header + bytes(50 * 784 - 10)})
+    with pytest.raises(SourceError, match=r"train-images-idx3-ubyte is truncated: the header promises 39200 values of shape \(50, 28, 28\), the file holds 39190$"):
+        open_source(folder)
+    folder, _ = _write_idx(tmp_path / "b", compress=True, **{"t10k-labels-idx1-ubyte": bytes([0, 0, 9, 1]) + bytes(8)})
+    with pytest.raises(SourceError, match=r"t10k-labels-idx1-ubyte.gz: not an IDX file of unsigned bytes with 1 dimension\(s\) \(magic number 00000901, expected 00000801\)$"):
+        open_source(folder)
+    folder, _ = _write_idx(tmp_path / "c", **{"t10k-labels-idx1-ubyte": bytes([0, 0, 8, 1]) + np.array([19], ">u4").tobytes() + bytes(19)})
+    with pytest.raises(SourceError, match=r"t10k-images-idx3-ubyte holds 20 images but .*t10k-labels-idx1-ubyte holds 19 labels$"):
+        open_source(folder)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(SourceError, match=r"has no train-images-idx3-ubyte\[.gz\]: an IDX source folder needs"):
+        ooc.convert(tmp_path / "s", format="hdf5", source=tmp_path / "d")
+    assert not (tmp_path / "s").exists()
