@@ -30,8 +30,37 @@ class _Member:
     dtype: np.dtype
 
 
+class _FileSource:
+    """What every file-backed source shares: its name, its splits and a checksum of its files."""
+
+    path: Path
+    _sha256: str | None
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return SPLITS
+
+    def _hashed_files(self) -> list[Path]:
+        return [self.path]
+
+    def sha256(self) -> str:
+        """Of the source's file bytes as stored, streamed."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            for path in self._hashed_files():
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
+
 @dataclass
-class NpzSource:
+class NpzSource(_FileSource):
     """A ``.npz`` in the layout of ``keras.datasets.mnist`` (x_train, y_train, x_test, y_test).
 
     Arrays are streamed from the zip members chunk by chunk (``np.load`` would read each array
@@ -77,14 +106,6 @@ class NpzSource:
             raise SourceError(f"{self.path}: train images are {shapes['train']} but test images are {shapes['test']}")
 
     @property
-    def name(self) -> str:
-        return str(self.path)
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return SPLITS
-
-    @property
     def sample_shape(self) -> tuple[int, int]:
         return self.members["x_train"].shape[1:]
 
@@ -93,15 +114,6 @@ class NpzSource:
 
     def label_dtype(self, split: str) -> np.dtype:
         return self.members[f"y_{split}"].dtype
-
-    def sha256(self) -> str:
-        if self._sha256 is None:
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            self._sha256 = digest.hexdigest()
-        return self._sha256
 
     def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(x, y)`` for samples ``[0, min(limit, n))`` in order, ``chunk_size`` at a time;
@@ -232,7 +244,7 @@ class _IdxFile:
 
 
 @dataclass
-class IdxSource:
+class IdxSource(_FileSource):
     """A folder of IDX files, the format MNIST and its drop-in replacements (Fashion-MNIST, KMNIST,
     EMNIST) are published in: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
     ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``.
@@ -259,14 +271,6 @@ class IdxSource:
         return source
 
     @property
-    def name(self) -> str:
-        return str(self.path)
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return SPLITS
-
-    @property
     def sample_shape(self) -> tuple[int, int]:
         return self.files["train_images"].shape[1:]
 
@@ -276,16 +280,8 @@ class IdxSource:
     def label_dtype(self, split: str) -> np.dtype:
         return np.dtype(np.uint8)
 
-    def sha256(self) -> str:
-        """Of the four files' bytes as stored, in a fixed order."""
-        if self._sha256 is None:
-            digest = hashlib.sha256()
-            for key in ("train_images", "train_labels", "test_images", "test_labels"):
-                with open(self.files[key].path, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(block)
-            self._sha256 = digest.hexdigest()
-        return self._sha256
+    def _hashed_files(self) -> list[Path]:
+        return [self.files[key].path for key in ("train_images", "train_labels", "test_images", "test_labels")]
 
     def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         images, labels = self.files[f"{split}_images"], self.files[f"{split}_labels"]
