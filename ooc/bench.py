@@ -31,7 +31,7 @@ from ooc.convert import convert, remove_store
 from ooc.errors import OptionError
 from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store, disk_usage
-from ooc.sources import NpzSource, open_source
+from ooc.sources import as_source
 from ooc.stores import MemoryStore, open_store
 
 REPORT_VERSION = 1
@@ -253,7 +253,7 @@ def run_bench(
     if repeats < 1 or epochs < 1 or batch_size < 1:
         raise OptionError(f"--repeats, --epochs and --batch-size must be at least 1, got {repeats}, {epochs}, {batch_size}")
     targets = targets_for(formats or list(FORMATS), variants=variants)
-    src = source if isinstance(source, NpzSource) else open_source(source)
+    src = as_source(source)
     out.mkdir(parents=True, exist_ok=True)
     memory = MemoryStore.from_source(src, limit=limit)
     n = memory.num_samples("train")

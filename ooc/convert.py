@@ -14,7 +14,7 @@ from ooc import __version__
 from ooc.errors import OptionError, StoreExistsError
 from ooc.formats import get_format
 from ooc.manifest import MANIFEST_NAME, PARTIAL_NAME, manifest_path, write_manifest
-from ooc.sources import IdxSource, NpzSource, RepeatedSource, open_source
+from ooc.sources import IdxSource, NpzSource, RepeatedSource, as_source
 
 # Source chunks hold at least this many samples (rounded up to whole store chunks): big enough to
 # amortise per-call costs, small enough that memory stays flat whatever the dataset's size.
@@ -25,7 +25,7 @@ def convert(
     out: str | os.PathLike,
     *,
     format: str,
-    source: NpzSource | str | os.PathLike | None = None,
+    source: NpzSource | IdxSource | RepeatedSource | str | os.PathLike | None = None,
     limit: int | None = None,
     chunk_size: int | None = None,
     compression: str | None = None,
@@ -45,8 +45,7 @@ def convert(
         raise OptionError(f"--limit must be a positive number of samples, got {limit}")
     if repeat < 1:
         raise OptionError(f"--repeat must be a positive number of copies, got {repeat}")
-    if not isinstance(source, (NpzSource, IdxSource, RepeatedSource)):
-        source = open_source(source)
+    source = as_source(source)
     if repeat > 1:
         source = RepeatedSource(source, repeat)
     out = Path(out)

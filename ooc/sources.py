@@ -7,6 +7,7 @@ A source hands out each split as a stream of ``(x, y)`` chunks, ``x`` uint8 of s
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -152,6 +153,11 @@ def _read_exact(fp, nbytes: int, where: str) -> bytes:
     return data
 
 
+def as_source(source):
+    """A source object as given, or the source at a path (None: the default MNIST)."""
+    return open_source(source) if source is None or isinstance(source, (str, os.PathLike)) else source
+
+
 def open_source(path: str | Path | None = None) -> "NpzSource | IdxSource":
     """The ``.npz`` file or IDX folder at ``path``; by default the bundled MNIST, else
     ``keras.datasets.mnist``."""
@@ -165,8 +171,6 @@ def open_source(path: str | Path | None = None) -> "NpzSource | IdxSource":
 
 def _keras_mnist_path() -> Path:
     """Let keras.datasets.mnist fetch MNIST (or find its cached copy), then stream that file."""
-    import os
-
     import keras
 
     try:
