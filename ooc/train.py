@@ -100,7 +100,7 @@ def train(
     if before_epoch is not None and loop != "train_on_batch":
         raise OptionError("before_epoch works with loop='train_on_batch' only")
     history = run_epochs(net, store, train_idx, val_idx, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, log=log,
-                         **({"before_epoch": before_epoch} if before_epoch else {}))
+                         before_epoch=before_epoch)
     test = evaluate(net, store, "test", batch_size=max(batch_size, 512))
     wall = time.perf_counter() - started
     log(f"test: loss {test['loss']:.4f} accuracy {test['accuracy']:.4f} ({wall:.1f} s in all)")
@@ -132,7 +132,7 @@ def _log_epoch(log, record):
         f" ({record['seconds']:.1f} s, {record['samples_per_second']:.0f} samples/s)")
 
 
-def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log, before_epoch=None):
+def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log, before_epoch):
     import keras
 
     history = []
@@ -162,7 +162,7 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
     return history
 
 
-def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log):
+def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log, before_epoch=None):
     """The same epochs through ``model.fit`` and a PyDataset (read one batch ahead in a thread)."""
     import keras
 
