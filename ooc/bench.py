@@ -159,16 +159,21 @@ def read_pass(reader, n: int, *, batch_size: int, shuffle: str, seed: int) -> tu
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None, batch_size: int, repeats: int,
-                  progress: Callable[[str], None]) -> dict[str, Any]:
-    """Four modes; cold passes evict ``files`` and reopen the reader first (a reopened HDF5 file
-    starts with an empty chunk cache; a closed memmap lets its pages go)."""
+def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None, chunk_size: int | None, batch_size: int,
+                  repeats: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Every mode of READ_MODES (warm only without ``files``); cold passes evict ``files`` and reopen
+    the reader first (a reopened HDF5 file starts with an empty chunk cache; a closed memmap lets
+    its pages go)."""
     sample_bytes = 28 * 28 * 4  # decoded float32 payload per sample
     results = {}
     for mode in READ_MODES:
         if mode.endswith("cold") and files is None:
             continue  # data in memory has no cold cache
         order, cold = _ORDER[mode.split("_")[0]], mode.endswith("cold")
+        if order == "chunk" and chunk_size is None:
+            # without chunks the chunk shuffle is the global one, batch for batch: no second measurement
+            results[mode] = results[mode.replace("chunk", "global")]
+            continue
         times, cpus, peak = [], [], 0.0
         reader = open_reader()
         if not cold:
@@ -262,7 +267,7 @@ def run_bench(
 
     progress(f"baseline memory: {n} train samples")
     rows.append({"name": "memory", "kind": "baseline", "training_cold": None, "format": "memory", "options": {}, "conversion": None, "training_global_shuffle": None,
-                 "read": measure_reads(lambda: _StoreReader(memory), n, files=None, batch_size=batch_size, repeats=repeats, progress=progress),
+                 "read": measure_reads(lambda: _StoreReader(memory), n, files=None, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)})
     memory_epoch = rows[0]["training"]["epoch_seconds"]["median"]
     progress(f"  train: {memory_epoch:.2f} s/epoch")
@@ -276,7 +281,7 @@ def run_bench(
     np.save(npy, memory._arrays["train"][0])
     progress("baseline npy-memmap")
     rows.append({"name": "npy-memmap", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
-                 "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train")), n, files=npy, batch_size=batch_size, repeats=repeats, progress=progress),
+                 "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train")), n, files=npy, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": None})
 
     for target in targets:
@@ -295,7 +300,7 @@ def run_bench(
                       "bytes": apparent, "bytes_on_disk": allocated, "bytes_per_sample": allocated / total,
                       "ratio_to_raw": allocated / (total * raw_bytes)}
         progress(f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s converted")
-        read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress)
+        read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, chunk_size=store.chunk_size, batch_size=batch_size, repeats=repeats, progress=progress)
         # the in-memory epochs again, right before: a ratio of two neighbouring runs resists the drift of a shared machine
         memory_epoch = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)["epoch_seconds"]["median"]
         training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed)
@@ -321,7 +326,7 @@ def run_bench(
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
             rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
-                         "read": measure_reads(lambda: RecipeReader(path), n, files=path, batch_size=batch_size, repeats=repeats, progress=progress),
+                         "read": measure_reads(lambda: RecipeReader(path), n, files=path, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
     rows[0]["training"]["ratio_to_memory"] = 1.0
     rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(rows[0]["read"], n, rows[0]["training"], rows[0]["training"])
