@@ -88,6 +88,22 @@ def write_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(report: dict[str, Any]) -> str:
+    """The headline table `ooc bench` prints: one row a target."""
+    lines = ["| target | bytes/sample | shuffled warm samples/s (chunk / global) | shuffled cold samples/s (chunk / global) | training ratio to in-memory (chunk / global) | cold-cache training ratio | loader CPU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["results"]:
+        read, t, g = r["read"], r["training"], r.get("training_global_shuffle")
+        size = f"{r['conversion']['bytes_per_sample']:,.0f}" if r["conversion"] else "–"
+        warm = f"{read['chunk_warm']['samples_per_second']:,.0f} / {read['global_warm']['samples_per_second']:,.0f}"
+        cold = f"{read['chunk_cold']['samples_per_second']:,.0f} / {read['global_cold']['samples_per_second']:,.0f}" if "chunk_cold" in read else "–"
+        ratio = (f"{t['ratio_to_memory']:.2f}" + (f" / {g['ratio_to_memory']:.2f}" if g else "")) if t else "–"
+        cpu = f"{t['loader_cpu_share'] * 100:.1f} %" if t else "–"
+        cold_ratio = f"{r['training_cold']['ratio_to_memory']:.2f}" if r.get("training_cold") else "–"
+        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} | {cold_ratio} | {cpu} |")
+    return "\n".join(lines)
+
+
 def recommendation(report: dict[str, Any]) -> str:
     """A few sentences chosen by the numbers of this run, not written in advance."""
     stores = [r for r in report["results"] if r["kind"] == "store"]

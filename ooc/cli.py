@@ -153,32 +153,17 @@ def bench(
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
     from ooc.bench import run_bench
-    from ooc.bench_report import recommendation
+    from ooc.bench_report import recommendation, summary_table
 
     _import_tensorflow_quietly()
     command = "ooc " + " ".join(sys.argv[1:])
     report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
                        source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
                        seed=seed, tradeoff=tradeoff, scale_repeat=scale_repeat, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(_summary_table(report))
+    print(summary_table(report))
     print()
     print(recommendation(report))
     print(f"\nreport: {out / 'report.md'}, {out / 'report.json'}, plots in {out}")
-
-
-def _summary_table(report) -> str:
-    lines = ["| target | bytes/sample | shuffled warm samples/s (chunk / global) | shuffled cold samples/s (chunk / global) | training ratio to in-memory (chunk / global) | cold-cache training ratio | loader CPU |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in report["results"]:
-        read, t, g = r["read"], r["training"], r.get("training_global_shuffle")
-        size = f"{r['conversion']['bytes_per_sample']:,.0f}" if r["conversion"] else "–"
-        warm = f"{read['chunk_warm']['samples_per_second']:,.0f} / {read['global_warm']['samples_per_second']:,.0f}"
-        cold = f"{read['chunk_cold']['samples_per_second']:,.0f} / {read['global_cold']['samples_per_second']:,.0f}" if "chunk_cold" in read else "–"
-        ratio = (f"{t['ratio_to_memory']:.2f}" + (f" / {g['ratio_to_memory']:.2f}" if g else "")) if t else "–"
-        cpu = f"{t['loader_cpu_share'] * 100:.1f} %" if t else "–"
-        cold_ratio = f"{r['training_cold']['ratio_to_memory']:.2f}" if r.get("training_cold") else "–"
-        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} | {cold_ratio} | {cpu} |")
-    return "\n".join(lines)
 
 
 def main() -> None:
