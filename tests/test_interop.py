@@ -25,6 +25,9 @@ def _standard_read(fmt, path):
         return group["train/x"][:10], group["train/y"][:10]
     if fmt == "npy":
         return np.load(path / "train_x.npy", mmap_mode="r")[:10], np.load(path / "train_y.npy")[:10]
+    if fmt == "parquet":
+        df = pd.read_parquet(path / "train.parquet")
+        return np.stack([np.frombuffer(b, np.uint8) for b in df.image[:10]]).reshape(-1, 28, 28), df.label[:10]
     raise AssertionError(f"no standard reader written for {fmt}: add one here and to the README")
 
 

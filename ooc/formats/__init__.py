@@ -13,6 +13,7 @@ FORMATS: dict[str, str] = {
     "hdf5": "ooc.formats.hdf5",
     "zarr": "ooc.formats.zarr",
     "npy": "ooc.formats.npy",
+    "parquet": "ooc.formats.parquet",
 }
 
 
