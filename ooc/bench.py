@@ -43,7 +43,9 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "csv": [{}],
     "hdf5": [{}, {"compression": "gzip"}],
     "zarr": [{}, {"compression": "none"}, {"chunk_size": 256}],
+    "tfrecord": [{}, {"compression": "gzip"}],
 }
+TF_DATA_SHUFFLE_BUFFER = 10_000  # records in tf.data's shuffle buffer for the streaming TFRecord pass
 
 
 @dataclass
@@ -196,6 +198,28 @@ def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None,
     return results
 
 
+def measure_tf_data(path: Path, *, batch_size: int, repeats: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Passes over a TFRecord store's train split through its streaming tf.data view (shards
+    interleaved, parsed in parallel, shuffled in a buffer), warm and cold: what tf.data users get."""
+    from ooc.formats.tfrecord import tf_dataset
+
+    results = {}
+    for cold in (False, True):
+        times = []
+        for rep in range(repeats + (0 if cold else 1)):  # warm: one unmeasured pass first
+            store = open_store(path)
+            if cold:
+                evict_from_page_cache(path)
+            start = time.perf_counter()
+            n = sum(len(y) for _, y in tf_dataset(store, "train", batch_size=batch_size, shuffle_buffer=TF_DATA_SHUFFLE_BUFFER, seed=rep))
+            if cold or rep:
+                times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        results["cold" if cold else "warm"] = {"seconds": summary(times), "samples_per_second": n / median}
+        progress(f"  read through tf.data ({'cold' if cold else 'warm'}, shuffle buffer {TF_DATA_SHUFFLE_BUFFER:,}): {n / median:,.0f} samples/s")
+    return results
+
+
 class _StoreReader:
     def __init__(self, store: Store):
         self.store = store
@@ -322,7 +346,8 @@ def run_bench(
         progress(f"  train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch ({fit['ratio_to_memory']:.2f} x memory with fit)")
         rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
                      "conversion": conversion, "read": read, "training": training, "training_cold": cold_training, "training_fit": fit,
-                     "training_global_shuffle": global_training})
+                     "training_global_shuffle": global_training,
+                     "tf_data": measure_tf_data(path, batch_size=batch_size, repeats=repeats, progress=progress) if target.format == "tfrecord" else None})
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
             rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,

@@ -76,6 +76,14 @@ def write_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {r['name']} | {r['options'].get('chunk_size') or '–'} | {r['options'].get('compression')} | "
                              f"{r['conversion']['bytes_per_sample']:,.0f} | {mode} | {read['samples_per_second']:,.0f} | {cpu:.2f} | "
                              f"{t['ratio_to_memory']:.2f} | {t['test_accuracy'] * 100:.2f} % |")
+    streamed = [r for r in rows if r.get("tf_data")]
+    if streamed:
+        lines += ["", "## TFRecord through tf.data (interleaved shards, parallel parsing, shuffle buffer of 10,000 records)", "",
+                  "Not the exact shuffles of the table above: tf.data's own order. What a tf.data pipeline gets from the same files.", "",
+                  "| target | warm samples/s | cold samples/s | ooc reader, global shuffle, warm |", "| --- | ---: | ---: | ---: |"]
+        for r in streamed:
+            lines.append(f"| {r['name']} | {r['tf_data']['warm']['samples_per_second']:,.0f} | {r['tf_data']['cold']['samples_per_second']:,.0f} | "
+                         f"{r['read']['global_warm']['samples_per_second']:,.0f} |")
     scale = report.get("scale")
     if scale:
         lines += ["", "## Memory at scale (one training epoch on Zarr, each in a fresh process)", "",

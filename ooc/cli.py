@@ -54,20 +54,23 @@ def _progress(split: str, done: int, count: int) -> None:
 def convert(
     format: Annotated[str, typer.Option("--format", "-f", help=f"layout to write: {FORMAT_CHOICES}")],
     out: Annotated[Optional[Path], typer.Option(help="store directory [default: data/FORMAT]")] = None,
-    source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test, or a folder of IDX files (train-images-idx3-ubyte[.gz] …) [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
+    source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test, a folder of IDX files (train-images-idx3-ubyte[.gz] …), or an image folder (train/ and test/, one sub-folder of images per class: train/3/xxx.png) [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="convert only the first N samples of each split")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts)")] = None,
-    compression: Annotated[Optional[str], typer.Option(help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts: hdf5, zarr, parquet row groups)")] = None,
+    shard_size: Annotated[Optional[int], typer.Option(help="samples per file (tfrecord) [default: 4096]")] = None,
+    compression: Annotated[Optional[str], typer.Option(help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip; parquet: none, snappy, zstd, gzip; tfrecord: none, gzip")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="stored pixels: uint8 (0-255) or float32 (0-1); binary layouts")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
     repeat: Annotated[int, typer.Option(help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels (stores larger than the source)")] = 1,
+    size: Annotated[Optional[str], typer.Option(help="image folders: resize every image to N or HxW pixels, e.g. 28 or 32x32 [default: the first image's size, which all must have]")] = None,
 ):
     """Convert a dataset (default: the bundled MNIST) to an on-disk layout."""
     from ooc.convert import convert as run_convert
+    from ooc.sources import parse_size
 
     out = out or DATA_DIR / format
-    manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size,
-                           compression=compression, dtype=dtype, overwrite=overwrite, repeat=repeat, progress=_progress)
+    manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
+                           dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), progress=_progress)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s")
 

@@ -14,7 +14,7 @@ from ooc import __version__
 from ooc.errors import OptionError, StoreExistsError
 from ooc.formats import get_format
 from ooc.manifest import MANIFEST_NAME, PARTIAL_NAME, manifest_path, write_manifest
-from ooc.sources import IdxSource, NpzSource, RepeatedSource, as_source
+from ooc.sources import IdxSource, ImageFolderSource, NpzSource, RepeatedSource, as_source, parse_size
 
 # Source chunks hold at least this many samples (rounded up to whole store chunks): big enough to
 # amortise per-call costs, small enough that memory stays flat whatever the dataset's size.
@@ -25,27 +25,32 @@ def convert(
     out: str | os.PathLike,
     *,
     format: str,
-    source: NpzSource | IdxSource | RepeatedSource | str | os.PathLike | None = None,
+    source: NpzSource | IdxSource | ImageFolderSource | RepeatedSource | str | os.PathLike | None = None,
     limit: int | None = None,
     chunk_size: int | None = None,
+    shard_size: int | None = None,
     compression: str | None = None,
     dtype: str | None = None,
     overwrite: bool = False,
     repeat: int = 1,
+    size: int | tuple[int, int] | str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``source`` (default: the bundled MNIST) to a new ``format`` store at ``out``.
+
+    ``size`` (N, (H, W) or "HxW") resizes the images of an image-folder source.
 
     Returns the manifest. On any failure, including Ctrl-C, the partly written store is removed,
     so nothing half-written is left looking like a store.
     """
     layout = get_format(format)
-    options = layout.OPTIONS.resolve(format, chunk_size=chunk_size, compression=compression, dtype=dtype)
+    options = layout.OPTIONS.resolve(format, chunk_size=chunk_size, compression=compression, dtype=dtype, shard_size=shard_size)
     if limit is not None and limit < 1:
         raise OptionError(f"--limit must be a positive number of samples, got {limit}")
     if repeat < 1:
         raise OptionError(f"--repeat must be a positive number of copies, got {repeat}")
-    source = as_source(source)
+    size = parse_size(size)
+    source = as_source(source, size=size)
     if repeat > 1:
         source = RepeatedSource(source, repeat)
     out = Path(out)
@@ -80,9 +85,12 @@ def convert(
             "num_classes": label_max + 1,
             "x_dtype": options["dtype"],
             "options": options,
-            "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit, "repeat": repeat},
+            "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit, "repeat": repeat,
+                       "size": None if size is None else list(size)},
             "conversion_seconds": round(time.perf_counter() - started, 3),
         }
+        if getattr(source, "classes", None):  # an image folder's class names, by label
+            manifest["source"]["classes"] = list(source.classes)
         write_manifest(out, manifest)
         (out / PARTIAL_NAME).unlink()
     except BaseException:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from ooc.errors import SourceError
+from ooc.errors import OptionError, SourceError
 
 SPLITS = ("train", "test")
 BUNDLED_MNIST = Path("data") / "mnist.npz"
@@ -48,11 +49,16 @@ class _FileSource:
     def _hashed_files(self) -> list[Path]:
         return [self.path]
 
+    def _file_tag(self, path: Path) -> bytes:
+        """Hashed before each file's bytes; empty where the file names carry no data."""
+        return b""
+
     def sha256(self) -> str:
         """Of the source's file bytes as stored, streamed."""
         if self._sha256 is None:
             digest = hashlib.sha256()
             for path in self._hashed_files():
+                digest.update(self._file_tag(path))
                 with open(path, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
@@ -153,14 +159,25 @@ def _read_exact(fp, nbytes: int, where: str) -> bytes:
     return data
 
 
-def as_source(source):
+def as_source(source, size=None):
     """A source object as given, or the source at a path (None: the default MNIST)."""
-    return open_source(source) if source is None or isinstance(source, (str, os.PathLike)) else source
+    if source is None or isinstance(source, (str, os.PathLike)):
+        return open_source(source, size=size)
+    size = parse_size(size)
+    if size is not None and getattr(source, "size", None) != size:
+        raise SourceError(f"--size applies when the source is opened from a path; open it with ImageFolderSource.open(path, size={size})")
+    return source
 
 
-def open_source(path: str | Path | None = None) -> "NpzSource | IdxSource":
-    """The ``.npz`` file or IDX folder at ``path``; by default the bundled MNIST, else
-    ``keras.datasets.mnist``."""
+def open_source(path: str | Path | None = None, size=None) -> "NpzSource | IdxSource | ImageFolderSource":
+    """The ``.npz`` file, IDX folder or image folder at ``path``; by default the bundled MNIST, else
+    ``keras.datasets.mnist``. ``size`` (N or (H, W)) resizes an image folder's images."""
+    if path is not None and is_image_folder(path):
+        return ImageFolderSource.open(path, size=size)
+    if parse_size(size) is not None and (path is None or Path(path).exists()):  # else: "no such source file"
+        what = "the default MNIST" if path is None else str(path)
+        raise SourceError(f"--size applies to image-folder sources only; {what} is not one "
+                          "(an image folder has train/ and test/ with a sub-folder of images per class); drop --size")
     if path is not None:
         return IdxSource.open(path) if Path(path).is_dir() else NpzSource.open(path)
     for candidate in (BUNDLED_MNIST, _REPO_MNIST):
@@ -344,3 +361,173 @@ def _read_idx_header(path: Path, ndim: int) -> _IdxFile:
         raise SourceError(f"{path} is {'truncated' if data < expected else 'longer than its header says'}: "
                           f"the header promises {expected} values of shape {shape}, the file holds {data}")
     return _IdxFile(path, shape, 4 + 4 * ndim)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_IMAGE_FOLDER_HELP = "an image-folder source needs train/ and test/, each with a sub-folder of images per class (train/3/xxx.png)"
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """A folder with train/ or test/ in it: one missing is then reported as such, not as missing IDX files."""
+    path = Path(path)
+    return path.is_dir() and any((path / split).is_dir() for split in SPLITS)
+
+
+def parse_size(size) -> tuple[int, int] | None:
+    """``--size`` as (height, width): from N, (H, W), or the command line's "N" and "HxW"."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        dims = [int(part) if part.strip().isdigit() else 0 for part in size.lower().split("x")]
+    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        dims = [size]
+    elif isinstance(size, (tuple, list)) and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in size):
+        dims = list(size)
+    else:
+        dims = []
+    if len(dims) not in (1, 2) or min(dims) < 1:
+        raise OptionError(f"--size must be N or HxW in pixels, e.g. 28 or 32x32, got {size!r}")
+    return int(dims[0]), int(dims[-1])
+
+
+@dataclass
+class _ImageSplit:
+    """One split's files as short strings, the one part of an image folder held in memory."""
+
+    paths: list[str]  # relative to the source folder, in sample order
+    labels: np.ndarray
+
+
+@dataclass
+class ImageFolderSource(_FileSource):
+    """A folder of images in class sub-folders, ``train/3/xxx.png`` and ``test/3/yyy.png``, the layout
+    image datasets are often published in. Images are decoded with Pillow chunk by chunk, made
+    grayscale and, with ``size``, resized; only the list of file names is held in memory.
+
+    Class folders named by whole numbers are those labels; other names are numbered in sorted order
+    (``classes`` lists the names by label). Samples are ordered by label, then file name."""
+
+    path: Path
+    size: tuple[int, int] | None = None
+    classes: list[str] = field(default_factory=list)
+    files: dict[str, _ImageSplit] = field(default_factory=dict)
+    shape: tuple[int, int] | None = None
+    _sha256: str | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, size=None) -> ImageFolderSource:
+        source = cls(Path(path), parse_size(size))
+        folders = {}
+        for split in SPLITS:
+            folder = source.path / split
+            if not folder.is_dir():
+                raise SourceError(f"{source.path} has no {split}/ folder: {_IMAGE_FOLDER_HELP}")
+            folders[split] = {entry.name: Path(entry.path) for entry in _list(folder) if entry.is_dir()}
+        if not folders["train"]:
+            raise SourceError(f"{source.path / 'train'} has no class folders: {_IMAGE_FOLDER_HELP}")
+        labels = _class_labels(source.path / "train", sorted(folders["train"]))
+        source.classes = sorted(labels, key=labels.get)
+        dtype = np.uint8 if max(labels.values()) < 256 else np.int32
+        for split in SPLITS:
+            unknown = sorted(set(folders[split]) - set(labels))
+            if unknown:
+                raise SourceError(f"{folders[split][unknown[0]]} is a class that train/ does not have; "
+                                  f"add {source.path / 'train' / unknown[0]} or remove it (train/ has {', '.join(source.classes)})")
+            paths, split_labels = [], []
+            for name in sorted(folders[split], key=labels.get):
+                images = sorted(entry.name for entry in _list(folders[split][name])
+                                if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
+                paths += [f"{split}/{name}/{image}" for image in images]
+                split_labels += [labels[name]] * len(images)
+            if not paths:
+                raise SourceError(f"{source.path / split} holds no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders: {_IMAGE_FOLDER_HELP}")
+            source.files[split] = _ImageSplit(paths, np.array(split_labels, dtype))
+        if source.size is None:
+            first = source.path / source.files["train"].paths[0]
+            with _open_image(first) as image:
+                source.shape = (image.height, image.width)
+        else:
+            source.shape = source.size
+        return source
+
+    @property
+    def sample_shape(self) -> tuple[int, int]:
+        return self.shape
+
+    def num_samples(self, split: str) -> int:
+        return len(self.files[split].paths)
+
+    def label_dtype(self, split: str) -> np.dtype:
+        return self.files[split].labels.dtype
+
+    def _hashed_files(self) -> list[Path]:
+        return [self.path / p for split in SPLITS for p in self.files[split].paths]
+
+    def _file_tag(self, path: Path) -> bytes:
+        """The file's place, so that moving an image to another class folder changes the checksum."""
+        return f"{path.relative_to(self.path).as_posix()}\0{path.stat().st_size}\0".encode()
+
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        files = self.files[split]
+        total = len(files.paths) if limit is None else min(limit, len(files.paths))
+        for start in range(0, total, chunk_size):
+            n = min(chunk_size, total - start)
+            x = np.empty((n, *self.shape), np.uint8)
+            for i, relative in enumerate(files.paths[start:start + n]):
+                x[i] = self._decode(self.path / relative)
+            yield x, files.labels[start:start + n]
+
+    def _decode(self, path: Path) -> np.ndarray:
+        height, width = self.shape
+        with _open_image(path) as image:
+            if image.mode.startswith(("I", "F")):  # convert("L") would clip these to 0-255, not scale them
+                raise SourceError(f"{path} has {image.mode} pixels, wider than 8 bits, which ooc would clip; save the images as 8-bit")
+            try:
+                gray = image.convert("L")
+                if self.size is not None and gray.size != (width, height):
+                    gray = gray.resize((width, height), Image.Resampling.BILINEAR)
+            except _PIL_ERRORS as e:
+                raise _unreadable(path, e) from None
+        if gray.size != (width, height):
+            first = self.path / self.files["train"].paths[0]
+            raise SourceError(f"{path} is {gray.height}x{gray.width} pixels but {first} is {height}x{width}; "
+                              f"pass --size {height}x{width} (or --size N for NxN) to resize every image")
+        return np.asarray(gray)
+
+
+def _class_labels(train: Path, names: list[str]) -> dict[str, int]:
+    """Class folder name -> label: the number itself when every name is one, else the sorted position."""
+    if not all(name.isascii() and name.isdigit() for name in names):
+        return {name: i for i, name in enumerate(names)}
+    labels = {name: int(name) for name in names}
+    seen = {}
+    for name, label in labels.items():
+        if label in seen:
+            raise SourceError(f"{train / seen[label]} and {train / name} are both class {label}; merge or rename one")
+        seen[label] = name
+    return labels
+
+
+def _list(folder: Path) -> list[os.DirEntry]:
+    """The folder's entries but hidden ones (.DS_Store, .ipynb_checkpoints)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [entry for entry in entries if not entry.name.startswith(".")]
+    except OSError as e:
+        raise SourceError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+
+
+# what Pillow raises for a broken file (UnidentifiedImageError and truncated data are OSErrors)
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Only the header is read here; the pixels when the image is converted."""
+    try:
+        return Image.open(path)
+    except _PIL_ERRORS as e:
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, error: Exception) -> SourceError:
+    return SourceError(f"{path} is not a readable image ({error}); repair or remove the file")

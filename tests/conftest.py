@@ -27,8 +27,10 @@ def store_dirs(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("stores")
     dirs = {}
     for name in FORMATS:
-        chunk = None if ooc.get_format(name).OPTIONS.default_chunk_size is None else CHUNK
-        ooc.convert(base / name, format=name, source=MNIST, limit=LIMIT, chunk_size=chunk)
+        options = ooc.get_format(name).OPTIONS
+        chunk = None if options.default_chunk_size is None else CHUNK
+        shard = None if options.default_shard_size is None else CHUNK
+        ooc.convert(base / name, format=name, source=MNIST, limit=LIMIT, chunk_size=chunk, shard_size=shard)
         dirs[name] = base / name
     return dirs
 

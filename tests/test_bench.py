@@ -8,7 +8,7 @@ import math
 import subprocess
 import sys
 
-from ooc.bench import READ_MODES, VARIANTS
+from ooc.bench import READ_MODES, VARIANTS, targets_for
 from ooc.formats import FORMATS
 
 from conftest import MNIST
@@ -24,9 +24,21 @@ def _positive_numbers(obj, where=""):
         yield where, obj
 
 
+# csv brings the recipe baseline, zarr the chunk and compression variants, tfrecord the tf.data pass;
+# every other layout is measured by the same code (test_every_layout_is_a_target)
+MEASURED = ("csv", "zarr", "tfrecord")
+
+
+def test_every_layout_is_a_target():
+    names = [t.name for t in targets_for(list(FORMATS), variants=True)]
+    assert names == ["csv", "hdf5", "hdf5-gzip", "zarr", "zarr-none", "zarr-chunk256", "npy", "parquet", "tfrecord", "tfrecord-gzip"]
+    assert [t.name for t in targets_for(list(FORMATS), variants=False)] == list(FORMATS)
+
+
 def test_bench_report(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ooc", "bench", "--source", str(MNIST), "--limit", "300", "--repeats", "2",
-                           "--epochs", "2", "--batch-size", "64", "--scale-repeat", "3", "--out", "results"], cwd=tmp_path, capture_output=True, text=True)
+                           "--epochs", "2", "--batch-size", "64", "--scale-repeat", "3", "--out", "results",
+                           "--formats", ",".join(MEASURED)], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "results"
     report = json.loads((out / "report.json").read_text())
@@ -36,7 +48,7 @@ def test_bench_report(tmp_path):
     assert set(report["machine"]) == {"cpus", "memory_gb", "python", "platform", "versions"}
 
     expected = ["memory", "npy-memmap"]
-    for fmt in FORMATS:
+    for fmt in MEASURED:
         for opts in VARIANTS.get(fmt, [{}]):
             expected.append(fmt + "".join(f"-chunk{v}" if k == "chunk_size" else f"-{v}" for k, v in opts.items()))
             if fmt == "csv" and not opts:
@@ -63,6 +75,10 @@ def test_bench_report(tmp_path):
             assert row["training_global_shuffle"]["shuffle"] == "global"
         else:
             assert row["training_global_shuffle"] is None
+        if row.get("format") == "tfrecord":
+            assert set(row["tf_data"]) == {"warm", "cold"} and row["tf_data"]["cold"]["seconds"]["n"] == 2
+        else:
+            assert row.get("tf_data") is None
         numbers = list(_positive_numbers(row))
         assert numbers and all(math.isfinite(v) and v > 0 for _, v in numbers), [n for n in numbers if not n[1] > 0]
 
@@ -72,7 +88,7 @@ def test_bench_report(tmp_path):
 
     markdown = (out / "report.md").read_text()
     for heading in ("## Which layout should I use", "## Size on disk and conversion", "## Reading the train split",
-                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle", "## Memory at scale"):
+                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle", "## Memory at scale", "## TFRecord through tf.data"):
         assert heading in markdown
     assert "For training speed pick **" in markdown and report["command"] in markdown
     for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):

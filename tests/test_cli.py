@@ -57,7 +57,7 @@ def test_errors_are_one_line(tmp_path):
     assert ooc("convert", "--format", "hdf5", "--limit", 20, cwd=tmp_path).returncode == 0
     one_line_error(ooc("convert", "--format", "hdf5", "--limit", 20, cwd=tmp_path), "data/hdf5 already holds a store; pass --overwrite to replace it")
     one_line_error(ooc("train", "--store", "zarr", "--path", "data/hdf5", cwd=tmp_path), "data/hdf5 holds a hdf5 store, not zarr: pass --store hdf5, or --path to a zarr store")
-    one_line_error(ooc("train", "--store", "parquet", cwd=tmp_path), f"unknown --store 'parquet': choose one of {', '.join(FORMATS)}, memory")
+    one_line_error(ooc("train", "--store", "lmdb", cwd=tmp_path), f"unknown --store 'lmdb': choose one of {', '.join(FORMATS)}, memory")
     one_line_error(ooc("train", "--store", "hdf5", "--batch-size", 0, cwd=tmp_path), "--batch-size must be a positive number of samples, got 0")
 
 

@@ -28,6 +28,14 @@ def _standard_read(fmt, path):
     if fmt == "parquet":
         df = pd.read_parquet(path / "train.parquet")
         return np.stack([np.frombuffer(b, np.uint8) for b in df.image[:10]]).reshape(-1, 28, 28), df.label[:10]
+    if fmt == "tfrecord":
+        import tensorflow as tf
+
+        spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+        records = tf.data.TFRecordDataset(sorted(map(str, path.glob("train-*.tfrecord")))).take(10)
+        parsed = [tf.io.parse_single_example(r, spec) for r in records]
+        x = np.stack([tf.io.decode_raw(p["image"], tf.uint8).numpy().reshape(28, 28) for p in parsed])
+        return x, np.array([p["label"].numpy() for p in parsed])
     raise AssertionError(f"no standard reader written for {fmt}: add one here and to the README")
 
 

@@ -1,13 +1,18 @@
-"""The .npz source streams arrays chunk by chunk and refuses what is not MNIST-shaped."""
+"""Sources (.npz, IDX folders, image folders) stream chunk by chunk and refuse what is not MNIST-shaped."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from PIL import Image
 
 import ooc
-from ooc.errors import SourceError
-from ooc.sources import NpzSource, open_source
+from ooc.errors import OptionError, SourceError
+from ooc.sources import ImageFolderSource, NpzSource, open_source, parse_size
 
 from conftest import MNIST
 
@@ -128,3 +133,158 @@ def test_bad_idx_files(tmp_path):
     with pytest.raises(SourceError, match=r"has no train-images-idx3-ubyte\[.gz\]: an IDX source folder needs"):
         ooc.convert(tmp_path / "s", format="hdf5", source=tmp_path / "d")
     assert not (tmp_path / "s").exists()
+
+
+def _image_folder(root, classes=("0", "1", "2"), per_class=(4, 2)):
+    """MNIST digits as PNGs in train/CLASS/ and test/CLASS/, named so that file order is not
+    creation order; returns the pixels and labels each split must convert to."""
+    with np.load(MNIST) as d:
+        digits = iter(d["x_train"][:100])
+    expected = {}
+    for split, count in zip(("train", "test"), per_class):
+        xs, ys = [], []
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            images = {f"{'zyxwvu'[k]}{k}.png": next(digits) for k in range(count)}
+            for file, image in images.items():
+                Image.fromarray(image).save(root / split / name / file)
+            xs += [images[file] for file in sorted(images)]
+            ys += [int(name) if name.isdigit() else label] * count
+        expected[split] = np.array(xs), np.array(ys)
+    return root, expected
+
+
+def test_image_folder_converts_exactly(tmp_path):
+    folder, expected = _image_folder(tmp_path / "images")
+    (folder / "train" / "0" / "notes.txt").write_text("not an image")
+    (folder / "train" / "1" / ".hidden.png").write_bytes(b"not an image either")
+    (folder / "train" / ".ipynb_checkpoints").mkdir()
+    (folder / "test" / "README").write_text("ignored")
+    manifest = ooc.convert(tmp_path / "s", format="zarr", source=folder)
+    assert manifest["source"]["size"] is None and manifest["source"]["classes"] == ["0", "1", "2"]
+    store = ooc.open_store(tmp_path / "s")
+    assert (store.num_samples("train"), store.num_samples("test"), store.sample_shape) == (12, 6, (28, 28))
+    for split, (x, y) in expected.items():
+        got, labels = store.read(split, np.arange(len(x)))
+        assert np.array_equal(np.rint(got[..., 0] * 255).astype(np.uint8), x)
+        assert np.array_equal(labels, y)
+    source = open_source(folder)
+    assert isinstance(source, ImageFolderSource) and source.label_dtype("train") == np.uint8
+    chunks = list(source.iter_chunks("train", 5, limit=11))
+    assert [len(c[0]) for c in chunks] == [5, 5, 1]
+    assert np.array_equal(np.concatenate([c[0] for c in chunks]), expected["train"][0][:11])
+
+
+def test_image_folder_checksum_follows_names_and_bytes(tmp_path):
+    folder, _ = _image_folder(tmp_path / "images")
+    before = open_source(folder).sha256()
+    assert open_source(folder).sha256() == before
+    (folder / "train" / "0" / "z0.png").rename(folder / "train" / "1" / "a0.png")  # relabelled, bytes unchanged
+    assert open_source(folder).sha256() != before
+
+
+def test_image_folder_size_resizes_like_pillow(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("0", "1"):
+            (tmp_path / "rgb" / split / name).mkdir(parents=True)
+            for k in range(2):
+                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "rgb" / split / name / f"{k}.png")
+    files = sorted((tmp_path / "rgb" / "train").glob("*/*.png"))
+    manifest = ooc.convert(tmp_path / "s", format="zarr", source=tmp_path / "rgb", size=28)
+    assert manifest["source"]["size"] == [28, 28]
+    store = ooc.open_store(tmp_path / "s")
+    assert store.sample_shape == (28, 28)
+    pixels = np.rint(store.read("train", np.arange(4))[0][..., 0] * 255).astype(np.uint8)
+    for image, file in zip(pixels, files):
+        assert np.array_equal(image, np.asarray(Image.open(file).convert("L").resize((28, 28), Image.Resampling.BILINEAR)))
+    x, _ = next(open_source(tmp_path / "rgb", size="20x30").iter_chunks("test", 10))  # HxW, not WxH
+    assert x.shape == (4, 20, 30)
+
+
+def test_image_folder_sizes_must_match_without_size(tmp_path):
+    folder, _ = _image_folder(tmp_path / "images")
+    odd = folder / "train" / "1" / "odd.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(odd)
+    first = folder / "train" / "0" / "w3.png"  # the first in (class, file name) order
+    message = f"{odd} is 20x30 pixels but {first} is 28x28; pass --size 28x28 (or --size N for NxN) to resize every image"
+    with pytest.raises(SourceError, match=re.escape(message) + "$"):
+        ooc.convert(tmp_path / "s", format="hdf5", source=folder)
+    assert not (tmp_path / "s").exists()
+    ooc.convert(tmp_path / "s", format="hdf5", source=folder, size=28)  # --size is the fix
+    assert ooc.open_store(tmp_path / "s").num_samples("train") == 13
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda png: b"not an image", "cannot identify image file"),
+    (lambda png: png[:len(png) // 2], "image file is truncated"),
+])
+def test_broken_image_is_named(tmp_path, damage, reason):
+    folder, _ = _image_folder(tmp_path / "images")
+    broken = folder / "train" / "1" / "y1.png"
+    broken.write_bytes(damage(broken.read_bytes()))
+    with pytest.raises(SourceError, match=re.escape(f"{broken} is not a readable image (") + f".*{reason}.*" + re.escape("); repair or remove the file") + "$"):
+        ooc.convert(tmp_path / "s", format="zarr", source=folder)
+    assert not (tmp_path / "s").exists()
+
+
+def test_wide_pixels_are_refused_not_clipped(tmp_path):
+    folder, _ = _image_folder(tmp_path / "images")
+    wide = folder / "train" / "2" / "a.png"
+    Image.fromarray(np.full((28, 28), 40000, np.uint16)).save(wide)
+    with pytest.raises(SourceError, match=re.escape(f"{wide} has I;16 pixels, wider than 8 bits, which ooc would clip; save the images as 8-bit") + "$"):
+        ooc.convert(tmp_path / "s", format="zarr", source=folder)
+
+
+def test_image_folder_class_names(tmp_path):
+    folder, _ = _image_folder(tmp_path / "pets", classes=("cat", "dog"))
+    source = open_source(folder)
+    assert source.classes == ["cat", "dog"]
+    assert np.array_equal(next(source.iter_chunks("train", 100))[1], [0] * 4 + [1] * 4)
+    folder, _ = _image_folder(tmp_path / "numbers", classes=("2", "10"))  # labels are the numbers, in their order
+    source = open_source(folder)
+    assert source.classes == ["2", "10"] and np.array_equal(next(source.iter_chunks("test", 100))[1], [2, 2, 10, 10])
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda f: (f / "test" / "bird").mkdir(), r"test/bird is a class that train/ does not have; add .*train/bird or remove it \(train/ has 0, 1, 2\)$"),
+    (lambda f: [p.unlink() for p in (f / "test").glob("*/*.png")], r"/test holds no images \(.png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp\) in its class folders: an image-folder source needs"),
+    (lambda f: [p.rename(f / p.name) for p in (f / "train").iterdir()], r"/train has no class folders: an image-folder source needs train/ and test/, each with a sub-folder of images per class \(train/3/xxx.png\)$"),
+    (lambda f: [p.rename(f / f"t{p.name}") for p in (f / "test").iterdir()] and (f / "test").rmdir(), r"/images has no test/ folder: an image-folder source needs train/ and test/"),
+])
+def test_bad_image_folders(tmp_path, make, message):
+    folder, _ = _image_folder(tmp_path / "images")
+    make(folder)
+    with pytest.raises(SourceError, match=message):
+        ooc.convert(tmp_path / "s", format="hdf5", source=folder)
+    assert not (tmp_path / "s").exists()
+
+
+def test_size_is_for_image_folders_only(tmp_path):
+    with pytest.raises(SourceError, match=r"--size applies to image-folder sources only; .*mnist.npz is not one \(an image folder has train/ and test/"):
+        ooc.convert(tmp_path / "s", format="zarr", source=MNIST, size=28)
+    folder, _ = _write_idx(tmp_path / "idx")
+    with pytest.raises(SourceError, match=r"--size applies to image-folder sources only; .*idx is not one"):
+        open_source(folder, size=(28, 28))
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("size,parsed", [(28, (28, 28)), ("28", (28, 28)), ("32x24", (32, 24)), ((20, 30), (20, 30)), (None, None)])
+def test_parse_size(size, parsed):
+    assert parse_size(size) == parsed
+
+
+@pytest.mark.parametrize("size", ["0", "28x", "x28", "2.5", "28x28x3", "big", -1, (28, 0), True, 2.5])
+def test_bad_sizes(size):
+    with pytest.raises(OptionError, match=re.escape(f"--size must be N or HxW in pixels, e.g. 28 or 32x32, got {size!r}")):
+        parse_size(size)
+
+
+def test_cli_size(tmp_path):
+    folder, _ = _image_folder(tmp_path / "images")
+    run = [sys.executable, "-m", "ooc", "convert", "--format", "zarr", "--source", str(folder), "--out", str(tmp_path / "s")]
+    bad = subprocess.run([*run, "--size", "28by28"], check=False, capture_output=True, text=True)
+    assert (bad.returncode, bad.stderr) == (1, "ooc: error: --size must be N or HxW in pixels, e.g. 28 or 32x32, got '28by28'\n")
+    done = subprocess.run([*run, "--size", "14x16"], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert ooc.open_store(tmp_path / "s").sample_shape == (14, 16)

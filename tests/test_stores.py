@@ -55,7 +55,8 @@ def test_manifest(fmt, store_dirs):
     assert manifest["num_classes"] == 10
     assert manifest["source"]["sha256"] == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
     assert manifest["source"]["limit"] == LIMIT
-    assert set(manifest["options"]) == {"chunk_size", "compression", "dtype"}
+    sharded = get_format(fmt).OPTIONS.default_shard_size is not None
+    assert set(manifest["options"]) == {"chunk_size", "compression", "dtype"} | ({"shard_size"} if sharded else set())
     assert not (store_dirs[fmt] / PARTIAL_NAME).exists()
 
 
@@ -79,10 +80,13 @@ def _options(name):
 
 @pytest.mark.parametrize("name,compression,dtype", [o for name in FORMATS for o in _options(name)])
 def test_every_option_round_trips(tmp_path, mnist, name, compression, dtype):
-    chunk = None if get_format(name).OPTIONS.default_chunk_size is None else 7
-    ooc.convert(tmp_path / "s", format=name, source=MNIST, limit=50, chunk_size=chunk, compression=compression, dtype=dtype)
+    layout = get_format(name).OPTIONS
+    chunk = None if layout.default_chunk_size is None else 7
+    shard = None if layout.default_shard_size is None else 7
+    ooc.convert(tmp_path / "s", format=name, source=MNIST, limit=50, chunk_size=chunk, shard_size=shard, compression=compression, dtype=dtype)
     store = ooc.open_store(tmp_path / "s")
-    assert store.options == {"chunk_size": chunk, "compression": compression, "dtype": dtype}
+    expected = {"chunk_size": chunk, "compression": compression, "dtype": dtype} | ({"shard_size": 7} if shard else {})
+    assert store.options == expected
     x, y = store.read("train", np.arange(49, -1, -1))
     assert np.array_equal(x, expected_x(mnist["x_train"][:50][::-1]))
     assert np.array_equal(y, mnist["y_train"][:50][::-1])
@@ -166,6 +170,9 @@ def test_layout_option_errors(fmt):
     expected = r"^--chunk-size must be a positive number of samples, got 0$" if opts.default_chunk_size else rf"^--chunk-size does not apply to {fmt}"
     with pytest.raises(OptionError, match=expected):
         opts.resolve(fmt, chunk_size=0, compression=None, dtype=None)
+    expected = r"^--shard-size must be a positive number of samples, got 0$" if opts.default_shard_size else rf"^--shard-size does not apply to {fmt} \(it is not written in shards\); drop the option$"
+    with pytest.raises(OptionError, match=expected):
+        opts.resolve(fmt, chunk_size=None, compression=None, dtype=None, shard_size=0)
 
 
 def test_unknown_format():

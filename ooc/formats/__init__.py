@@ -14,6 +14,7 @@ FORMATS: dict[str, str] = {
     "zarr": "ooc.formats.zarr",
     "npy": "ooc.formats.npy",
     "parquet": "ooc.formats.parquet",
+    "tfrecord": "ooc.formats.tfrecord",
 }
 
 

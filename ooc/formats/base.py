@@ -60,21 +60,32 @@ class LayoutOptions:
     default_dtype: str
     default_chunk_size: int | None
     chunking: str = ""  # what stands in for chunks in a layout without them, for `ooc info`
+    default_shard_size: int | None = None  # samples per file, for layouts written as shards
 
-    def resolve(self, name: str, *, chunk_size: int | None, compression: str | None, dtype: str | None) -> dict[str, Any]:
+    def resolve(self, name: str, *, chunk_size: int | None, compression: str | None, dtype: str | None,
+                shard_size: int | None = None) -> dict[str, Any]:
         """Fill defaults and refuse what this layout cannot do, naming the option."""
         if self.default_chunk_size is None:
             if chunk_size is not None:
-                raise OptionError(f"--chunk-size does not apply to {name} (it has no chunks); drop the option")
+                hint = "; use --shard-size" if self.default_shard_size else ""
+                raise OptionError(f"--chunk-size does not apply to {name} (it has no chunks); drop the option{hint}")
         elif chunk_size is not None and chunk_size < 1:
             raise OptionError(f"--chunk-size must be a positive number of samples, got {chunk_size}")
+        if self.default_shard_size is None:
+            if shard_size is not None:
+                raise OptionError(f"--shard-size does not apply to {name} (it is not written in shards); drop the option")
+        elif shard_size is not None and shard_size < 1:
+            raise OptionError(f"--shard-size must be a positive number of samples, got {shard_size}")
         compression = compression or self.default_compression
         if compression not in self.compressions:
             raise OptionError(f"--compression {compression!r} is not available for {name}: choose one of {', '.join(self.compressions)}")
         dtype = dtype or self.default_dtype
         if dtype not in self.dtypes:
             raise OptionError(f"--dtype {dtype!r} is not available for {name}: choose one of {', '.join(self.dtypes)}")
-        return {"chunk_size": chunk_size or self.default_chunk_size, "compression": compression, "dtype": dtype}
+        resolved = {"chunk_size": chunk_size or self.default_chunk_size, "compression": compression, "dtype": dtype}
+        if self.default_shard_size:
+            resolved["shard_size"] = shard_size or self.default_shard_size
+        return resolved
 
 
 class Store(ABC):
@@ -261,9 +272,10 @@ class ChunkedStore(Store):
 
 
 class Writer(ABC):
-    def __init__(self, path: Path, *, chunk_size: int | None, compression: str, dtype: str):
+    def __init__(self, path: Path, *, chunk_size: int | None, compression: str, dtype: str, shard_size: int | None = None):
         self.path = path
         self.chunk_size = chunk_size
+        self.shard_size = shard_size
         self.compression = compression
         self.dtype = dtype
 

@@ -1,0 +1,267 @@
+"""TFRecord shards of ``tf.train.Example`` records, the TensorFlow-native layout::
+
+    <store>/train-00000-of-00015.tfrecord …    --shard-size records each (.tfrecord.gz with GZIP)
+    <store>/train.index.npy                    (n, 2) int64: payload offset and length of every record
+
+Each record is one sample with the features in ``FEATURE_SPEC``: ``image`` holds the raw pixels,
+row-major, as bytes of the store's dtype (uint8 unless converted with ``--dtype float32``),
+``height``/``width`` its shape, ``label`` the class. Plain tf.data reads the shards as is::
+
+    ds = tf.data.TFRecordDataset(sorted(glob("data/tfrecord/train-*")), compression_type="")
+    ds = ds.map(lambda r: tf.io.parse_single_example(r, FEATURE_SPEC))
+
+Random access, which the common interface needs for its shuffles, uses the index written beside the
+shards (offsets in the uncompressed record stream):
+- uncompressed shards: each wanted record is one ``pread`` of its payload (adjacent records one
+  read), so a shuffled batch costs what it reads, like ``npy``; records are parsed a batch at a time
+  by ``tf.io.parse_example``;
+- GZIP shards cannot seek, so a shard is the unit read: it is decompressed whole and cached like a
+  chunk of the chunked layouts (``chunk_size`` is the shard size and the chunk shuffle groups by
+  shard), so each shard is inflated once per epoch.
+``tf_dataset`` is the streaming view tf.data is built for: shards interleaved, parsed in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+
+from ooc.errors import CorruptStoreError
+from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
+
+NAME = "tfrecord"
+OPTIONS = LayoutOptions(compressions=("none", "gzip"), default_compression="none", dtypes=("uint8", "float32"),
+                        default_dtype="uint8", default_chunk_size=None, default_shard_size=4096,
+                        chunking="records in shards of --shard-size samples, an offset index per split")
+# A TFRecord is: uint64 length, uint32 masked CRC of the length, payload, uint32 masked CRC of it.
+RECORD_HEADER, RECORD_FOOTER = 12, 4
+_REPAIR = "re-convert with `ooc convert --format tfrecord --overwrite`"
+
+
+def feature_spec():
+    """What ``tf.io.parse_example`` needs to read an ooc record."""
+    import tensorflow as tf
+
+    return {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "height": tf.io.FixedLenFeature([], tf.int64),
+        "width": tf.io.FixedLenFeature([], tf.int64),
+    }
+
+
+def shard_paths(store, split: str, count: int, shard_size: int, compression: str) -> list:
+    shards = max(1, -(-count // shard_size))
+    suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+    return [store / f"{split}-{i:05d}-of-{shards:05d}{suffix}" for i in range(shards)]
+
+
+def index_path(store, split: str):
+    return store / f"{split}.index.npy"
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+class Writer(_Writer):
+    def begin_split(self, split, count, sample_shape, label_dtype):
+        self._splits = getattr(self, "_splits", {})
+        paths = shard_paths(self.path, split, count, self.shard_size, self.compression)
+        self._splits[split] = {"paths": paths, "shape": sample_shape, "index": np.zeros((count, 2), np.int64),
+                               "file": None, "shard": -1, "position": 0}
+
+    def write(self, split, start, x, y):
+        tf = _tf()
+        state = self._splits[split]
+        pixels = encode(x, self.dtype)
+        height, width = state["shape"]
+        for i, (image, label) in enumerate(zip(pixels, y.tolist()), start):
+            shard = i // self.shard_size
+            if shard != state["shard"]:
+                self._close_shard(state)
+                options = tf.io.TFRecordOptions(compression_type="GZIP" if self.compression == "gzip" else "")
+                state["file"] = tf.io.TFRecordWriter(str(state["paths"][shard]), options=options)
+                state["shard"], state["position"] = shard, 0
+            record = tf.train.Example(features=tf.train.Features(feature={
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
+                "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
+            })).SerializeToString()
+            state["file"].write(record)
+            state["index"][i] = (state["position"] + RECORD_HEADER, len(record))
+            state["position"] += RECORD_HEADER + len(record) + RECORD_FOOTER
+
+    def _close_shard(self, state):
+        if state["file"] is not None:
+            state["file"].close()
+            state["file"] = None
+
+    def close(self):
+        for split, state in getattr(self, "_splits", {}).items():
+            self._close_shard(state)
+            for path in state["paths"][state["shard"] + 1:]:  # an empty split still gets its one (empty) shard
+                _tf().io.TFRecordWriter(str(path)).close()
+            np.save(index_path(self.path, split), state["index"])
+        self._splits = {}
+
+
+class Store(ChunkedStore):
+    format_name = NAME
+
+    def __init__(self, path, manifest):
+        super().__init__(path, manifest)
+        self._index: dict[str, np.ndarray] = {}
+        self._fds: dict[str, int] = {}
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.options["shard_size"])
+
+    @property
+    def chunk_size(self):
+        return self.shard_size if self.options["compression"] == "gzip" else None
+
+    def shard_paths(self, split: str) -> list:
+        paths = self.__dict__.setdefault("_shard_paths", {})
+        if split not in paths:
+            paths[split] = shard_paths(self.path, split, self.num_samples(split), self.shard_size, self.options["compression"])
+        return paths[split]
+
+    def _index_of(self, split: str) -> np.ndarray:
+        if split not in self._index:
+            path = index_path(self.path, split)
+            try:
+                index = np.load(path)
+            except (OSError, ValueError) as e:
+                raise CorruptStoreError(f"{path}: cannot read the record index ({e}); {_REPAIR}") from None
+            if index.shape != (self.num_samples(split), 2):
+                raise CorruptStoreError(f"{path}: indexes {index.shape[0]} records, the manifest says {self.num_samples(split)}; {_REPAIR}")
+            self._index[split] = index
+        return self._index[split]
+
+    def _parse(self, payloads: list[bytes], split: str, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels and labels of serialized records, parsed together (one TF call, not one per record)."""
+        tf = _tf()
+        try:
+            features = tf.io.parse_example(payloads, feature_spec())
+        except tf.errors.InvalidArgumentError:
+            raise CorruptStoreError(f"{self.shard_paths(split)[first // self.shard_size]}: a record near sample {first} "
+                                    f"does not parse as an ooc tf.train.Example; {_REPAIR}") from None
+        dtype = tf.uint8 if self.options["dtype"] == "uint8" else tf.float32
+        pixels = tf.io.decode_raw(features["image"], dtype).numpy()
+        return pixels.reshape((len(payloads), *self.sample_shape)), features["label"].numpy()
+
+    def _shard_bytes(self, split: str, shard: int) -> bytes:
+        path = self.shard_paths(split)[shard]
+        try:
+            data = path.read_bytes()
+            return zlib.decompress(data, wbits=31) if self.options["compression"] == "gzip" else data
+        except (OSError, zlib.error) as e:
+            raise CorruptStoreError(f"{path}: cannot read ({e}); {_REPAIR}") from None
+
+    def _payloads(self, data: bytes, index: np.ndarray, base: int, split: str, shard: int) -> list[bytes]:
+        view = memoryview(data)
+        offsets = (index[:, 0] - base).tolist()
+        lengths = index[:, 1].tolist()
+        if offsets and offsets[-1] + lengths[-1] > len(data):
+            raise CorruptStoreError(f"{self.shard_paths(split)[shard]} is truncated: the index needs {offsets[-1] + lengths[-1]} bytes, it holds {len(data)}; {_REPAIR}")
+        return [bytes(view[o:o + n]) for o, n in zip(offsets, lengths)]
+
+    # GZIP: a shard is a chunk -----------------------------------------------------------------------
+    def _read_rows(self, split, start, stop):
+        index = self._index_of(split)
+        parts = []
+        for shard in range(start // self.shard_size, -(-stop // self.shard_size)):
+            first, last = shard * self.shard_size, min((shard + 1) * self.shard_size, stop)
+            data = self._shard_bytes(split, shard)
+            payloads = self._payloads(data, index[first:last], 0, split, shard)
+            parts.append(self._parse(payloads, split, first)[0])
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    # uncompressed: one pread per run of adjacent records ----------------------------------------------
+    def _read_sorted(self, split, indices):
+        if self.options["compression"] == "gzip":
+            return super()._read_sorted(split, indices)
+        index = self._index_of(split)
+        shard_of = indices // self.shard_size
+        breaks = np.flatnonzero((np.diff(indices) != 1) | (np.diff(shard_of) != 0)) + 1
+        payloads = []
+        for run in np.split(indices, breaks):
+            shard = int(run[0]) // self.shard_size
+            begin = int(index[run[0], 0])
+            end = int(index[run[-1], 0] + index[run[-1], 1])
+            data = os.pread(self._fd(split, shard), end - begin, begin)
+            payloads += self._payloads(data, index[run], begin, split, shard)
+        return self._parse(payloads, split, int(indices[0]))[0]
+
+    def _fd(self, split: str, shard: int) -> int:
+        key = f"{split}/{shard}"
+        if key not in self._fds:
+            path = self.shard_paths(split)[shard]
+            try:
+                self._fds[key] = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise CorruptStoreError(f"{path}: cannot open ({e.strerror}); {_REPAIR}") from None
+        return self._fds[key]
+
+    def _read_labels(self, split):
+        # labels live inside the records: one sequential pass through tf.data, once per split
+        tf = _tf()
+        spec = {"label": tf.io.FixedLenFeature([], tf.int64)}
+        compression = "GZIP" if self.options["compression"] == "gzip" else ""
+        paths = [str(p) for p in self.shard_paths(split)]
+        dataset = tf.data.TFRecordDataset(paths, compression_type=compression).batch(4096)
+        try:
+            labels = [tf.io.parse_example(batch, spec)["label"].numpy() for batch in dataset]
+        except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise CorruptStoreError(f"{self.path}: cannot read the {split} labels ({e.message.splitlines()[0]}); {_REPAIR}") from None
+        labels = np.concatenate(labels) if labels else np.empty(0, np.int64)
+        if len(labels) != self.num_samples(split):
+            raise CorruptStoreError(f"{self.path}: the {split} shards hold {len(labels)} records, the manifest says {self.num_samples(split)}; {_REPAIR}")
+        return labels
+
+    def close(self):
+        super().close()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def _closed_state(self):
+        return {"_fds": {}}
+
+
+def tf_dataset(store: Store, split: str, *, batch_size: int, shuffle_buffer: int = 0, seed: int | None = None,
+               cycle_length: int = 4):
+    """The streaming tf.data view: shards interleaved (``cycle_length`` at a time, read in parallel),
+    shuffled in a buffer of ``shuffle_buffer`` records, batched, parsed and decoded in parallel.
+    Yields float32 ``(x, y)`` batches like ``ooc.batches``, but in tf.data's own order."""
+    tf = _tf()
+    autotune = tf.data.AUTOTUNE
+    paths = [str(p) for p in store.shard_paths(split)]
+    compression = "GZIP" if store.options["compression"] == "gzip" else ""
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if shuffle_buffer:
+        files = files.shuffle(len(paths), seed=seed)
+    records = files.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+                               cycle_length=cycle_length, num_parallel_calls=autotune, deterministic=seed is not None)
+    if shuffle_buffer:
+        records = records.shuffle(shuffle_buffer, seed=seed)
+    spec = feature_spec()
+    stored = tf.uint8 if store.options["dtype"] == "uint8" else tf.float32
+    shape = (-1, *store.sample_shape, 1)
+
+    def decode(serialized):
+        features = tf.io.parse_example(serialized, spec)
+        pixels = tf.io.decode_raw(features["image"], stored)
+        if stored == tf.uint8:
+            pixels = tf.cast(pixels, tf.float32) / 255.0
+        return tf.reshape(pixels, shape), features["label"]
+
+    return records.batch(batch_size).map(decode, num_parallel_calls=autotune).prefetch(autotune)
