@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -73,19 +74,30 @@ def batches(
     indices: np.ndarray | None = None,
     drop_remainder: bool = False,
     prefetch: int = 2,
+    start_batch: int = 0,
+    read: Callable[[str, np.ndarray], Any] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(x, y)`` batches of one epoch of ``split`` (or of its ``indices`` subset).
 
     With ``prefetch`` > 0 a background thread reads up to that many batches ahead, so reading
     overlaps with whatever the caller does with the previous batch (the storage libraries and
     numpy release the GIL for their heavy parts).
+
+    ``start_batch`` k yields the epoch from its batch k on: the plan is drawn whole and then cut,
+    so a run resumed mid-epoch gets exactly the batches the uninterrupted one would have.
+    ``read(split, batch_indices)`` replaces ``store.read`` and what it returns is yielded (the
+    training loop uses it to skip unreadable samples and to know each batch's indices).
     """
     plan = epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
                          shuffle=shuffle, seed=seed, epoch=epoch, drop_remainder=drop_remainder,
                          chunk_size=store.chunk_size)
+    if not 0 <= start_batch <= len(plan):
+        raise OptionError(f"start_batch must be in [0, {len(plan)}] (the epoch has {len(plan)} batches), got {start_batch}")
+    plan = plan[start_batch:]
+    read = read or store.read
     if prefetch <= 0:
-        return (store.read(split, batch) for batch in plan)
-    return _prefetched((lambda b=b: store.read(split, b) for b in plan), prefetch)
+        return (read(split, batch) for batch in plan)
+    return _prefetched((lambda b=b: read(split, b) for b in plan), prefetch)
 
 
 _DONE = object()

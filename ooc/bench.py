@@ -279,8 +279,14 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure, then write report.json, report.md and the plots into ``out``; return the report.
     Stores are converted under ``stores_dir`` and kept there for inspection."""
-    if repeats < 1 or epochs < 1 or batch_size < 1:
-        raise OptionError(f"--repeats, --epochs and --batch-size must be at least 1, got {repeats}, {epochs}, {batch_size}")
+    for option, value in (("--repeats", repeats), ("--epochs", epochs), ("--batch-size", batch_size), ("--limit", 1 if limit is None else limit)):
+        if value < 1:
+            raise OptionError(f"{option} must be at least 1, got {value}")
+    if scale_repeat < 0 or scale_repeat == 1:
+        raise OptionError(f"--scale-repeat must be 0 (skip) or at least 2 copies, got {scale_repeat}")
+    for option, folder in (("--out", Path(out)), ("--stores-dir", Path(stores_dir))):
+        if folder.exists() and not folder.is_dir():
+            raise OptionError(f"{option} {folder} is a file; pass a folder")
     targets = targets_for(formats or list(FORMATS), variants=variants)
     src = as_source(source)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +15,7 @@ import tempfile
 
 import typer
 
-from ooc.errors import OocError, UnknownFormatError
+from ooc.errors import OocError, OptionError, UnknownFormatError
 from ooc.formats import FORMATS, get_format
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -64,15 +65,50 @@ def convert(
     repeat: Annotated[int, typer.Option(help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels (stores larger than the source)")] = 1,
     size: Annotated[Optional[str], typer.Option(help="image folders: resize every image to N or HxW pixels, e.g. 28 or 32x32 [default: the first image's size, which all must have]")] = None,
 ):
-    """Convert a dataset (default: the bundled MNIST) to an on-disk layout."""
+    """Convert a dataset (default: the bundled MNIST) to an on-disk layout; run again, it resumes an interrupted conversion."""
     from ooc.convert import convert as run_convert
+    from ooc.errors import ConversionInterrupted
     from ooc.sources import parse_size
 
     out = out or DATA_DIR / format
-    manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
-                           dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), progress=_progress)
+    if format == "tfrecord":
+        _import_tensorflow_quietly()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: resumable, one line
+    try:
+        manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
+                               dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), progress=_progress)
+    except KeyboardInterrupt as interrupted:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # end the progress line
+        message = str(interrupted) if isinstance(interrupted, ConversionInterrupted) else \
+            f"{out} may be incomplete; re-run the same command to resume, or pass --overwrite to start over"
+        print(f"ooc: interrupted: {message}", file=sys.stderr)
+        raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s")
+    kept = ", ".join(f"{split} {n}" for split, n in manifest.get("resumed", {}).items())
+    print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s" + (f", resuming with {kept} samples kept" if kept else ""))
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="store directory")],
+    quick: Annotated[bool, typer.Option(help="check every file's size, but the checksums of a random 5 % of the files only (at least 3)")] = False,
+):
+    """Re-read every file of a store and check it against the manifest's checksums; exit 1 on any problem."""
+    from ooc.verify import verify as run_verify
+
+    report = run_verify(path, quick=quick)
+    for line in report.problems:
+        print(line)
+    print(report.summary)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -96,6 +132,9 @@ def info(path: Annotated[Path, typer.Argument(help="store directory")]):
     print(f"size:        {apparent:,} bytes ({allocated:,} on disk, {allocated / max(total, 1):,.0f} per sample)")
     src = m.get("source", {})
     print(f"source:      {src.get('path')} (sha256 {src.get('sha256')}" + (f", limit {src['limit']}" if src.get("limit") else "") + ")")
+    sums = m.get("checksums")
+    print(f"checksums:   {sums['algorithm']} of {len(sums['files'])} files (check them with `ooc verify {path}`)" if sums
+          else "checksums:   none (converted before ooc recorded them; re-convert with --overwrite to add them)")
 
 
 @app.command()
@@ -115,6 +154,10 @@ def train(
     model_out: Annotated[Optional[Path], typer.Option(help="where to save the model [default: data/models/STORE-MODEL.keras]")] = None,
     source: Annotated[Optional[Path], typer.Option(help="with --store memory: the .npz to load")] = None,
     limit: Annotated[Optional[int], typer.Option(help="with --store memory: first N samples of each split")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="where checkpoints go [default: data/checkpoints/STORE-MODEL]")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="checkpoint every N batches, and at every epoch end; 0: at epoch ends only [default: 200; --loop fit: 0]")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run checkpointed in --checkpoint-dir (same options), exactly as if it had not stopped")] = False,
+    on_error: Annotated[str, typer.Option(help="a sample that cannot be read: raise (stop) or skip (drop it, count it per epoch)")] = "raise",
 ):
     """Train a LeNet with train_on_batch on batches streamed from a store."""
     from ooc.models import MODELS
@@ -130,12 +173,16 @@ def train(
     elif store in FORMATS:
         if source is not None or limit is not None:
             raise OocError("--source and --limit go with --store memory; a store on disk was limited when converted")
+        if path is not None and path.is_file():
+            raise OptionError(f"--path {path} is a file; pass the store directory (what `ooc convert --out` wrote)")
         data = open_store(path or DATA_DIR / store, expect_format=store)
     else:
         raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
     run_train(data, epochs=epochs, batch_size=batch_size, model=model, seed=seed, val_fraction=val_fraction,
               learning_rate=learning_rate, lr_schedule=lr_schedule, shuffle=shuffle, loop=loop, report_path=report,
-              model_path=model_out or DATA_DIR / "models" / f"{store}-{model}.keras")
+              model_path=model_out or DATA_DIR / "models" / f"{store}-{model}.keras", on_error=on_error,
+              checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{model}", checkpoint_every=checkpoint_every,
+              resume=resume)
 
 
 @app.command()

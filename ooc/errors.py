@@ -35,4 +35,24 @@ class FormatMismatchError(OocError, ValueError):
 
 
 class CorruptStoreError(OocError, ValueError):
-    """A store whose files do not match its manifest (wrong size, wrong value count, unreadable)."""
+    """A store whose files do not match its manifest (wrong size, wrong value count, unreadable).
+
+    Raised while reading samples, it carries ``split`` and ``indices`` (the samples it concerns), so
+    a caller may skip them."""
+
+    split: str | None = None
+    indices = None
+
+
+class CheckpointError(OocError, ValueError):
+    """A training checkpoint that is missing, unreadable, or made with other options than the run resuming it."""
+
+
+class WriteError(OocError, OSError):
+    """A store file that could not be written (disk full, no permission): the message names the file;
+    what was committed is kept, and running the same conversion again resumes it."""
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during ``ooc.convert``. Still a KeyboardInterrupt (callers that stop on one
+    still do); its message says how far the conversion got and how to resume it."""

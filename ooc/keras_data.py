@@ -2,6 +2,9 @@
 
 ``fit(shuffle=True)`` only reorders whole batches of a PyDataset, so the sample order is redrawn
 here, in ``on_epoch_end``, from the same (seed, epoch) plan the ``train_on_batch`` loop uses.
+``fit`` also calls ``on_epoch_end`` once before its first epoch (Keras 3 resets its data iterator),
+so on its own the dataset serves plan k + 1 in fit's epoch k; ``ooc.train``'s fit loop passes
+``shuffle=False`` and calls ``set_epoch(k)`` from a callback, so epoch k is plan k, batch for batch.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ def as_pydataset(store: Store, split: str, *, batch_size: int = 32, shuffle: boo
         def on_epoch_end(self):
             self.epoch += 1
             self._plan = self._make_plan()
+
+        def set_epoch(self, epoch):
+            """Serve ``epoch``'s plan from now on: call it while no batch is being read (a callback's
+            ``on_epoch_begin`` runs before fit starts its reader threads)."""
+            if epoch != self.epoch:
+                self.epoch = epoch
+                self._plan = self._make_plan()
 
     return StorePyDataset()
 

@@ -1,13 +1,21 @@
 """The JSON manifest that makes a directory an ooc store.
 
 It is written last, after every data file is flushed and closed, so a directory without it is never
-taken for a complete store, whatever a crash left behind.
+taken for a complete store, whatever a crash left behind. While a conversion runs, ``ooc.partial``
+(its journal, see ``ooc.convert``) marks the directory as ooc's own and incomplete.
+
+``checksums`` (absent from stores written before ooc recorded them) maps every file of the store
+but the manifest to ``"<crc32 hex> <size in bytes>"``, which ``ooc verify`` checks. CRC-32, not a
+cryptographic hash: it guards against damage, not tampering, and zlib computes it at ~6.5 GB/s on
+one core against ~2 GB/s for sha256 and ~1.3 GB/s for blake2b (measured on 64 MiB), so checksumming
+every file costs a conversion next to nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +23,28 @@ from ooc.errors import CorruptStoreError, StoreNotFoundError
 
 MANIFEST_NAME = "ooc.json"
 PARTIAL_NAME = "ooc.partial"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 1  # checksums were added without a new version: older ooc reads them and ignores them
+CHECKSUM_ALGORITHM = "crc32"
 
 
 def manifest_path(store_path: str | os.PathLike) -> Path:
     return Path(store_path) / MANIFEST_NAME
+
+
+def is_bookkeeping(relative: str) -> bool:
+    """Whether a path inside a store (relative, "/"-separated) is the manifest's or the journal's
+    (or their temporaries), not data: the files checksums do not cover."""
+    return "/" not in relative and relative.startswith((MANIFEST_NAME, PARTIAL_NAME))
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """``"<crc32 hex> <size>"`` of a file's bytes, streamed: the manifest's and the journal's entry."""
+    crc = size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return f"{crc:08x} {size}"
 
 
 def write_manifest(store_path: str | os.PathLike, manifest: dict[str, Any]) -> None:
@@ -42,7 +67,7 @@ def read_manifest(store_path: str | os.PathLike) -> dict[str, Any]:
         raise StoreNotFoundError(f"{path} is a file, not an ooc store directory")
     mpath = manifest_path(path)
     if not mpath.exists() and (path / PARTIAL_NAME).exists():
-        raise StoreNotFoundError(f"{path} is an incomplete ooc store (its conversion was interrupted); re-run `ooc convert --out {path} --overwrite`")
+        raise StoreNotFoundError(f"{path} is an incomplete ooc store (its conversion was interrupted); re-run the same `ooc convert --out {path}` to resume it, or add --overwrite to start over")
     if not mpath.exists():
         raise StoreNotFoundError(
             f"{path} is not an ooc store (no {MANIFEST_NAME}); create one with `ooc convert --out PATH`"

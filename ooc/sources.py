@@ -122,16 +122,21 @@ class NpzSource(_FileSource):
     def label_dtype(self, split: str) -> np.dtype:
         return self.members[f"y_{split}"].dtype
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(x, y)`` for samples ``[0, min(limit, n))`` in order, ``chunk_size`` at a time;
-        labels keep the source's dtype (uint8 for MNIST), which the binary layouts store as is."""
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(x, y)`` for samples ``[start, min(limit, n))`` in order, ``chunk_size`` at a time;
+        labels keep the source's dtype (uint8 for MNIST), which the binary layouts store as is.
+        Samples before ``start`` (a resumed conversion's) are skipped by seeking, which in a
+        compressed member reads and discards them."""
         x_m, y_m = self.members[f"x_{split}"], self.members[f"y_{split}"]
         total = x_m.shape[0] if limit is None else min(limit, x_m.shape[0])
         sample_bytes = int(np.prod(x_m.shape[1:])) * x_m.dtype.itemsize
         with zipfile.ZipFile(self.path) as zf, zf.open(x_m.name) as xf, zf.open(y_m.name) as yf:
             _read_npy_header(xf, x_m.name)
             _read_npy_header(yf, y_m.name)
-            for start in range(0, total, chunk_size):
+            if start:
+                xf.seek(min(start, total) * sample_bytes, os.SEEK_CUR)
+                yf.seek(min(start, total) * y_m.dtype.itemsize, os.SEEK_CUR)
+            for start in range(start, total, chunk_size):
                 n = min(chunk_size, total - start)
                 x = _read_exact(xf, n * sample_bytes, f"{self.path}:{x_m.name}")
                 y = _read_exact(yf, n * y_m.dtype.itemsize, f"{self.path}:{y_m.name}")
@@ -224,16 +229,24 @@ class RepeatedSource:
     def num_samples(self, split: str) -> int:
         return self.source.num_samples(split) * (self.repeat if split == "train" else 1)
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Chunks of exactly ``chunk_size`` samples (the last may be short) across the copies."""
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Chunks of exactly ``chunk_size`` samples (the last may be short) across the copies,
+        from sample ``start`` on. Each source chunk's shift is drawn from its copy and its number,
+        so skipped copies are not read and a resumed stream holds the same samples."""
         if split != "train":
-            yield from self.source.iter_chunks(split, chunk_size, limit)
+            yield from self.source.iter_chunks(split, chunk_size, limit, start=start)
             return
+        per_copy = self.source.num_samples(split) if limit is None else min(limit, self.source.num_samples(split))
         pending_x, pending_y, pending = [], [], 0
-        for copy in range(self.repeat):
-            for start, (x, y) in enumerate(self.source.iter_chunks(split, chunk_size, limit)):
+        for copy in range(min(start // max(per_copy, 1), self.repeat), self.repeat):
+            offset = max(0, start - copy * per_copy)  # samples of this copy already written
+            first = offset // chunk_size
+            chunks = self.source.iter_chunks(split, chunk_size, limit, start=first * chunk_size)
+            for start_chunk, (x, y) in enumerate(chunks, first):
                 if copy:
-                    x = self._shift(x, np.random.default_rng([self.seed, copy, start]))
+                    x = self._shift(x, np.random.default_rng([self.seed, copy, start_chunk]))
+                if start_chunk == first and offset > first * chunk_size:
+                    x, y = x[offset - first * chunk_size:], y[offset - first * chunk_size:]
                 pending_x.append(x)
                 pending_y.append(y)
                 pending += len(x)
@@ -304,14 +317,16 @@ class IdxSource(_FileSource):
     def _hashed_files(self) -> list[Path]:
         return [self.files[key].path for key in ("train_images", "train_labels", "test_images", "test_labels")]
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Samples ``[start, min(limit, n))``; those before ``start`` are skipped by seeking (a .gz
+        file reads and discards them)."""
         images, labels = self.files[f"{split}_images"], self.files[f"{split}_labels"]
         total = images.shape[0] if limit is None else min(limit, images.shape[0])
         sample_bytes = int(np.prod(images.shape[1:]))
         with _open_idx(images.path) as xf, _open_idx(labels.path) as yf:
-            xf.read(images.header_bytes)
-            yf.read(labels.header_bytes)
-            for start in range(0, total, chunk_size):
+            xf.seek(images.header_bytes + min(start, total) * sample_bytes)
+            yf.seek(labels.header_bytes + min(start, total))
+            for start in range(start, total, chunk_size):
                 n = min(chunk_size, total - start)
                 x = _read_exact(xf, n * sample_bytes, f"{images.path}")
                 y = _read_exact(yf, n, f"{labels.path}")
@@ -467,10 +482,11 @@ class ImageFolderSource(_FileSource):
         """The file's place, so that moving an image to another class folder changes the checksum."""
         return f"{path.relative_to(self.path).as_posix()}\0{path.stat().st_size}\0".encode()
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Samples ``[start, min(limit, n))``; images before ``start`` are not opened."""
         files = self.files[split]
         total = len(files.paths) if limit is None else min(limit, len(files.paths))
-        for start in range(0, total, chunk_size):
+        for start in range(start, total, chunk_size):
             n = min(chunk_size, total - start)
             x = np.empty((n, *self.shape), np.uint8)
             for i, relative in enumerate(files.paths[start:start + n]):

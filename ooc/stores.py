@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from ooc.errors import FormatMismatchError
-from ooc.formats import get_format
+from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError
+from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store
 from ooc.manifest import read_manifest
 from ooc.sources import NpzSource
@@ -19,10 +19,50 @@ def open_store(path: str | os.PathLike, *, expect_format: str | None = None) -> 
     ``expect_format`` guards against training on another layout than the caller meant.
     """
     manifest = read_manifest(path)
+    _check_manifest(path, manifest)
     fmt = manifest["format"]
     if expect_format is not None and fmt != expect_format:
         raise FormatMismatchError(f"{path} holds a {fmt} store, not {expect_format}: pass --store {fmt}, or --path to a {expect_format} store")
     return get_format(fmt).Store(path, manifest)
+
+
+def _check_manifest(path, manifest: dict) -> None:
+    """Every field a reader relies on, with its type: a damaged or hand-edited manifest is refused
+    here, in one line, instead of failing somewhere inside a layout."""
+    where = f"{os.fspath(path)}/ooc.json"
+
+    def bad(field, wanted):
+        return CorruptStoreError(f"{where}: '{field}' is {manifest.get(field)!r:.60}, expected {wanted}; re-convert the store")
+
+    def whole(value, least):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    if not isinstance(manifest["format"], str) or manifest["format"] not in FORMATS:
+        raise bad("format", f"one of {', '.join(FORMATS)}")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict) or not splits or not all(
+            isinstance(k, str) and isinstance(v, dict) and whole(v.get("count"), 0) for k, v in splits.items()):
+        raise bad("splits", 'a mapping like {"train": {"count": 60000}, ...}')
+    shape = manifest.get("sample_shape")
+    if not isinstance(shape, list) or len(shape) != 2 or not all(whole(d, 1) for d in shape):
+        raise bad("sample_shape", "[height, width]")
+    if not whole(manifest.get("num_classes"), 1):
+        raise bad("num_classes", "a positive number")
+    options = manifest.get("options")
+    layout = get_format(manifest["format"]).OPTIONS
+    if not isinstance(options, dict):
+        raise bad("options", "a mapping of chunk_size, compression and dtype")
+    chunk, shard = options.get("chunk_size"), options.get("shard_size")
+    if (layout.default_chunk_size is None) != (chunk is None) or (chunk is not None and not whole(chunk, 1)) \
+            or (layout.default_shard_size is not None and not whole(shard, 1)):
+        raise bad("options", f"the {manifest['format']} options ooc writes")
+    try:
+        layout.resolve(manifest["format"], chunk_size=chunk, compression=options.get("compression"), dtype=options.get("dtype"),
+                       shard_size=shard if layout.default_shard_size else None)
+    except OptionError as e:
+        raise CorruptStoreError(f"{where}: options are not valid for {manifest['format']} ({e}); re-convert the store") from None
+    if not isinstance(options.get("compression"), str) or not isinstance(options.get("dtype"), str):
+        raise bad("options", "compression and dtype names")
 
 
 class MemoryStore(Store):

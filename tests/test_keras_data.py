@@ -43,3 +43,26 @@ def test_fit_loop_trains(store_dirs):
     assert [e["epoch"] for e in report["history"]] == [1, 2]
     assert all(e["seconds"] > 0 and 0 <= e["val_accuracy"] <= 1 for e in report["history"])
     assert report["test"]["accuracy"] > 0.3  # 270 samples, 2 epochs; chance is 0.1
+
+
+def test_set_epoch_serves_that_epochs_plan(store_dirs):
+    store = ooc.open_store(store_dirs["zarr"])
+    kw = dict(batch_size=40, shuffle="chunk", seed=2)
+    ds = ooc.as_pydataset(store, "train", **kw)
+    ds.set_epoch(3)
+    assert all(np.array_equal(ds[i][0], x) for i, x in enumerate(_plan_x(store, 3, **kw)))
+
+
+def test_fit_loop_trains_the_same_batches_as_train_on_batch(store_dirs, tmp_path):
+    """fit(shuffle=False) and set_epoch: the same batches in the same order, so the same weights bit for bit."""
+    import keras
+
+    from ooc.train import train
+
+    store = ooc.open_store(store_dirs["hdf5"])
+    run = dict(epochs=2, batch_size=32, seed=1, log=lambda line: None)
+    fit = train(store, **run, loop="fit", model_path=tmp_path / "fit.keras")
+    ours = train(store, **run, model_path=tmp_path / "ours.keras")
+    a, b = (keras.saving.load_model(tmp_path / name).get_weights() for name in ("fit.keras", "ours.keras"))
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert fit["test"] == ours["test"]

@@ -118,32 +118,48 @@ def test_convert_never_deletes_a_directory_it_did_not_make(fmt, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_failed_conversion_leaves_nothing(fmt, tmp_path, monkeypatch):
+def test_failed_conversion_is_incomplete_and_resumes(fmt, tmp_path, monkeypatch):
+    """A write error (disk full) leaves no manifest: open_store refuses the store; what was
+    committed is kept, and the same conversion run again finishes it, exactly as one that never failed."""
+    import errno
+
+    from ooc.errors import WriteError
+
     layout = get_format(fmt)
     calls = []
 
     def failing_write(self, split, start, x, y):
         calls.append(split)
         if split == "test":
-            raise OSError("No space left on device")
+            raise OSError(errno.ENOSPC, "No space left on device")
         return original(self, split, start, x, y)
 
     original = layout.Writer.write
     monkeypatch.setattr(layout.Writer, "write", failing_write)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(WriteError, match=r"/s/\S+: No space left on device; free space and re-run the same command to resume$") as caught:
         ooc.convert(tmp_path / "s", format=fmt, source=MNIST, limit=20)
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
     assert calls == ["train", "test"]
-    assert not (tmp_path / "s").exists()
+    assert not (tmp_path / "s" / "ooc.json").exists()
+    with pytest.raises(StoreNotFoundError, match=r"is an incomplete ooc store"):
+        ooc.open_store(tmp_path / "s")
+    monkeypatch.setattr(layout.Writer, "write", original)
+    resumed = ooc.convert(tmp_path / "s", format=fmt, source=MNIST, limit=20)
+    clean = ooc.convert(tmp_path / "clean", format=fmt, source=MNIST, limit=20)
+    assert resumed["checksums"]["files"] == clean["checksums"]["files"]
+    for split in ("train", "test"):
+        got, expected = ooc.open_store(tmp_path / "s").read(split, np.arange(20)), ooc.open_store(tmp_path / "clean").read(split, np.arange(20))
+        assert got[0].tobytes() == expected[0].tobytes() and got[1].tobytes() == expected[1].tobytes()
 
 
 def test_interrupted_conversion_is_not_a_store(fmt, tmp_path):
     out = tmp_path / "s"
     ooc.convert(out, format=fmt, source=MNIST, limit=10)
     (out / "ooc.json").unlink()          # as if killed before the manifest was written
-    (out / PARTIAL_NAME).write_text("")
-    with pytest.raises(StoreNotFoundError, match=r"is an incomplete ooc store \(its conversion was interrupted\); re-run `ooc convert --out .* --overwrite`$"):
+    (out / PARTIAL_NAME).write_text("")  # by an ooc without journals
+    with pytest.raises(StoreNotFoundError, match=r"is an incomplete ooc store \(its conversion was interrupted\); re-run the same `ooc convert --out .*` to resume it, or add --overwrite to start over$"):
         ooc.open_store(out)
-    with pytest.raises(StoreExistsError, match=r"already holds an interrupted conversion; pass --overwrite"):
+    with pytest.raises(StoreExistsError, match=r"holds an interrupted conversion that cannot be resumed \(its ooc.partial is not a journal this ooc can read\); pass --overwrite to start over$"):
         ooc.convert(out, format=fmt, source=MNIST, limit=10)
     ooc.convert(out, format=fmt, source=MNIST, limit=10, overwrite=True)
     assert ooc.open_store(out).num_samples("test") == 10
@@ -210,3 +226,27 @@ def test_decode_matches_the_pixel_table():
 
     every_byte = np.arange(256, dtype=np.uint8)
     assert decode(every_byte).tobytes() == U8_TO_FLOAT32.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_file_is_named_with_its_samples(fmt, tmp_path, damage):
+    import shutil
+
+    chunk = None if get_format(fmt).OPTIONS.default_chunk_size is None else 64
+    shard = None if get_format(fmt).OPTIONS.default_shard_size is None else 64
+    ooc.convert(tmp_path / "s", format=fmt, source=MNIST, limit=LIMIT, chunk_size=chunk, shard_size=shard)
+    store = ooc.open_store(tmp_path / "s")
+    store.labels("train")  # labels are read once, before the damage
+    victim = store._file_of("train", 100)
+    assert victim.is_file() and victim.is_relative_to(tmp_path / "s")
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 2])
+    else:
+        victim.unlink()
+    store.close()
+    with pytest.raises(CorruptStoreError) as caught:
+        store.read("train", [250, 100, 5])
+    message = str(caught.value)
+    assert message.startswith(str(victim)) and "\n" not in message, message
+    assert caught.value.split == "train" and 100 in caught.value.indices
+    shutil.rmtree(tmp_path / "s")

@@ -14,7 +14,10 @@ Writer
     ``write`` calls with consecutive ``(x, y)`` chunks, then ``close()``. It must never need the
     whole split in memory. It writes data files only; the manifest is written by ``ooc.convert``
     after ``close``. Chunks arrive as uint8 pixels (``encode`` turns them into the stored dtype),
-    cut at multiples of ``chunk_size`` so chunked layouts write whole chunks.
+    cut at multiples of ``chunk_size`` so chunked layouts write whole chunks. After each ``write``,
+    ``commit`` makes the samples so far durable against a killed process; ``final_files`` names the
+    files no later write changes (checksummed into the journal and the manifest); ``resume_split``
+    reopens a split of an interrupted conversion and says where to go on (see ``ooc.convert``).
 
 A layout module provides ``NAME``, ``Store``, ``Writer`` and ``OPTIONS`` (the allowed and default
 values of chunk size, compression and dtype), and one line in ``ooc.formats.FORMATS``.
@@ -32,7 +35,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ooc.errors import OptionError
+from ooc.errors import CorruptStoreError, OocError, OptionError
+
+# What storage libraries raise on a damaged file (h5py: OSError; zarr codecs: RuntimeError; pyarrow:
+# ArrowInvalid/ArrowIOError, subclasses of ValueError/OSError; numpy: ValueError, EOFError). Anything
+# else is a bug and keeps its traceback.
+LIBRARY_READ_ERRORS = (OSError, ValueError, RuntimeError, EOFError, KeyError)
 
 # float32(v) / float32(255) for every byte: the one definition of "normalised pixel", shared by the
 # binary readers and the CSV writer, so that every layout yields bit-identical batches.
@@ -124,8 +132,10 @@ class Store(ABC):
     def labels(self, split: str) -> np.ndarray:
         """All labels of a split as int64 (small: one number per sample); read once, then kept."""
         if split not in self._labels:
-            self._split_info(split)
-            self._labels[split] = np.asarray(self._read_labels(split), dtype=np.int64)
+            with self.__dict__.setdefault("_labels_lock", threading.Lock()):  # threads may all ask at once
+                if split not in self._labels:
+                    self._split_info(split)
+                    self._labels[split] = np.asarray(self._read_labels(split), dtype=np.int64)
         return self._labels[split]
 
     def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +151,13 @@ class Store(ABC):
         if not indices.size:
             return np.empty((0, *self.sample_shape, 1), np.float32), np.empty(0, np.int64)
         unique, inverse = np.unique(indices, return_inverse=True)
-        x = self._read_sorted(split, unique)
+        try:
+            x = self._read_sorted(split, unique)
+        except OocError as error:
+            error.split, error.indices = split, unique
+            raise
+        except LIBRARY_READ_ERRORS as error:
+            raise self._read_error(split, unique, error) from error
         if len(unique) != len(indices) or np.any(unique != indices):
             x = x[inverse]  # the caller's order, while still uint8: a quarter of the bytes to move
         if x.dtype != np.float32:
@@ -166,7 +182,33 @@ class Store(ABC):
     def _read_labels(self, split: str) -> np.ndarray:
         """Every label of ``split``, in sample order."""
 
+    def _file_of(self, split: str, index: int) -> Path:
+        """The file that holds sample ``index``: what a read error names."""
+        return self.path
+
+    def _samples_with(self, split: str, index: int) -> range:
+        """The samples stored together with ``index`` (its chunk), lost together when it is damaged."""
+        return range(index, index + 1)
+
     # -- helpers ------------------------------------------------------------------------------------
+    def _read_error(self, split: str, indices: np.ndarray, error: Exception) -> CorruptStoreError:
+        """A one-line error naming the damaged file and its samples: the batch is re-read sample by
+        sample (only on this failure path) to find the first that fails."""
+        bad = int(indices[0])
+        for index in indices.tolist():
+            try:
+                self._read_sorted(split, np.array([index]))
+            except (OocError, *LIBRARY_READ_ERRORS):
+                bad = index
+                break
+        samples = self._samples_with(split, bad)
+        which = f"sample {bad}" if len(samples) == 1 else f"samples {samples.start}–{samples.stop - 1}"
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        result = CorruptStoreError(f"{self._file_of(split, bad)}: cannot read {which} of split '{split}' ({type(error).__name__}: {reason}); "
+                                   f"check the store with `ooc verify {self.path}`, re-convert it to repair")
+        result.split, result.indices = split, np.asarray(samples, dtype=np.int64)
+        return result
+
     def _split_info(self, split: str) -> dict[str, Any]:
         try:
             return self.manifest["splits"][split]
@@ -175,6 +217,7 @@ class Store(ABC):
 
     def __getstate__(self):
         state = self.__dict__.copy()
+        state.pop("_labels_lock", None)
         state.update(self._closed_state())
         return state
 
@@ -202,6 +245,10 @@ class ChunkedStore(Store):
     @property
     def chunk_size(self) -> int:
         return int(self.options["chunk_size"])
+
+    def _samples_with(self, split, index):
+        first = index - index % self.chunk_size
+        return range(first, min(first + self.chunk_size, self.num_samples(split)))
 
     @abstractmethod
     def _read_rows(self, split: str, start: int, stop: int) -> np.ndarray:
@@ -294,6 +341,30 @@ class Writer(ABC):
             self.close()
         except Exception:
             pass
+
+    # -- resuming an interrupted conversion (see ooc.convert) -----------------------------------------
+    def commit(self, split: str, done: int) -> dict[str, Any]:
+        """Samples ``[0, done)`` of ``split`` are written: hand them to the OS (a killed process
+        then loses none of them) and, once ``done`` is the split's count, finish the split's files.
+        Returns what ``resume_split`` needs besides the final files (JSON, kept in the journal)."""
+        return {}
+
+    def final_files(self, split: str, done: int) -> list[Path]:
+        """The files of ``split`` that no later write changes once ``commit(split, done)`` returned:
+        their checksums go in the journal, and a resumed conversion keeps them."""
+        return []
+
+    def resume_split(self, split: str, count: int, sample_shape: tuple[int, ...], label_dtype: np.dtype,
+                     done: int, state: dict[str, Any]) -> int:
+        """Reopen a split that an interrupted conversion committed ``done`` samples of (``state``:
+        what ``commit`` returned then) and return the sample to continue from. By default the split
+        starts over: a layout written as one file cannot trust a file killed mid-write."""
+        self.begin_split(split, count, sample_shape, label_dtype)
+        return 0
+
+    def path_of(self, split: str, index: int) -> Path:
+        """The file sample ``index`` of ``split`` is written to: what a write error names."""
+        return self.path
 
 
 def disk_usage(path: Path) -> tuple[int, int]:

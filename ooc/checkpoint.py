@@ -1,0 +1,164 @@
+"""Training checkpoints: what ``ooc train --resume`` needs to continue a killed run exactly.
+
+A checkpoint directory holds
+
+- ``model-NNNNNN.keras``: the model and its optimizer state, by ``model.save`` (Adam's moments and
+  ``iterations``, which is also the step of the learning-rate schedule);
+- ``state.json``: the run's config, its position (the epoch in progress and the batches of it done),
+  the epoch's running loss/accuracy sums and skip count, the history so far, the state of the
+  model's random generators, and the name of the model file that goes with it.
+
+The batch order needs no saved state: an epoch's plan is a function of (seed, epoch), so a resumed
+run draws it again and starts at the saved batch; the validation split is a function of the seed.
+The LeNets draw no random numbers while training (no dropout or noise layers): their generator
+state is an empty list, saved anyway so a model that gains dropout resumes exactly too.
+
+Writes are ordered so that a kill at any moment leaves a usable checkpoint: the model goes to a new
+file, then ``state.json`` is replaced atomically (temporary file, fsync, ``os.replace``) and only
+then is the previous model file deleted. ``state.json`` is the commit point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ooc.errors import CheckpointError
+
+STATE_NAME = "state.json"
+CHECKPOINT_VERSION = 1
+
+# The config a checkpoint must share with the run resuming it, and the option that sets each entry.
+OPTIONS = {"format": "--store", "store": "--path", "model": "--model", "epochs": "--epochs", "batch_size": "--batch-size",
+           "seed": "--seed", "val_fraction": "--val-fraction", "learning_rate": "--learning-rate",
+           "lr_schedule": "--lr-schedule", "shuffle": "--shuffle", "loop": "--loop"}
+
+
+@dataclass
+class Progress:
+    """Where a run is: ``epoch`` in progress (0-based, = epochs done), ``batch`` batches of it done,
+    the epoch's running sums, and the records of the finished epochs."""
+
+    epoch: int = 0
+    batch: int = 0
+    seen: int = 0
+    loss_sum: float = 0.0
+    correct_sum: float = 0.0
+    skipped: int = 0
+    first_skip: str | None = None
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def store_identity(store) -> dict[str, Any]:
+    """The store part of a checkpoint's config: format, absolute path, train samples."""
+    path = Path(store.path)
+    return {"format": store.format_name, "store": str(path.resolve()) if path.is_dir() else str(path),
+            "train_samples": store.num_samples("train")}
+
+
+class Checkpointer:
+    """Writes one run's checkpoints into ``directory``: every ``every`` batches (0: at epoch ends only)."""
+
+    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], *, every: int):
+        self.directory = Path(directory)
+        self.config = config
+        self.every = every
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(f"--checkpoint-dir {self.directory} is a file; pass a directory")
+        try:  # never reuse the name of the model file the current state.json names
+            self._sequence = int(json.loads((self.directory / STATE_NAME).read_text())["sequence"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self._sequence = 0
+
+    def exists(self) -> bool:
+        return (self.directory / STATE_NAME).is_file()
+
+    def due(self, batch: int, batches_per_epoch: int) -> bool:
+        """Whether to checkpoint after ``batch`` batches of an epoch (its end has its own checkpoint)."""
+        return bool(self.every) and batch % self.every == 0 and batch < batches_per_epoch
+
+    def save(self, net, progress: Progress) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._sequence += 1
+        model_file = f"model-{self._sequence:06d}.keras"
+        net.save(self.directory / model_file)
+        _fsync(self.directory / model_file)
+        state = {"ooc_checkpoint_version": CHECKPOINT_VERSION, "sequence": self._sequence, "model_file": model_file,
+                 "config": self.config, "optimizer_iterations": int(net.optimizer.iterations),
+                 "rng": rng_state(net), **asdict(progress)}
+        tmp = self.directory / (STATE_NAME + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.directory / STATE_NAME)
+        _fsync(self.directory)
+        for old in self.directory.glob("model-*.keras"):
+            if old.name != model_file:
+                old.unlink(missing_ok=True)
+
+    def load(self):
+        """The checkpointed model (compiled, optimizer state restored) and the run's ``Progress``."""
+        import keras
+
+        path = self.directory / STATE_NAME
+        if not path.is_file():
+            raise CheckpointError(f"nothing to resume: {self.directory} holds no checkpoint ({STATE_NAME}); drop --resume to start the run afresh")
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            version, model_file, saved = state["ooc_checkpoint_version"], state["model_file"], state["config"]
+            progress = Progress(**{f.name: state[f.name] for f in fields(Progress)})
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); drop --resume to start the run afresh") from None
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{path} has checkpoint version {version!r}; this ooc resumes version {CHECKPOINT_VERSION}: drop --resume to start the run afresh")
+        self._check_config(saved)
+        model_path = self.directory / model_file
+        try:
+            net = keras.saving.load_model(model_path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise CheckpointError(f"{model_path}: cannot load the checkpoint's model ({type(e).__name__}: {e}); drop --resume to start the run afresh") from None
+        if int(net.optimizer.iterations) != state.get("optimizer_iterations"):
+            raise CheckpointError(f"{model_path} holds an optimizer at step {int(net.optimizer.iterations)}, {path} says {state.get('optimizer_iterations')}; drop --resume to start the run afresh")
+        restore_rng(net, state.get("rng", []))
+        return net, progress
+
+    def _check_config(self, saved: dict[str, Any]) -> None:
+        where = f"cannot resume from {self.directory}"
+        for key, option in OPTIONS.items():
+            if saved.get(key) != self.config.get(key):
+                was = f"{option} {saved.get(key)}"
+                raise CheckpointError(f"{where}: it was made with {was}, not {option} {self.config.get(key)}; pass {was} or drop --resume to start afresh")
+        if saved.get("train_samples") != self.config.get("train_samples"):
+            raise CheckpointError(f"{where}: it was made on {saved.get('train_samples')} train samples, {self.config['store']} now has {self.config.get('train_samples')}; drop --resume to start afresh")
+
+
+def rng_state(net) -> list[list[int]]:
+    """The state of every random generator of the model's layers (e.g. dropout's), in layer order."""
+    return [np.asarray(v).tolist() for v in net.variables if "seed_generator" in v.path]
+
+
+def restore_rng(net, state: list[list[int]]) -> None:
+    generators = [v for v in net.variables if "seed_generator" in v.path]
+    if len(generators) != len(state):
+        raise CheckpointError(f"the checkpoint holds {len(state)} random generator states, the model has {len(generators)}; drop --resume to start the run afresh")
+    for variable, value in zip(generators, state):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') bytes to the disk, so a rename after it is durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,96 @@
+"""``ooc verify``: re-read the files of a store and compare them with the checksums in its manifest.
+
+Each problem is one line naming the file: a checksum that differs, a missing file, a size that
+changed (truncated or grown), a file the manifest does not list. ``quick`` checks that every file
+exists with its size, but compares the checksums of a random sample only (5 %, at least 3 files):
+sizes catch truncation and lost files at the cost of a directory walk, the sample catches
+widespread damage without reading the store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ooc.manifest import CHECKSUM_ALGORITHM, file_checksum, is_bookkeeping, read_manifest
+
+QUICK_SHARE, QUICK_MIN = 0.05, 3
+
+
+@dataclass
+class Report:
+    path: Path
+    files: int = 0      # files the manifest lists
+    checked: int = 0    # of them, files whose checksum was compared
+    bytes: int = 0      # bytes read for checksums
+    quick: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def summary(self) -> str:
+        if self.files == 0 and self.problems:
+            return f"{self.path}: not verified"
+        if self.problems:
+            return (f"{self.path}: {len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} in {self.files} files; "
+                    "re-convert the store (the same `ooc convert` with --overwrite) to repair it")
+        if self.quick:
+            return (f"{self.path}: {self.files} files present with their sizes; checksums of {self.checked} of them, "
+                    f"chosen at random ({self.bytes:,} bytes), match")
+        return f"{self.path}: {self.files} files, {self.bytes:,} bytes: every checksum matches"
+
+
+def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random | None = None) -> Report:
+    """Check the store at ``path`` against its manifest's checksums; see the module docstring."""
+    path = Path(path)
+    manifest = read_manifest(path)  # a missing or incomplete store raises, naming the fix
+    report = Report(path, quick=quick)
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, dict) or not isinstance(checksums.get("files"), dict):
+        report.problems.append(f"{path}: the manifest has no checksums (converted by an ooc that did not record them); "
+                               "re-convert the store with --overwrite to add them")
+        return report
+    if checksums.get("algorithm") != CHECKSUM_ALGORITHM:
+        report.problems.append(f"{path}: the checksums are {checksums.get('algorithm')!r}, which this ooc cannot check "
+                               f"(it knows {CHECKSUM_ALGORITHM}); upgrade ooc")
+        return report
+    listed: dict[str, str] = checksums["files"]
+    report.files = len(listed)
+    names = sorted(listed)
+    if quick:
+        wanted = min(len(names), max(QUICK_MIN, math.ceil(QUICK_SHARE * len(names))))
+        sample = set((rng or random.Random()).sample(names, wanted))
+    else:
+        sample = set(names)
+    for name in names:
+        file = path / name
+        expected_crc, expected_size = listed[name].split()
+        try:
+            size = file.stat().st_size
+            if size != int(expected_size):
+                change = "truncated" if size < int(expected_size) else "grown"
+                report.problems.append(f"{file}: {change} to {size:,} bytes, the manifest says {int(expected_size):,}")
+            elif name in sample:
+                actual = file_checksum(file)
+                report.checked += 1
+                report.bytes += size
+                if actual != listed[name]:
+                    report.problems.append(f"{file}: checksum differs ({CHECKSUM_ALGORITHM} {actual.split()[0]}, "
+                                           f"the manifest says {expected_crc})")
+        except FileNotFoundError:
+            report.problems.append(f"{file}: missing")
+        except OSError as e:
+            report.problems.append(f"{file}: cannot read ({e.strerror or e})")
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            relative = (Path(root) / name).relative_to(path).as_posix()
+            if relative not in listed and not is_bookkeeping(relative):
+                report.problems.append(f"{Path(root) / name}: not in the manifest (a file the conversion did not write)")
+    return report

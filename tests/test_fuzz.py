@@ -1,0 +1,198 @@
+"""Property-based tests: malformed CSV files, truncated chunks, odd .npz sources and garbage
+manifests each end in ooc's own one-line error (or, where the input is still valid, in exactly the
+right batch): never a library traceback, never a hang, never a wrong batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import ooc
+from ooc.errors import CorruptStoreError, OocError, SourceError
+
+from conftest import MNIST
+
+# OOC_FUZZ_EXAMPLES=1000 searches harder (the suite's default keeps it to seconds)
+FUZZ = settings(max_examples=int(os.environ.get("OOC_FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SMALL = 20  # samples per split of the fuzzed stores
+
+
+@pytest.fixture(scope="module")
+def small_stores(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fuzz")
+    for fmt in ooc.FORMATS:
+        ooc.convert(base / fmt, format=fmt, source=MNIST, limit=SMALL,
+                    chunk_size=8 if ooc.get_format(fmt).OPTIONS.default_chunk_size else None)
+    return base
+
+
+def _fresh_copy(small_stores, tmp_path, fmt, name):
+    target = tmp_path / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(small_stores / fmt, target)
+    return target
+
+
+def _one_line(error):
+    message = str(error)
+    assert message and "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+
+_mutations = st.one_of(
+    st.tuples(st.just("truncate"), st.integers(0, 5000)),
+    st.tuples(st.just("insert"), st.integers(0, 5000), st.text(st.sampled_from(",.-+e \n\t0123456789abcnaif\r\x00"), min_size=1, max_size=6)),
+    st.tuples(st.just("replace"), st.integers(0, 5000), st.text(min_size=1, max_size=4)),
+    st.tuples(st.just("drop_line"), st.integers(0, 27)),
+)
+
+
+def _mutate(text: str, mutation) -> str:
+    kind = mutation[0]
+    if kind == "truncate":
+        return text[:mutation[1] % (len(text) + 1)]
+    if kind == "insert":
+        at = mutation[1] % (len(text) + 1)
+        return text[:at] + mutation[2] + text[at:]
+    if kind == "replace":
+        at = mutation[1] % len(text)
+        return text[:at] + mutation[2] + text[at + len(mutation[2]):]
+    lines = text.splitlines(keepends=True)
+    del lines[mutation[1] % len(lines)]
+    return "".join(lines)
+
+
+@FUZZ
+@given(mutation=_mutations, sample=st.integers(0, SMALL - 1))
+def test_malformed_csv_sample(small_stores, tmp_path, mutation, sample):
+    path = _fresh_copy(small_stores, tmp_path, "csv", "csv")
+    victim = path / "train" / f"{sample + 1:02d}.csv"
+    original = victim.read_text()
+    mutated = _mutate(original, mutation)
+    victim.write_text(mutated, errors="surrogatepass")
+    store = ooc.open_store(path)
+    try:
+        want = np.loadtxt(victim, delimiter=",", dtype=np.float32, ndmin=2)
+        valid = want.shape == (28, 28)
+    except ValueError:
+        valid = False
+    batch = [sample, (sample + 1) % SMALL]
+    if valid:  # still 28 lines of 28 numbers: ooc must read exactly those numbers
+        x, _ = store.read("train", batch)
+        assert np.array_equal(x[0, ..., 0], want, equal_nan=True)
+    else:
+        with pytest.raises(CorruptStoreError) as caught:
+            store.read("train", batch)
+        assert _one_line(caught.value).startswith(str(victim))
+
+
+# -- truncated and damaged chunks -----------------------------------------------------------------
+
+@FUZZ
+@given(fmt=st.sampled_from(["zarr", "hdf5", "parquet", "npy", "tfrecord"]), keep=st.floats(0, 0.999))
+def test_truncated_data_file(small_stores, tmp_path, fmt, keep):
+    path = _fresh_copy(small_stores, tmp_path, fmt, fmt)
+    store = ooc.open_store(path)
+    labels = store.labels("train").copy()
+    victim = store._file_of("train", SMALL - 1)
+    data = victim.read_bytes()
+    victim.write_bytes(data[:int(len(data) * keep)])
+    store.close()
+    try:
+        x, y = store.read("train", np.arange(SMALL))
+    except CorruptStoreError as e:
+        assert _one_line(e).startswith(str(victim))
+    else:  # only a cut that spares every sample's bytes may read, and then it reads right
+        with np.load(MNIST) as d:
+            assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), d["x_train"][:SMALL])
+        assert np.array_equal(y, labels)
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.floats(0, 0.999), st.integers(1, 255)), min_size=1, max_size=4))
+def test_damaged_zarr_chunk_is_detected(small_stores, tmp_path, flips):
+    """zstd chunks carry a content checksum: a flipped byte is an error, not different pixels."""
+    path = _fresh_copy(small_stores, tmp_path, "zarr", "zarr")
+    store = ooc.open_store(path)
+    store.labels("train")
+    victim = store._file_of("train", 0)
+    data = bytearray(victim.read_bytes())
+    for where, mask in flips:
+        data[int(len(data) * where)] ^= mask
+    victim.write_bytes(bytes(data))
+    store.close()
+    try:
+        x, _ = store.read("train", np.arange(8))
+    except CorruptStoreError as e:
+        assert _one_line(e).startswith(str(victim))
+    else:
+        with np.load(MNIST) as d:
+            assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), d["x_train"][:8])
+
+
+# -- .npz sources ---------------------------------------------------------------------------------
+
+_arrays = hnp.arrays(
+    dtype=st.sampled_from([np.uint8, np.int8, np.int64, np.float32, np.bool_]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5),
+)
+
+
+@FUZZ
+@given(key=st.sampled_from(["x_train", "y_train", "x_test", "y_test"]), array=_arrays)
+def test_npz_with_odd_arrays(tmp_path, key, array):
+    arrays = {"x_train": np.zeros((4, 5, 5), np.uint8), "y_train": np.arange(4), "x_test": np.ones((2, 5, 5), np.uint8), "y_test": np.arange(2)}
+    arrays[key] = array
+    source = tmp_path / "odd.npz"
+    np.savez(source, **arrays)
+    out = tmp_path / "s"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        ooc.convert(out, format="zarr", source=source)
+    except (SourceError, OocError) as e:
+        _one_line(e)
+        assert not out.exists()
+        return
+    store = ooc.open_store(out)  # it was valid: the store holds exactly the arrays
+    for split in ("train", "test"):
+        x, y = store.read(split, np.arange(store.num_samples(split)))
+        assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), arrays[f"x_{split}"])
+        assert np.array_equal(y, arrays[f"y_{split}"])
+
+
+# -- manifests ------------------------------------------------------------------------------------
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+_fields = st.sampled_from(["format", "splits", "sample_shape", "num_classes", "options", "ooc_manifest_version", "x_dtype"])
+
+
+@FUZZ
+@given(fmt=st.sampled_from(list(ooc.FORMATS)), field=_fields, value=_json, raw=st.none() | st.binary(max_size=40))
+def test_garbage_manifest(small_stores, tmp_path, fmt, field, value, raw):
+    path = _fresh_copy(small_stores, tmp_path, fmt, fmt)
+    manifest_file = path / "ooc.json"
+    if raw is not None:
+        manifest_file.write_bytes(raw)
+    else:
+        manifest = json.loads(manifest_file.read_text())
+        assume(manifest.get(field) != value)
+        manifest[field] = value
+        manifest_file.write_text(json.dumps(manifest))
+    try:
+        store = ooc.open_store(path)
+        x, y = store.read("train", [0, SMALL - 1])
+    except OocError as e:
+        _one_line(e)
+    else:  # a change ooc could accept (a field it does not use): the batch is still right
+        with np.load(MNIST) as d:
+            assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), d["x_train"][[0, SMALL - 1]])
