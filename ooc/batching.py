@@ -63,6 +63,33 @@ def epoch_batches(
     return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
 
 
+def split_sizes(n: int, parts: int) -> list[int]:
+    """``n`` cut into ``parts`` sizes as even as possible: the first ``n % parts`` one larger."""
+    return [n // parts + (k < n % parts) for k in range(parts)]
+
+
+def worker_shard(plan: list[np.ndarray], *, worker: int, workers: int) -> list[np.ndarray]:
+    """Worker ``worker``'s part of every batch of an epoch's ``plan``, for ``workers`` workers that
+    train on each (global) batch together.
+
+    Each global batch is cut into ``workers`` contiguous slices of sizes ``split_sizes(len(batch),
+    workers)``, and the worker takes slice ``worker``. So every worker has one part per global
+    batch — the same number of steps, which the all-reduce of each step needs — and the workers'
+    parts are disjoint and together exactly the plan: one pass over the split. The last, shorter
+    global batch is split the same way, neither dropped nor padded (with fewer samples than
+    workers, some parts are empty; the distributed step pads every part to one shape with
+    zero-weight samples, see ``ooc.distributed``).
+    """
+    if not 0 <= worker < workers:
+        raise OptionError(f"worker must be in [0, {workers}), got {worker}")
+    shards = []
+    for batch in plan:
+        sizes = split_sizes(len(batch), workers)
+        start = sum(sizes[:worker])
+        shards.append(batch[start:start + sizes[worker]])
+    return shards
+
+
 def batches(
     store: Store,
     split: str,
@@ -76,6 +103,7 @@ def batches(
     prefetch: int = 2,
     start_batch: int = 0,
     read: Callable[[str, np.ndarray], Any] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(x, y)`` batches of one epoch of ``split`` (or of its ``indices`` subset).
 
@@ -87,6 +115,8 @@ def batches(
     so a run resumed mid-epoch gets exactly the batches the uninterrupted one would have.
     ``read(split, batch_indices)`` replaces ``store.read`` and what it returns is yielded (the
     training loop uses it to skip unreadable samples and to know each batch's indices).
+    ``shard=(worker, workers)`` yields only that worker's part of each batch (``worker_shard``):
+    ``batch_size`` is then the global batch size.
     """
     plan = epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
                          shuffle=shuffle, seed=seed, epoch=epoch, drop_remainder=drop_remainder,
@@ -94,6 +124,8 @@ def batches(
     if not 0 <= start_batch <= len(plan):
         raise OptionError(f"start_batch must be in [0, {len(plan)}] (the epoch has {len(plan)} batches), got {start_batch}")
     plan = plan[start_batch:]
+    if shard is not None:
+        plan = worker_shard(plan, worker=shard[0], workers=shard[1])
     read = read or store.read
     if prefetch <= 0:
         return (read(split, batch) for batch in plan)

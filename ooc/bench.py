@@ -46,6 +46,10 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "tfrecord": [{}, {"compression": "gzip"}],
 }
 TF_DATA_SHUFFLE_BUFFER = 10_000  # records in tf.data's shuffle buffer for the streaming TFRecord pass
+# Conversion against `convert --jobs`: the layouts of many files whose writing is CPU-bound (csv: text;
+# zarr: compression), default options.
+JOBS_FORMATS = ("csv", "zarr")
+JOBS = (1, 2)
 
 
 @dataclass
@@ -252,6 +256,27 @@ def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, 
             "test_accuracy": report["test"]["accuracy"], "peak_rss_mb": rss.peak_mb}
 
 
+def measure_conversion_jobs(stores_dir: Path, source, *, formats: list[str], limit: int | None, repeats: int,
+                            progress: Callable[[str], None]) -> dict[str, Any] | None:
+    """Conversion wall time with each of ``JOBS`` (``convert --jobs``; the pool's start-up included),
+    repetitions interleaved so that the drift of a shared machine hits every --jobs alike."""
+    results = {}
+    for fmt in [f for f in JOBS_FORMATS if f in formats]:
+        times = {jobs: [] for jobs in JOBS}
+        for _ in range(repeats):
+            for jobs in JOBS:
+                path = stores_dir / f"{fmt}-jobs{jobs}"
+                remove_store(path)
+                start = time.perf_counter()
+                manifest = convert(path, format=fmt, source=source, limit=limit, jobs=jobs)
+                times[jobs].append(time.perf_counter() - start)
+        total = sum(split["count"] for split in manifest["splits"].values())
+        results[fmt] = {"jobs": {str(jobs): {"seconds": summary(t), "samples_per_second": total / statistics.median(t)} for jobs, t in times.items()}}
+        results[fmt]["speedup"] = statistics.median(times[JOBS[0]]) / statistics.median(times[JOBS[-1]])
+        progress(f"{fmt}: converted with --jobs " + ", ".join(f"{jobs}: {total / statistics.median(t):,.0f} samples/s" for jobs, t in times.items()))
+    return results or None
+
+
 def loader_cpu_share(read: dict[str, Any], n: int, training: dict[str, Any], memory_training: dict[str, Any]) -> float:
     """CPU the loader spends on one training epoch's samples (chunk order, warm), as a share of the
     CPU of one in-memory training epoch."""
@@ -274,6 +299,7 @@ def run_bench(
     seed: int = 0,
     tradeoff: bool = True,
     scale_repeat: int = 0,
+    remote: bool = False,
     command: str = "",
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -288,6 +314,8 @@ def run_bench(
         if folder.exists() and not folder.is_dir():
             raise OptionError(f"{option} {folder} is a file; pass a folder")
     targets = targets_for(formats or list(FORMATS), variants=variants)
+    if remote and not any(t.name in ("zarr", "parquet") for t in targets):
+        raise OptionError("--remote measures the zarr and parquet stores from an S3 server: include zarr or parquet in --formats")
     src = as_source(source)
     out.mkdir(parents=True, exist_ok=True)
     memory = MemoryStore.from_source(src, limit=limit)
@@ -369,9 +397,14 @@ def run_bench(
         "config": {"source": str(src.path), "limit": limit, "train_samples": n, "repeats": repeats,
                    "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed, "tradeoff": tradeoff, "scale_repeat": scale_repeat},
         "results": rows,
+        "conversion_jobs": measure_conversion_jobs(stores_dir, src, formats=[t.format for t in targets], limit=limit,
+                                                   repeats=repeats, progress=progress),
         "scale": measure_scale(stores_dir, src, limit=limit, repeat=scale_repeat, batch_size=batch_size, model=model,
                                seed=seed, progress=progress) if scale_repeat > 1 else None,
     }
+    if remote:  # the default zarr and parquet stores, read from a local S3-compatible server next to the disk
+        report["remote"] = measure_remote_reads({t.name: stores_dir / t.name for t in targets if t.name in ("zarr", "parquet")},
+                                                batch_size=batch_size, repeats=repeats, progress=progress)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     from ooc.bench_report import write_markdown, write_plots
 
@@ -418,3 +451,77 @@ def measure_scale(stores_dir: Path, source, *, limit, repeat: int, batch_size: i
         progress(f"  peak RSS {report['peak_rss_mb']:,.0f} MB")
     small, large = runs[1], runs[repeat]
     return {"repeat": repeat, "small": small, "large": large, "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"]}
+
+
+# -- reading from object storage (``ooc bench --remote``) ----------------------------------------------
+
+REMOTE_READ_MODES = ("chunk_warm", "global_warm")
+REMOTE_BUCKET = "ooc-bench"
+
+
+class LocalS3Server:
+    """moto's standalone S3 server on 127.0.0.1 and a free port, in a process of its own (so it does
+    not share this process's GIL with the reader being measured); a context manager."""
+
+    def __enter__(self):
+        import socket
+        import subprocess
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self._process.kill()
+                    raise OptionError("--remote: could not start moto's S3 server (python -m moto.server); pip install 'moto[server]'") from None
+                time.sleep(0.1)
+        # explicit options, not the environment: the measurement never touches a real account
+        self.storage_options = {"endpoint_url": self.endpoint, "key": "bench", "secret": "bench",
+                                "client_kwargs": {"region_name": "us-east-1"}}
+        return self
+
+    def __exit__(self, *exc):
+        self._process.terminate()
+        self._process.wait(timeout=30)
+
+
+def measure_remote_reads(stores: dict[str, Path], *, batch_size: int, repeats: int,
+                         progress: Callable[[str], None]) -> dict[str, Any]:
+    """Shuffled reads (chunk and global shuffle, warm) of each local zarr/parquet store, and of the
+    same store uploaded to a local S3-compatible server over HTTP, measured back to back."""
+    from ooc.remote import URL
+
+    rows = []
+    with LocalS3Server() as server:
+        base = URL(f"s3://{REMOTE_BUCKET}", server.storage_options)
+        import boto3  # comes with moto; s3fs's mkdir would send us-east-1 as a location constraint, which S3 refuses
+
+        boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                     region_name="us-east-1").create_bucket(Bucket=REMOTE_BUCKET)
+        for name, path in stores.items():
+            url = base / name
+            local = open_store(path)
+            n = local.num_samples("train")
+            progress(f"remote: uploading {name} to {server.endpoint}")
+            base.fs.put(str(path), url.key, recursive=True)
+            remote = open_store(url)  # checks the upload is a whole store
+            apparent, _ = disk_usage(url)
+            row = {"name": name, "format": local.format_name, "bytes": apparent, "train_samples": n}
+            for where, store_path in (("local", path), ("remote", url)):
+                reads = measure_reads(lambda: _StoreReader(open_store(store_path)), n, files=None, chunk_size=local.chunk_size,
+                                      batch_size=batch_size, repeats=repeats, progress=lambda line: None)
+                row[where] = {mode: reads[mode] for mode in REMOTE_READ_MODES}
+            progress(f"  {name}: shuffled warm samples/s, chunk / global: local {row['local']['chunk_warm']['samples_per_second']:,.0f} / "
+                     f"{row['local']['global_warm']['samples_per_second']:,.0f}, S3 {row['remote']['chunk_warm']['samples_per_second']:,.0f} / "
+                     f"{row['remote']['global_warm']['samples_per_second']:,.0f}")
+            remote.close()
+            rows.append(row)
+    return {"server": "moto standalone server (python -m moto.server) on 127.0.0.1, HTTP", "results": rows}

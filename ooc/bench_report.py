@@ -84,6 +84,18 @@ def write_markdown(report: dict[str, Any]) -> str:
         for r in streamed:
             lines.append(f"| {r['name']} | {r['tf_data']['warm']['samples_per_second']:,.0f} | {r['tf_data']['cold']['samples_per_second']:,.0f} | "
                          f"{r['read']['global_warm']['samples_per_second']:,.0f} |")
+    jobs = report.get("conversion_jobs")
+    if jobs:
+        lines += ["", "## Conversion speed against --jobs", "",
+                  f"`ooc convert --jobs N` with default options ({m['cpus']} CPUs); the wall time includes starting the worker processes. "
+                  "The files are the same, byte for byte, whatever N.", "",
+                  "| layout | --jobs | conversion s (min–max) | samples/s | speed-up over --jobs 1 |", "| --- | ---: | ---: | ---: | ---: |"]
+        for fmt, result in jobs.items():
+            first = next(iter(result["jobs"].values()))
+            for n, run in result["jobs"].items():
+                s = run["seconds"]
+                lines.append(f"| {fmt} | {n} | {s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f}) | {run['samples_per_second']:,.0f} | "
+                             f"{run['samples_per_second'] / first['samples_per_second']:.2f} |")
     scale = report.get("scale")
     if scale:
         lines += ["", "## Memory at scale (one training epoch on Zarr, each in a fresh process)", "",
@@ -92,6 +104,18 @@ def write_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {run['train_samples']:,} | {run['peak_rss_mb']:,.0f} | {run['epoch_seconds']:.1f} | {run['samples_per_second']:,.0f} |")
         lines += ["", f"{scale['repeat']}× the samples ({scale['repeat']} copies, `ooc convert --repeat {scale['repeat']}`): "
                   f"peak memory × {scale['peak_rss_ratio']:.3f}."]
+    if report.get("remote"):
+        lines += ["", "## Object storage (S3 API over HTTP, local server)", "",
+                  f"The default stores uploaded to {report['remote']['server']}, read through fsspec/s3fs (zarr: its async "
+                  "FsspecStore, a batch's missing chunks fetched concurrently; parquet: a batch's missing row groups fetched "
+                  "concurrently, then decoded by pyarrow), against the same store on the local disk, measured back to back (warm, no prefetch). "
+                  "A local server measures the request overhead, not a network's latency.", "",
+                  "| target | bytes | local chunk / global samples/s | S3 chunk / global samples/s | S3 / local (chunk / global) |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for r in report["remote"]["results"]:
+            local, remote = (tuple(r[w][m]["samples_per_second"] for m in ("chunk_warm", "global_warm")) for w in ("local", "remote"))
+            lines.append(f"| {r['name']} | {r['bytes']:,} | {local[0]:,.0f} / {local[1]:,.0f} | {remote[0]:,.0f} / {remote[1]:,.0f} | "
+                         f"{remote[0] / local[0]:.2f} / {remote[1] / local[1]:.2f} |")
     lines += ["", "Plots: `read_throughput.png`, `size_on_disk.png`, `training_ratio.png`.", ""]
     return "\n".join(lines)
 

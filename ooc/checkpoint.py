@@ -59,8 +59,10 @@ class Progress:
 
 def store_identity(store) -> dict[str, Any]:
     """The store part of a checkpoint's config: format, absolute path, train samples."""
-    path = Path(store.path)
-    return {"format": store.format_name, "store": str(path.resolve()) if path.is_dir() else str(path),
+    from ooc.remote import is_url
+
+    path = store.path if is_url(store.path) else Path(store.path)  # a URL stays as it is
+    return {"format": store.format_name, "store": str(path.resolve()) if isinstance(path, Path) and path.is_dir() else str(path),
             "train_samples": store.num_samples("train")}
 
 
@@ -92,7 +94,7 @@ class Checkpointer:
         net.save(self.directory / model_file)
         _fsync(self.directory / model_file)
         state = {"ooc_checkpoint_version": CHECKPOINT_VERSION, "sequence": self._sequence, "model_file": model_file,
-                 "config": self.config, "optimizer_iterations": int(net.optimizer.iterations),
+                 "config": self.config, "optimizer_iterations": int(net.optimizer.iterations.numpy()),
                  "rng": rng_state(net), **asdict(progress)}
         tmp = self.directory / (STATE_NAME + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -127,8 +129,8 @@ class Checkpointer:
             net = keras.saving.load_model(model_path)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise CheckpointError(f"{model_path}: cannot load the checkpoint's model ({type(e).__name__}: {e}); drop --resume to start the run afresh") from None
-        if int(net.optimizer.iterations) != state.get("optimizer_iterations"):
-            raise CheckpointError(f"{model_path} holds an optimizer at step {int(net.optimizer.iterations)}, {path} says {state.get('optimizer_iterations')}; drop --resume to start the run afresh")
+        if int(net.optimizer.iterations.numpy()) != state.get("optimizer_iterations"):
+            raise CheckpointError(f"{model_path} holds an optimizer at step {int(net.optimizer.iterations.numpy())}, {path} says {state.get('optimizer_iterations')}; drop --resume to start the run afresh")
         restore_rng(net, state.get("rng", []))
         return net, progress
 

@@ -17,11 +17,14 @@ import typer
 
 from ooc.errors import OocError, OptionError, UnknownFormatError
 from ooc.formats import FORMATS, get_format
+from ooc.remote import is_url
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Train Keras models on data that does not fit in memory.")
 FORMAT_CHOICES = ", ".join(FORMATS)
 DATA_DIR = Path("data")
+STORAGE_OPTION_HELP = ("key=value for the filesystem of a URL --out/--path (fsspec/s3fs), repeatable: endpoint_url=http://127.0.0.1:9000, "
+                       "key=…, secret=…, anon=true, client_kwargs.region_name=…; default: the AWS_* environment variables")
 
 
 def _import_tensorflow_quietly() -> None:
@@ -54,7 +57,7 @@ def _progress(split: str, done: int, count: int) -> None:
 @app.command()
 def convert(
     format: Annotated[str, typer.Option("--format", "-f", help=f"layout to write: {FORMAT_CHOICES}")],
-    out: Annotated[Optional[Path], typer.Option(help="store directory [default: data/FORMAT]")] = None,
+    out: Annotated[Optional[str], typer.Option(help="store directory, or for zarr and parquet a URL: s3://bucket/mnist.zarr [default: data/FORMAT]")] = None,
     source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test, a folder of IDX files (train-images-idx3-ubyte[.gz] …), or an image folder (train/ and test/, one sub-folder of images per class: train/3/xxx.png) [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="convert only the first N samples of each split")] = None,
     chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts: hdf5, zarr, parquet row groups)")] = None,
@@ -64,19 +67,22 @@ def convert(
     overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
     repeat: Annotated[int, typer.Option(help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels (stores larger than the source)")] = 1,
     size: Annotated[Optional[str], typer.Option(help="image folders: resize every image to N or HxW pixels, e.g. 28 or 32x32 [default: the first image's size, which all must have]")] = None,
+    storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
+    jobs: Annotated[int, typer.Option(help="write with N local processes (csv, zarr, npy, tfrecord): the same files as one process writes")] = 1,
+    dask: Annotated[Optional[str], typer.Option(help="write with the workers of the Dask cluster at this scheduler address (tcp://host:8786); they must see --out at the same path")] = None,
 ):
     """Convert a dataset (default: the bundled MNIST) to an on-disk layout; run again, it resumes an interrupted conversion."""
     from ooc.convert import convert as run_convert
     from ooc.errors import ConversionInterrupted
     from ooc.sources import parse_size
 
-    out = out or DATA_DIR / format
+    out = _location(out, storage_option) if out else DATA_DIR / format
     if format == "tfrecord":
         _import_tensorflow_quietly()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: resumable, one line
     try:
         manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
-                               dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), progress=_progress)
+                               dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), jobs=jobs, dask=dask, progress=_progress)
     except KeyboardInterrupt as interrupted:
         if sys.stderr.isatty():
             print(file=sys.stderr)  # end the progress line
@@ -91,19 +97,27 @@ def convert(
     print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s" + (f", resuming with {kept} samples kept" if kept else ""))
 
 
+def _location(path: str, storage_option: list[str] | None):
+    """A local path, or a URL carrying its storage options (``ooc.remote``)."""
+    from ooc.remote import location, parse_storage_options
+
+    return location(path, parse_storage_options(storage_option))
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 @app.command()
 def verify(
-    path: Annotated[Path, typer.Argument(help="store directory")],
+    path: Annotated[str, typer.Argument(help="store directory or URL")],
     quick: Annotated[bool, typer.Option(help="check every file's size, but the checksums of a random 5 % of the files only (at least 3)")] = False,
+    storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
 ):
     """Re-read every file of a store and check it against the manifest's checksums; exit 1 on any problem."""
     from ooc.verify import verify as run_verify
 
-    report = run_verify(path, quick=quick)
+    report = run_verify(_location(path, storage_option), quick=quick)
     for line in report.problems:
         print(line)
     print(report.summary)
@@ -112,12 +126,13 @@ def verify(
 
 
 @app.command()
-def info(path: Annotated[Path, typer.Argument(help="store directory")]):
+def info(path: Annotated[str, typer.Argument(help="store directory or URL")],
+         storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None):
     """Show what is in a store: format, splits, counts, dtype, chunking, compression, size."""
     from ooc.formats.base import disk_usage
     from ooc.stores import open_store
 
-    store = open_store(path)
+    store = open_store(_location(path, storage_option))
     m = store.manifest
     apparent, allocated = disk_usage(store.path)
     total = sum(store.num_samples(s) for s in store.splits)
@@ -140,7 +155,8 @@ def info(path: Annotated[Path, typer.Argument(help="store directory")]):
 @app.command()
 def train(
     store: Annotated[str, typer.Option(help=f"layout to read: {FORMAT_CHOICES}, or memory (the in-memory baseline)")],
-    path: Annotated[Optional[Path], typer.Option(help="store directory [default: data/STORE]")] = None,
+    path: Annotated[Optional[str], typer.Option(help="store directory, or a URL of a zarr or parquet store: s3://bucket/mnist.zarr [default: data/STORE]")] = None,
+    storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
     epochs: Annotated[int, typer.Option(help="passes over the training samples")] = 5,
     batch_size: Annotated[int, typer.Option(help="samples per batch")] = 128,
     model: Annotated[str, typer.Option(help="lenet or lenet-wide")] = "lenet",
@@ -173,9 +189,9 @@ def train(
     elif store in FORMATS:
         if source is not None or limit is not None:
             raise OocError("--source and --limit go with --store memory; a store on disk was limited when converted")
-        if path is not None and path.is_file():
+        if path is not None and not is_url(path) and Path(path).is_file():
             raise OptionError(f"--path {path} is a file; pass the store directory (what `ooc convert --out` wrote)")
-        data = open_store(path or DATA_DIR / store, expect_format=store)
+        data = open_store(_location(path, storage_option) if path else DATA_DIR / store, expect_format=store)
     else:
         raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
     run_train(data, epochs=epochs, batch_size=batch_size, model=model, seed=seed, val_fraction=val_fraction,
@@ -200,6 +216,7 @@ def bench(
     seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
     tradeoff: Annotated[bool, typer.Option(help="also train every store with the exact global shuffle (the trade-off table)")] = True,
     scale_repeat: Annotated[int, typer.Option(help="also compare peak memory of training on Zarr at 1x and at Kx the samples (convert --repeat K); 0 skips")] = 20,
+    remote: Annotated[bool, typer.Option(help="also read the zarr and parquet stores from a local S3-compatible server (moto, started for the run) next to the disk")] = False,
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
     from ooc.bench import run_bench
@@ -209,7 +226,7 @@ def bench(
     command = "ooc " + " ".join(sys.argv[1:])
     report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
                        source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
-                       seed=seed, tradeoff=tradeoff, scale_repeat=scale_repeat, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                       seed=seed, tradeoff=tradeoff, scale_repeat=scale_repeat, remote=remote, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(summary_table(report))
     print()
     print(recommendation(report))

@@ -18,6 +18,10 @@ limit, repeat and size; re-checks every kept file against its checksum (a split 
 missing file starts over); lets the layout reopen the split (``Writer.resume_split``: zarr, npy and
 csv go on after the last committed sample, tfrecord after the last completed shard; hdf5 and
 parquet rewrite a file that was killed mid-write); and reads the source from there.
+
+With ``jobs`` > 1 (local processes) or ``dask`` (a cluster) the same commit units are written by
+workers (``Writer.write_part``; csv, zarr, npy, tfrecord) and committed here in sample order, so the
+journal, resuming and the files are as with one process (see ``_write_parallel``).
 """
 
 from __future__ import annotations
@@ -26,18 +30,22 @@ import errno
 import json
 import os
 import shutil
+import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from ooc import __version__
-from ooc.errors import ConversionInterrupted, OocError, OptionError, StoreExistsError, WriteError
+from ooc.errors import ConversionInterrupted, OocError, OptionError, SourceError, StoreExistsError, WriteError
 from ooc.formats import get_format
 from ooc.manifest import (CHECKSUM_ALGORITHM, MANIFEST_NAME, PARTIAL_NAME, file_checksum, is_bookkeeping, manifest_path,
                           write_manifest)
+from ooc.remote import REMOTE_FORMATS, URL, location, require_local
 from ooc.sources import IdxSource, ImageFolderSource, NpzSource, RepeatedSource, as_source, parse_size
 
 # Source chunks hold at least this many samples (rounded up to whole store chunks): big enough to
@@ -60,12 +68,19 @@ def convert(
     overwrite: bool = False,
     repeat: int = 1,
     size: int | tuple[int, int] | str | None = None,
+    jobs: int = 1,
+    dask: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``source`` (default: the bundled MNIST) to a new ``format`` store at ``out``, or finish
     the interrupted conversion with the same arguments there (``overwrite`` starts over instead).
 
     ``size`` (N, (H, W) or "HxW") resizes the images of an image-folder source.
+
+    ``jobs`` > 1 writes with that many local processes, ``dask`` (a scheduler address) with the
+    workers of a Dask cluster that share the filesystem: the same files, byte for byte, as one
+    process writes (layouts whose pieces are separate files: csv, zarr, npy, tfrecord).
 
     Returns the manifest. Ctrl-C raises ``ConversionInterrupted`` (a KeyboardInterrupt) and a
     failed write ``WriteError`` (an OSError) naming the file: both keep what was committed, for the
@@ -77,23 +92,38 @@ def convert(
         raise OptionError(f"--limit must be a positive number of samples, got {limit}")
     if repeat < 1:
         raise OptionError(f"--repeat must be a positive number of copies, got {repeat}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise OptionError(f"--jobs must be a positive number of processes, got {jobs}")
+    if dask is not None and jobs > 1:
+        raise OptionError("pass --jobs N (local processes) or --dask ADDRESS (a Dask cluster), not both")
+    if (jobs > 1 or dask is not None) and layout.Writer.single_writer:
+        what = f"--jobs {jobs}" if dask is None else f"--dask {dask}"
+        raise OptionError(f"{what}: {format} cannot be written in parallel: it is {layout.Writer.single_writer}; "
+                          f"convert it with one process: {'--jobs 1 (the default)' if dask is None else 'without --dask'}")
     size = parse_size(size)
     source = as_source(source, size=size)
     if repeat > 1:
         source = RepeatedSource(source, repeat)
-    out = Path(out)
-    journal = _open_output(out, overwrite=overwrite)  # refuses before the source is read for its checksum
-
-    started = time.perf_counter()
-    identity = {"format": format, "options": options,
-                "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit, "repeat": repeat,
-                           "size": None if size is None else list(size)}}
-    if journal is None:
-        out.mkdir(parents=True, exist_ok=True)
-        journal = {"ooc_journal_version": JOURNAL_VERSION, **identity, "label_max": -1, "splits": {}}
-        _write_journal(out, journal)
-    else:
-        _check_resumable(out, journal, identity)
+    out = location(out, storage_options)  # a URL (s3://…) stays a string carrying its storage options
+    if isinstance(out, URL):
+        _check_remote(out, format, jobs=jobs, dask=dask)
+    pool = _Pool(jobs, dask) if jobs > 1 or dask is not None else None  # connects to --dask before anything is written
+    try:
+        journal = _open_output(out, overwrite=overwrite)  # refuses before the source is read for its checksum
+        started = time.perf_counter()
+        identity = {"format": format, "options": options,
+                    "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit, "repeat": repeat,
+                               "size": None if size is None else list(size)}}
+        if journal is None:
+            if not isinstance(out, URL):  # object stores have no directories
+                out.mkdir(parents=True, exist_ok=True)
+            journal = {"ooc_journal_version": JOURNAL_VERSION, **identity, "label_max": -1, "splits": {}}
+            _write_journal(out, journal)
+        else:
+            _check_resumable(out, journal, identity)
+    except BaseException:
+        _stop(pool)
+        raise
     writer = None
     resumed = {}
     try:
@@ -110,9 +140,11 @@ def convert(
             if resuming and kept == count and count:
                 continue  # finished by the interrupted run
             done = kept
-            for x, y in source.iter_chunks(split, _read_step(options["chunk_size"]), limit, start=kept):
-                if y.size and (y.min() < 0):
-                    raise OptionError(f"{source.name}: y_{split} holds negative labels; labels must be class numbers 0, 1, …")
+            if pool is not None:  # the same units, written by workers; committed here in order
+                _write_parallel(pool, out, writer, journal, source, split, count, kept, format=format, options=options,
+                                limit=limit, progress=progress)
+            for x, y in source.iter_chunks(split, _read_step(options["chunk_size"]), limit, start=kept) if pool is None else ():
+                _check_labels(source, split, y)
                 with _naming(lambda: writer.path_of(split, done)):
                     writer.write(split, done, x, y)
                 journal["label_max"] = max(journal["label_max"], int(y.max()) if y.size else -1)
@@ -122,6 +154,7 @@ def convert(
                     progress(split, done, count)
             if not count:
                 _commit(out, writer, journal, split, 0)
+        _stop(pool)
         with _naming(lambda: out):
             writer.close()
         manifest = {
@@ -142,17 +175,21 @@ def convert(
         manifest["checksums"] = {"algorithm": CHECKSUM_ALGORITHM, "files": _checksums(out, journal)}
         with _naming(lambda: manifest_path(out)):
             write_manifest(out, manifest)
-        (out / PARTIAL_NAME).unlink()
+        _unlink(out / PARTIAL_NAME)
     except KeyboardInterrupt:
+        _stop(pool)  # first: no worker writes on once this returns
         _abort(writer)
-        raise ConversionInterrupted(f"{out} is incomplete ({_committed(journal)}); re-run the same command to resume, "
-                                    "or pass --overwrite to start over") from None
+        fix = ("re-run the same command with --overwrite to start over (conversions to object storage do not resume)" if isinstance(out, URL)
+               else "re-run the same command to resume, or pass --overwrite to start over")
+        raise ConversionInterrupted(f"{out} is incomplete ({_committed(journal)}); {fix}") from None
     except OocError as error:
+        _stop(pool)
         _abort(writer)
         if not isinstance(error, WriteError):  # the source or an option is wrong: re-running cannot finish
-            shutil.rmtree(out, ignore_errors=True)
+            _rmtree(out)
         raise
     except BaseException:
+        _stop(pool)
         _abort(writer)
         raise
     return manifest
@@ -181,12 +218,135 @@ def _commit(out: Path, writer, journal: dict[str, Any], split: str, done: int) -
     entry = journal["splits"][split]
     with _naming(lambda: writer.path_of(split, max(done - 1, 0))):
         entry["state"] = writer.commit(split, done)
-        for path in writer.final_files(split, done):
+        # a remote store is checksummed once, at the end (it cannot resume: nothing to keep per commit)
+        for path in writer.final_files(split, done) if not isinstance(out, URL) else ():
             name = path.relative_to(out).as_posix()
             if name not in entry["files"]:
                 entry["files"][name] = file_checksum(path)
     entry["done"] = done
     _write_journal(out, journal)
+
+
+def _check_labels(source, split: str, y: np.ndarray) -> None:
+    if y.size and (y.min() < 0):
+        raise OptionError(f"{source.name}: y_{split} holds negative labels; labels must be class numbers 0, 1, …")
+
+
+# -- parallel conversion: --jobs N, --dask ADDRESS ---------------------------------------------------
+# A task is a range of samples (a commit unit; tfrecord: whole shards): it reads that range from the
+# source itself (it is given the source, which holds paths, not data) with the chunking a one-process
+# conversion reads with (so that --repeat's shifts come out the same), and writes the range's pieces
+# (``Writer.write_part``). The converting process keeps 2 tasks per worker under way, takes their
+# results in sample order (``Writer.absorb_part``: labels, indexes) and commits each range as one
+# process does: the journal only ever names completed ranges, so an interrupted parallel conversion
+# resumes like any other, with any --jobs.
+
+class _Pool:
+    """Where tasks run: ``jobs`` local processes (spawned: fresh interpreters, like a cluster's), or
+    the workers of the Dask cluster at ``address`` (which must see ``out`` at the same path)."""
+
+    def __init__(self, jobs: int, address: str | None):
+        self._client = self._executor = None
+        if address is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint)
+            self.width = jobs
+            return
+        try:
+            from distributed import Client
+        except ImportError:
+            raise OptionError("--dask needs Dask's distributed scheduler: pip install 'ooc[dask]'") from None
+        try:
+            self._client = Client(address, timeout="10s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as e:
+            raise OptionError(f"--dask {address}: cannot connect to a Dask scheduler ({' '.join(str(e).split())}); "
+                              "start one (`dask scheduler` and `dask worker`) or fix the address") from None
+        self.width = max(1, sum(self._client.nthreads().values()))
+        self._futures = set()
+
+    def submit(self, fn, *args):
+        if self._client is None:
+            return self._executor.submit(fn, *args)
+        future = self._client.submit(fn, *args, pure=False)
+        self._futures.add(future)
+        return future
+
+    def stop(self) -> None:
+        """Cancel what has not started; local workers finish their task first, so nothing is written
+        after this returns (a Dask worker may still finish a running task: its files are rewritten
+        identically when the conversion resumes)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self._client is not None:
+            self._client.cancel([f for f in self._futures if not f.done()])
+            self._client.close()
+            self._client = None
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the workers
+
+
+def _stop(pool: _Pool | None) -> None:
+    if pool is not None:
+        pool.stop()
+
+
+def _write_parallel(pool: _Pool, out: Path, writer, journal: dict[str, Any], source, split: str, count: int, kept: int,
+                    *, format: str, options: dict[str, Any], limit: int | None, progress) -> None:
+    step = _read_step(options["chunk_size"])
+    unit = writer.part_unit(step)
+    spec = writer.part_spec(split)
+    starts = iter(range(kept, count, unit))
+    pending = deque()
+
+    def submit():
+        start = next(starts, None)
+        if start is not None:
+            stop = min(start + unit, count)
+            pending.append((start, pool.submit(_write_unit, format, str(out), options, source, limit, split, step, start, stop, spec)))
+
+    for _ in range(2 * pool.width):
+        submit()
+    while pending:
+        start, future = pending.popleft()
+        y, result = future.result()
+        _check_labels(source, split, y)
+        with _naming(lambda: writer.path_of(split, start)):
+            writer.absorb_part(split, start, y, result)
+        journal["label_max"] = max(journal["label_max"], int(y.max()) if y.size else -1)
+        _commit(out, writer, journal, split, start + len(y))
+        if progress:
+            progress(split, start + len(y), count)
+        submit()
+
+
+def _write_unit(format: str, out: str, options: dict[str, Any], source, limit: int | None, split: str, step: int,
+                start: int, stop: int, spec: dict[str, Any]) -> tuple[np.ndarray, Any]:
+    """A task, in a worker: read samples ``[start, stop)`` of ``split`` and write their pieces; returns
+    their labels and what the layout's ``absorb_part`` needs."""
+    writer = get_format(format).Writer(Path(out), **options)
+    xs, ys, n = [], [], 0
+    chunks = source.iter_chunks(split, step, limit, start=start)
+    try:
+        for x, y in chunks:
+            xs.append(x)
+            ys.append(y)
+            n += len(x)
+            if n >= stop - start:
+                break
+    finally:
+        chunks.close()
+    if n < stop - start:
+        raise SourceError(f"{source.name}: split {split} ended at sample {start + n}, expected {stop}")
+    x, y = (np.concatenate(xs), np.concatenate(ys)) if len(xs) > 1 else (xs[0], ys[0])
+    x, y = x[:stop - start], y[:stop - start]
+    with _naming(lambda: writer.path_of(split, start)):
+        result = writer.write_part(split, start, x, y, spec)
+    return y, result
 
 
 def _intact(out: Path, files: dict[str, str]) -> bool:
@@ -202,6 +362,11 @@ def _intact(out: Path, files: dict[str, str]) -> bool:
 
 def _checksums(out: Path, journal: dict[str, Any]) -> dict[str, str]:
     """Every file of the finished store: the journal's checksum where it has one, else computed now."""
+    if isinstance(out, URL):  # every object read back once, many at a time
+        from ooc import remote
+
+        with _naming(lambda: out):
+            return remote.checksums(out, [name for name in remote.list_files(out) if not is_bookkeeping(name)])
     known = {name: checksum for entry in journal["splits"].values() for name, checksum in entry["files"].items()}
     files = {}
     for root, dirs, names in os.walk(out):
@@ -222,6 +387,12 @@ def _committed(journal: dict[str, Any]) -> str:
 def _write_journal(out: Path, journal: dict[str, Any]) -> None:
     """Replace the journal atomically: a reader (or a resumed run) sees the old one or the new one."""
     path = out / PARTIAL_NAME
+    if isinstance(out, URL):  # one PUT replaces the object whole
+        from ooc import remote
+
+        with _naming(lambda: path):
+            remote.write_bytes(path, (json.dumps(journal) + "\n").encode("utf-8"))
+        return
     tmp = path.with_name(path.name + ".tmp")
     with _naming(lambda: tmp):
         tmp.write_text(json.dumps(journal) + "\n", encoding="utf-8")
@@ -284,6 +455,8 @@ def _read_step(chunk_size: int | None) -> int:
 
 def remove_store(path: Path, *, overwrite: bool = True) -> None:
     """Delete the store (complete or interrupted) at ``path``, and nothing that ooc did not write."""
+    if isinstance(path, URL):
+        return _remove_remote(path, overwrite=overwrite)
     if path.exists() and not path.is_dir():
         raise StoreExistsError(f"{path} is a file; choose another --out")
     if path.is_dir() and any(path.iterdir()):
@@ -299,6 +472,8 @@ def remove_store(path: Path, *, overwrite: bool = True) -> None:
 def _open_output(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
     """The journal of the interrupted conversion at ``out``, to resume; or None once ``out`` is free
     for a new store (an old one deleted only with ``overwrite``, and only if ooc made it)."""
+    if isinstance(out, URL):
+        return _remove_remote(out, overwrite=overwrite)
     partial = out / PARTIAL_NAME
     if not overwrite and partial.is_file() and not manifest_path(out).exists():
         try:
@@ -316,3 +491,59 @@ def _open_output(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
                 p.unlink()
     remove_store(out, overwrite=overwrite)
     return None
+
+
+# -- stores on object storage (see ooc.remote) ----------------------------------------------------------
+
+def _check_remote(out: URL, format: str, *, jobs: int, dask: str | None) -> None:
+    if format not in REMOTE_FORMATS:
+        require_local(format, out)
+    if jobs > 1 or dask is not None:
+        raise OptionError(f"{out}: --jobs and --dask write local files only; convert to object storage with one process")
+
+
+def _remove_remote(out: URL, *, overwrite: bool) -> None:
+    """Make ``out`` free for a new store: refuse anything ooc did not write there, and an existing
+    store or interrupted conversion without ``overwrite``. A remote conversion is not resumed: one
+    interrupted restarts with --overwrite. Returns None (no journal to resume)."""
+    from ooc import remote
+
+    try:
+        names = remote.list_files(out)
+    except OSError as e:  # no such bucket, no access, endpoint unreachable
+        raise WriteError(f"{out}: cannot list ({' '.join(str(e).split())[:200]}); check the URL and the credentials "
+                         "(AWS_* variables or --storage-option)") from None
+    if not names:
+        return None
+    complete, partial = MANIFEST_NAME in names, PARTIAL_NAME in names
+    if not (complete or partial):
+        raise StoreExistsError(f"{out} holds objects and is not an ooc store (no {MANIFEST_NAME}); refusing to touch it, choose another --out or remove them yourself")
+    if not overwrite:
+        if complete:
+            raise StoreExistsError(f"{out} already holds a store; pass --overwrite to replace it")
+        raise StoreExistsError(f"{out} holds an interrupted conversion; conversions to object storage do not resume: "
+                               "pass --overwrite to start over")
+    with _naming(lambda: out):
+        remote.remove(out, recursive=True)
+    return None
+
+
+def _unlink(path) -> None:
+    if isinstance(path, URL):
+        from ooc import remote
+
+        remote.remove(path)
+    else:
+        path.unlink()
+
+
+def _rmtree(path) -> None:
+    if isinstance(path, URL):
+        from ooc import remote
+
+        try:
+            remote.remove(path, recursive=True)
+        except OSError:
+            pass
+    else:
+        shutil.rmtree(path, ignore_errors=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ooc.errors import CorruptStoreError, StoreNotFoundError
+from ooc.remote import URL, location
 
 MANIFEST_NAME = "ooc.json"
 PARTIAL_NAME = "ooc.partial"
@@ -28,6 +29,8 @@ CHECKSUM_ALGORITHM = "crc32"
 
 
 def manifest_path(store_path: str | os.PathLike) -> Path:
+    if isinstance(store_path, URL):
+        return store_path / MANIFEST_NAME
     return Path(store_path) / MANIFEST_NAME
 
 
@@ -48,8 +51,14 @@ def file_checksum(path: str | os.PathLike) -> str:
 
 
 def write_manifest(store_path: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write atomically: a temporary file renamed over the final name, after an fsync."""
+    """Write atomically: a temporary file renamed over the final name, after an fsync (remote: one PUT,
+    which is atomic by itself)."""
     final = manifest_path(store_path)
+    if isinstance(final, URL):
+        from ooc import remote
+
+        remote.write_bytes(final, (json.dumps({"ooc_manifest_version": MANIFEST_VERSION, **manifest}, indent=2) + "\n").encode("utf-8"))
+        return
     tmp = final.with_name(final.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"ooc_manifest_version": MANIFEST_VERSION, **manifest}, f, indent=2)
@@ -60,7 +69,9 @@ def write_manifest(store_path: str | os.PathLike, manifest: dict[str, Any]) -> N
 
 
 def read_manifest(store_path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(store_path)
+    path = location(store_path)
+    if isinstance(path, URL):
+        return _check_read(manifest_path(path), _read_remote(path))
     if not path.exists():
         raise StoreNotFoundError(f"{path}: no such store; create it with `ooc convert --out {path}`")
     if not path.is_dir():
@@ -72,8 +83,28 @@ def read_manifest(store_path: str | os.PathLike) -> dict[str, Any]:
         raise StoreNotFoundError(
             f"{path} is not an ooc store (no {MANIFEST_NAME}); create one with `ooc convert --out PATH`"
         )
+    return _check_read(mpath, mpath.read_bytes())
+
+
+def _read_remote(path: URL) -> bytes:
+    """The manifest object's bytes; the errors say what is there instead, like the local ones."""
+    from ooc import remote
+
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        return remote.read_bytes(manifest_path(path))
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # no such bucket, no access, endpoint unreachable
+        raise StoreNotFoundError(f"{path}: cannot read {MANIFEST_NAME} ({' '.join(str(e).split())[:200]}); check the URL and the credentials "
+                                 "(AWS_* variables or --storage-option)") from None
+    if remote.exists(path / PARTIAL_NAME):
+        raise StoreNotFoundError(f"{path} is an incomplete ooc store (its conversion was interrupted); re-run the `ooc convert --out {path}` with --overwrite to start over")
+    raise StoreNotFoundError(f"{path}: no ooc store there (no {MANIFEST_NAME}); create one with `ooc convert --out {path}`")
+
+
+def _check_read(mpath, data: bytes) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptStoreError(f"{mpath} is not valid JSON ({e}); re-convert the store") from None
     if not isinstance(manifest, dict) or "format" not in manifest or "splits" not in manifest:

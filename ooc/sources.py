@@ -220,6 +220,8 @@ class RepeatedSource:
     max_shift: int = 2
 
     def __getattr__(self, name):  # path, name, sample_shape, sha256, label_dtype: the source's
+        if name.startswith("__") or name == "source":  # unpickling (a parallel conversion's workers) asks before `source` is set
+            raise AttributeError(name)
         return getattr(self.source, name)
 
     @property

@@ -10,19 +10,27 @@ from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError
 from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store
 from ooc.manifest import read_manifest
+from ooc.remote import REMOTE_FORMATS, location, require_local
 from ooc.sources import NpzSource
 
 
-def open_store(path: str | os.PathLike, *, expect_format: str | None = None) -> Store:
+def open_store(path: str | os.PathLike, *, expect_format: str | None = None, storage_options: dict | None = None) -> Store:
     """The store at ``path``, of whatever layout its manifest names.
 
-    ``expect_format`` guards against training on another layout than the caller meant.
+    ``expect_format`` guards against training on another layout than the caller meant. ``path`` may
+    be a URL (``s3://bucket/mnist.zarr``) for zarr and parquet stores, with fsspec
+    ``storage_options`` (default: credentials and endpoint from the environment).
     """
+    path = location(path, storage_options)
+    if expect_format is not None and expect_format not in REMOTE_FORMATS:
+        require_local(expect_format, path)
     manifest = read_manifest(path)
     _check_manifest(path, manifest)
     fmt = manifest["format"]
     if expect_format is not None and fmt != expect_format:
         raise FormatMismatchError(f"{path} holds a {fmt} store, not {expect_format}: pass --store {fmt}, or --path to a {expect_format} store")
+    if fmt not in REMOTE_FORMATS:
+        require_local(fmt, path)
     return get_format(fmt).Store(path, manifest)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ooc.manifest import CHECKSUM_ALGORITHM, file_checksum, is_bookkeeping, read_manifest
+from ooc.remote import URL, location
 
 QUICK_SHARE, QUICK_MIN = 0.05, 3
 
@@ -48,7 +49,7 @@ class Report:
 
 def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random | None = None) -> Report:
     """Check the store at ``path`` against its manifest's checksums; see the module docstring."""
-    path = Path(path)
+    path = location(path)  # a URL (s3://…) is checked object by object, through fsspec
     manifest = read_manifest(path)  # a missing or incomplete store raises, naming the fix
     report = Report(path, quick=quick)
     checksums = manifest.get("checksums")
@@ -68,6 +69,8 @@ def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random |
         sample = set((rng or random.Random()).sample(names, wanted))
     else:
         sample = set(names)
+    if isinstance(path, URL):
+        return _verify_remote(path, listed, names, sample, report)
     for name in names:
         file = path / name
         expected_crc, expected_size = listed[name].split()
@@ -93,4 +96,35 @@ def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random |
             relative = (Path(root) / name).relative_to(path).as_posix()
             if relative not in listed and not is_bookkeeping(relative):
                 report.problems.append(f"{Path(root) / name}: not in the manifest (a file the conversion did not write)")
+    return report
+
+
+def _verify_remote(path: URL, listed: dict[str, str], names: list[str], sample: set[str], report: Report) -> Report:
+    """The same checks on a store in object storage: sizes from one listing, checksums of the
+    objects fetched many at a time."""
+    from ooc import remote
+
+    try:
+        present = remote.list_files(path)
+        wanted = [name for name in names if name in sample and present.get(name) == int(listed[name].split()[1])]
+        actual = remote.checksums(path, wanted)
+    except OSError as e:
+        report.problems.append(f"{path}: cannot read ({' '.join(str(e).split())[:200]})")
+        return report
+    for name in names:
+        file, (expected_crc, expected_size) = path / name, listed[name].split()
+        if name not in present:
+            report.problems.append(f"{file}: missing")
+        elif present[name] != int(expected_size):
+            change = "truncated" if present[name] < int(expected_size) else "grown"
+            report.problems.append(f"{file}: {change} to {present[name]:,} bytes, the manifest says {int(expected_size):,}")
+        elif name in actual:
+            report.checked += 1
+            report.bytes += present[name]
+            if actual[name] != listed[name]:
+                report.problems.append(f"{file}: checksum differs ({CHECKSUM_ALGORITHM} {actual[name].split()[0]}, "
+                                       f"the manifest says {expected_crc})")
+    for name in present:
+        if name not in listed and not is_bookkeeping(name):
+            report.problems.append(f"{path / name}: not in the manifest (a file the conversion did not write)")
     return report

@@ -82,13 +82,21 @@ def test_bench_report(tmp_path):
         numbers = list(_positive_numbers(row))
         assert numbers and all(math.isfinite(v) and v > 0 for _, v in numbers), [n for n in numbers if not n[1] > 0]
 
+    jobs = report["conversion_jobs"]  # csv and zarr, converted with --jobs 1 and 2
+    assert list(jobs) == ["csv", "zarr"]
+    for result in jobs.values():
+        assert list(result["jobs"]) == ["1", "2"] and result["speedup"] > 0
+        for run in result["jobs"].values():
+            assert run["seconds"]["n"] == 2 and run["seconds"]["min"] > 0 and run["samples_per_second"] > 0
+
     scale = report["scale"]
     assert scale["repeat"] == 3 and scale["small"]["train_samples"] == 270 and scale["large"]["train_samples"] == 810
     assert all(v > 0 for run in (scale["small"], scale["large"]) for v in run.values()) and scale["peak_rss_ratio"] > 0
 
     markdown = (out / "report.md").read_text()
     for heading in ("## Which layout should I use", "## Size on disk and conversion", "## Reading the train split",
-                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle", "## Memory at scale", "## TFRecord through tf.data"):
+                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle", "## Memory at scale", "## TFRecord through tf.data",
+                    "## Conversion speed against --jobs"):
         assert heading in markdown
     assert "For training speed pick **" in markdown and report["command"] in markdown
     for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ooc.errors import CorruptStoreError, OocError, OptionError
+from ooc.remote import URL
 
 # What storage libraries raise on a damaged file (h5py: OSError; zarr codecs: RuntimeError; pyarrow:
 # ArrowInvalid/ArrowIOError, subclasses of ValueError/OSError; numpy: ValueError, EOFError). Anything
@@ -100,7 +101,7 @@ class Store(ABC):
     format_name: ClassVar[str]
 
     def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
-        self.path = Path(path)
+        self.path = path if isinstance(path, URL) else Path(path)  # a URL (ooc.remote) stays a string
         self.manifest = manifest
         self._labels: dict[str, np.ndarray] = {}
 
@@ -366,9 +367,40 @@ class Writer(ABC):
         """The file sample ``index`` of ``split`` is written to: what a write error names."""
         return self.path
 
+    # -- parallel conversion (``--jobs N``, ``--dask ADDRESS``; see ooc.convert) -----------------------
+    # A layout whose pieces are independent files lets other processes write the images of a range
+    # of samples (``write_part``, on a fresh Writer in the worker, given ``part_spec``) while this
+    # writer, in the converting process, takes the rest in sample order (``absorb_part``: labels,
+    # indexes, running CRCs), then commits as usual. The files come out byte for byte as one
+    # process writes them.
+    single_writer: ClassVar[str] = "a layout without write_part"  # why not ("it is …"); "" if it can
+
+    def part_unit(self, step: int) -> int:
+        """Samples per parallel task, given the commit unit ``step`` (a multiple of the chunk size)."""
+        return step
+
+    def part_spec(self, split: str) -> dict[str, Any]:
+        """What a worker needs to write parts of ``split`` (picklable; the split is begun here)."""
+        return {}
+
+    def write_part(self, split: str, start: int, x: np.ndarray, y: np.ndarray, spec: dict[str, Any]) -> Any:
+        """In a worker: write the pieces of samples ``[start, start + len(x))``; the result (picklable)
+        goes to ``absorb_part``."""
+        raise NotImplementedError
+
+    def absorb_part(self, split: str, start: int, y: np.ndarray, result: Any) -> None:
+        """In the converting process, parts in sample order: what else samples ``[start, start +
+        len(y))`` need (their labels, ``write_part``'s result), before ``commit``."""
+        raise NotImplementedError
+
 
 def disk_usage(path: Path) -> tuple[int, int]:
     """(apparent bytes, allocated bytes) of every file below ``path``."""
+    if isinstance(path, URL):  # objects: what is stored is what is billed
+        from ooc import remote
+
+        total = sum(remote.list_files(path).values())
+        return total, total
     apparent = allocated = 0
     for root, _, files in os.walk(path):
         for name in files:

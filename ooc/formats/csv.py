@@ -101,13 +101,20 @@ class Writer(_Writer):
         return done
 
     def write(self, split, start, x, y):
-        rows = []
-        for offset, (sample, label) in enumerate(zip(x, y)):
-            name = f"{start + offset + 1:0{self._width}d}.csv"
-            text = "\n".join(",".join(line) for line in _PIXEL_TEXT[sample]) + "\n"
-            (self._dir / name).write_text(text, encoding="ascii")
-            rows.append(f"{name},{int(label)}\n")
-        data = "".join(rows).encode("ascii")
+        _write_samples(self._dir, self._width, start, x)
+        self.absorb_part(split, start, y, None)
+
+    # parallel: workers write the sample files; the targets file is written here, from the labels
+    single_writer = ""
+
+    def part_spec(self, split):
+        return {"width": self._width}
+
+    def write_part(self, split, start, x, y, spec):
+        _write_samples(self.path / split, spec["width"], start, x)
+
+    def absorb_part(self, split, start, y, result):
+        data = "".join(f"{start + offset + 1:0{self._width}d}.csv,{int(label)}\n" for offset, label in enumerate(y)).encode("ascii")
         self._targets.write(data)
         self._crc = zlib.crc32(data, self._crc)
 
@@ -134,6 +141,12 @@ class Writer(_Writer):
         if self._targets is not None:
             self._targets.close()
             self._targets = None
+
+
+def _write_samples(folder: Path, width: int, start: int, x: np.ndarray) -> None:
+    for offset, sample in enumerate(x):
+        text = "\n".join(",".join(line) for line in _PIXEL_TEXT[sample]) + "\n"
+        (folder / f"{start + offset + 1:0{width}d}.csv").write_text(text, encoding="ascii")
 
 
 class Store(_Store):

@@ -34,6 +34,8 @@ def _h5py():
 
 
 class Writer(_Writer):
+    single_writer = "one file, data.h5, which only one process can write without MPI"  # --jobs and --dask refuse it
+
     def begin_split(self, split, count, sample_shape, label_dtype):
         if not hasattr(self, "_file"):
             self._file = _h5py().File(self.path / FILE_NAME, "w")

@@ -12,16 +12,22 @@ Reads go row group by row group through ``ChunkedStore``'s cache.
 An interrupted conversion keeps the files of the splits it finished and starts the split it was
 writing over: a Parquet file killed mid-write has no footer (the row groups' index), so it cannot
 be trusted or appended to.
+
+A store may be a URL (``s3://bucket/mnist.parquet``, see ``ooc.remote``): pyarrow reads and writes
+through the fsspec filesystem; the row groups a batch misses are fetched concurrently (one range
+request per run of adjacent row groups, through s3fs's async ``cat_ranges``), then decoded from memory.
 """
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
+from ooc.remote import URL
 
 NAME = "parquet"
 OPTIONS = LayoutOptions(compressions=("none", "snappy", "zstd", "gzip"), default_compression="zstd",
@@ -41,6 +47,8 @@ def _pyarrow():
 
 
 class Writer(_Writer):
+    single_writer = "one file per split, which only one process can write"  # --jobs and --dask refuse it
+
     def begin_split(self, split, count, sample_shape, label_dtype):
         pa, pq = _pyarrow()
         self._files = getattr(self, "_files", {})
@@ -49,7 +57,11 @@ class Writer(_Writer):
         image_type = pa.binary(width) if self.dtype == "uint8" else pa.list_(pa.float32(), width)
         schema = pa.schema([("image", image_type), ("label", pa.from_numpy_dtype(label_dtype))],
                            metadata={SHAPE_KEY: json.dumps(list(sample_shape)).encode()})
-        self._files[split] = pq.ParquetWriter(file_path(self.path, split), schema, compression=self.compression,
+        where = file_path(self.path, split)
+        if isinstance(where, URL):  # an fsspec file: a multipart upload, completed when closed
+            self._objects = {**getattr(self, "_objects", {}), split: where.fs.open(where.key, "wb")}
+            where = self._objects[split]
+        self._files[split] = pq.ParquetWriter(where, schema, compression=self.compression,
                                               use_dictionary=["label"], write_statistics=["label"])
 
     def write(self, split, start, x, y):
@@ -67,6 +79,8 @@ class Writer(_Writer):
     def commit(self, split, done):
         if done == self._counts[split] and split in self._files:
             self._files.pop(split).close()  # a finished split's file is final, kept by a resumed conversion
+            if split in getattr(self, "_objects", {}):
+                self._objects.pop(split).close()
         return {}
 
     def resume_split(self, split, count, sample_shape, label_dtype, done, state):
@@ -84,7 +98,60 @@ class Writer(_Writer):
     def close(self):
         for writer in getattr(self, "_files", {}).values():
             writer.close()
-        self._files = {}
+        for handle in getattr(self, "_objects", {}).values():
+            handle.close()
+        self._files, self._objects = {}, {}
+
+
+def _row_group_range(row_group) -> tuple[int, int]:
+    """(first byte, end) of a row group's column chunks in the file."""
+    starts, ends = [], []
+    for i in range(row_group.num_columns):
+        column = row_group.column(i)
+        start = column.dictionary_page_offset if column.has_dictionary_page and column.dictionary_page_offset else column.data_page_offset
+        starts.append(start)
+        ends.append(start + column.total_compressed_size)
+    return min(starts), max(ends)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+class _Parts(io.RawIOBase):
+    """A read-only file of which only some byte ranges are known (fetched beforehand): what pyarrow
+    reads a remote store's row groups from. A read outside them is an error, never a silent fetch."""
+
+    def __init__(self, parts: list[tuple[int, bytes]], size: int):
+        self._parts, self._size, self._pos = parts, size, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+    def read(self, n=-1):
+        n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
+        for start, blob in self._parts:
+            if start <= self._pos and self._pos + n <= start + len(blob):
+                data = blob[self._pos - start:self._pos - start + n]
+                self._pos += n
+                return data
+        raise OSError(f"bytes {self._pos}–{self._pos + n} were not fetched")
 
 
 class Store(ChunkedStore):
@@ -99,7 +166,12 @@ class Store(ChunkedStore):
             _, pq = _pyarrow()
             path = file_path(self.path, split)
             try:
-                parquet = pq.ParquetFile(path)
+                if isinstance(path, URL):  # range requests only, no read-ahead: a chunk read fetches its row groups
+                    handle = path.fs.open(path.key, "rb", cache_type="none")
+                    self._sizes = {**getattr(self, "_sizes", {}), split: handle.size}
+                    parquet = pq.ParquetFile(handle, pre_buffer=True)
+                else:
+                    parquet = pq.ParquetFile(path)
             except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
                 raise CorruptStoreError(f"{path}: cannot open as Parquet ({e}); re-convert with `ooc convert --format parquet --overwrite`") from None
             if parquet.metadata.num_rows != self.num_samples(split):
@@ -111,7 +183,10 @@ class Store(ChunkedStore):
         self._file(split)  # checks the row count
         # a handle of its own: a ParquetFile must not serve two threads at once (chunk reads hold the chunk lock)
         _, pq = _pyarrow()
-        return pq.read_table(file_path(self.path, split), columns=["label"], use_threads=False).column("label").to_numpy()
+        path = file_path(self.path, split)
+        if isinstance(path, URL):
+            return pq.read_table(path.key, filesystem=path.fs, columns=["label"], use_threads=False).column("label").to_numpy()
+        return pq.read_table(path, columns=["label"], use_threads=False).column("label").to_numpy()
 
     def _file_of(self, split, index):
         return file_path(self.path, split)
@@ -120,6 +195,9 @@ class Store(ChunkedStore):
         size = self.chunk_size
         groups = list(range(start // size, -(-stop // size)))
         column = self._file(split).read_row_groups(groups, columns=["image"], use_threads=False).column("image").combine_chunks()
+        return self._pixels(column)
+
+    def _pixels(self, column):
         n = len(column)
         if self.options["dtype"] == "uint8":
             width = column.type.byte_width
@@ -127,6 +205,24 @@ class Store(ChunkedStore):
         else:
             pixels = column.flatten().to_numpy()
         return pixels.reshape((n, *self.sample_shape))
+
+    def _fetch_chunks(self, split, chunk_ids, size, count):
+        if not isinstance(self.path, URL) or len(chunk_ids) < 2:
+            return super()._fetch_chunks(split, chunk_ids, size, count)
+        # remote: the byte ranges of every missing row group fetched concurrently (adjacent ones
+        # merged), then decoded by pyarrow from memory with the footer already read
+        metadata, path = self._file(split).metadata, file_path(self.path, split)
+        ranges = _merged([_row_group_range(metadata.row_group(g)) for g in chunk_ids])
+        blobs = path.fs.cat_ranges([path.key] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+        _, pq = _pyarrow()
+        parts = _Parts([(a, blob) for (a, _), blob in zip(ranges, blobs)], self._sizes[split])
+        column = pq.ParquetFile(parts, metadata=metadata).read_row_groups(chunk_ids, columns=["image"], use_threads=False).column("image")
+        fetched, at = {}, 0
+        for c in chunk_ids:
+            n = min((c + 1) * size, count) - c * size
+            fetched[c] = self._pixels(column.slice(at, n).combine_chunks()).copy()
+            at += n
+        return fetched
 
     def close(self):
         super().close()

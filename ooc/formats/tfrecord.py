@@ -79,15 +79,39 @@ class Writer(_Writer):
         self._splits = getattr(self, "_splits", {})
         paths = shard_paths(self.path, split, count, self.shard_size, self.compression)
         self._splits[split] = {"paths": paths, "shape": sample_shape, "index": np.zeros((count, 2), np.int64),
-                               "file": None, "shard": -1, "position": 0}
+                               "first": 0, "file": None, "shard": -1, "position": 0}
 
     def write(self, split, start, x, y):
         with _os_errors():
-            self._write(split, start, x, y)
+            self._write(self._splits[split], start, x, y)
 
-    def _write(self, split, start, x, y):
-        tf = _tf()
+    # parallel: a task writes whole shards and returns their index rows, which are assembled here
+    single_writer = ""
+
+    def part_unit(self, step):
+        return max(1, -(-step // self.shard_size)) * self.shard_size
+
+    def part_spec(self, split):
         state = self._splits[split]
+        return {"paths": [str(p) for p in state["paths"]], "shape": tuple(state["shape"])}
+
+    def write_part(self, split, start, x, y, spec):
+        from pathlib import Path
+
+        state = {"paths": [Path(p) for p in spec["paths"]], "shape": spec["shape"], "index": np.zeros((len(x), 2), np.int64),
+                 "first": start, "file": None, "shard": -1, "position": 0}
+        with _os_errors():
+            self._write(state, start, x, y)
+            self._close_shard(state)
+        return state["index"]
+
+    def absorb_part(self, split, start, y, result):
+        state = self._splits[split]
+        state["index"][start:start + len(y)] = result
+        state["shard"] = (start + len(y) - 1) // self.shard_size  # the shards after it are still to come
+
+    def _write(self, state, start, x, y):
+        tf = _tf()
         pixels = encode(x, self.dtype)
         height, width = state["shape"]
         for i, (image, label) in enumerate(zip(pixels, y.tolist()), start):
@@ -102,9 +126,9 @@ class Writer(_Writer):
                 "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
                 "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
                 "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
-            })).SerializeToString()
+            })).SerializeToString(deterministic=True)  # map keys sorted: the same bytes in any process
             state["file"].write(record)
-            state["index"][i] = (state["position"] + RECORD_HEADER, len(record))
+            state["index"][i - state["first"]] = (state["position"] + RECORD_HEADER, len(record))
             state["position"] += RECORD_HEADER + len(record) + RECORD_FOOTER
 
     def _close_shard(self, state):

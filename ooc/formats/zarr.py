@@ -9,6 +9,11 @@ Zarr reads a missing chunk file as the fill value (zeros) without a word (zarr-p
 to raise came after 3.1), so every chunk is written, even an all-zero one (``write_empty_chunks``),
 and the reader checks that a chunk's file exists before reading it: a deleted chunk is an error,
 never a batch of black images.
+
+A store may be a URL (``s3://bucket/mnist.zarr``, see ``ooc.remote``): zarr opens it through its
+``FsspecStore``, which is async, so the chunks of a read are fetched concurrently. A remote store
+fetches every chunk a batch misses in one zarr call (local stores read runs of adjacent chunks), and
+checks that chunk objects exist against one listing of the store, not a request per chunk.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
+from ooc.remote import URL
 
 NAME = "zarr"
 OPTIONS = LayoutOptions(compressions=("none", "zstd", "blosc", "gzip"), default_compression="zstd",
@@ -56,7 +62,7 @@ class Writer(_Writer):
         import zarr
 
         if self._group is None:
-            self._group = zarr.open_group(self.path, mode="a", zarr_format=3)
+            self._group = zarr.open_group(**_where(self.path), mode="a", zarr_format=3)
             self._arrays, self._label_crcs = {}, {}
         return self._group
 
@@ -114,6 +120,21 @@ class Writer(_Writer):
     def path_of(self, split, index):
         return self.path / split / "x" / "c" / str(index // self.chunk_size) / "0" / "0"
 
+    # parallel: each image chunk is its own file, written whole by one worker; labels stay here
+    single_writer = ""
+
+    def write_part(self, split, start, x, y, spec):
+        import zarr
+
+        xs = zarr.open_array(self.path / split / "x", mode="r+", zarr_format=3).with_config(_CONFIG)
+        xs[start:start + len(x)] = encode(x, self.dtype)
+
+    def absorb_part(self, split, start, y, result):
+        _, ys = self._arrays[split]
+        labels = np.ascontiguousarray(y, dtype=ys.dtype)
+        ys[start:start + len(y)] = labels
+        self._label_crcs[split] = zlib.crc32(labels, self._label_crcs[split])
+
     def close(self):
         self._group = None
 
@@ -132,7 +153,7 @@ class Store(ChunkedStore):
 
         if self._group is None:
             try:
-                self._group = zarr.open_group(self.path, mode="r")
+                self._group = zarr.open_group(**_where(self.path), mode="r")
             except (FileNotFoundError, ValueError) as e:
                 raise CorruptStoreError(f"{self.path}: cannot open as a Zarr group ({e}); re-convert with `ooc convert --format zarr --overwrite`") from None
         try:
@@ -144,7 +165,7 @@ class Store(ChunkedStore):
         array = self._array(split, "y")
         for chunk in range(-(-self.num_samples(split) // array.chunks[0])):
             path = self.path / split / "y" / "c" / str(chunk)
-            if not os.path.exists(path):
+            if not self._exists(path):
                 raise self._missing(split, path, range(chunk * array.chunks[0], min((chunk + 1) * array.chunks[0], self.num_samples(split))))
         return array[:]
 
@@ -152,7 +173,7 @@ class Store(ChunkedStore):
         array = self._array(split, "x")
         for chunk in range(start // self.chunk_size, -(-stop // self.chunk_size)):
             path = self._file_of(split, chunk * self.chunk_size)
-            if not os.path.exists(path):
+            if not self._exists(path):
                 raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size))
         return array[start:stop]
 
@@ -166,9 +187,43 @@ class Store(ChunkedStore):
         error.split, error.indices = split, samples
         return error
 
+    def _exists(self, path) -> bool:
+        if not isinstance(self.path, URL):
+            return os.path.exists(path)
+        if self.__dict__.get("_keys") is None:  # one listing of the store instead of a request per chunk
+            from ooc import remote
+
+            self._keys = set(remote.list_files(self.path))
+        return path[len(self.path) + 1:] in self._keys
+
+    def _fetch_chunks(self, split, chunk_ids, size, count):
+        if not isinstance(self.path, URL) or len(chunk_ids) < 2:
+            return super()._fetch_chunks(split, chunk_ids, size, count)
+        # remote: every missing chunk in one orthogonal selection, which zarr fetches concurrently
+        array = self._array(split, "x")
+        for c in chunk_ids:
+            path = self._file_of(split, c * size)
+            if not self._exists(path):
+                raise self._missing(split, path, self._samples_with(split, c * size))
+        bounds = [(c * size, min((c + 1) * size, count)) for c in chunk_ids]
+        block = array.oindex[np.concatenate([np.arange(start, stop) for start, stop in bounds])]
+        fetched, at = {}, 0
+        for c, (start, stop) in zip(chunk_ids, bounds):
+            fetched[c] = block[at:at + stop - start].copy()  # the cache keeps chunks, not the whole block
+            at += stop - start
+        return fetched
+
     def close(self):
         super().close()
         self._group = None
+        self._keys = None
 
     def _closed_state(self):
-        return {"_group": None}
+        return {"_group": None, "_keys": None}
+
+
+def _where(path) -> dict:
+    """``zarr.open_group``'s store argument: a URL goes through fsspec, with its storage options."""
+    if isinstance(path, URL):
+        return {"store": str(path), "storage_options": path.storage_options}
+    return {"store": path}
