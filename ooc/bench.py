@@ -474,23 +474,35 @@ class LocalS3Server:
         self._process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self._process.kill()
-                    raise OptionError("--remote: could not start moto's S3 server (python -m moto.server); pip install 'moto[server]'") from None
-                time.sleep(0.1)
+        try:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if self._process.poll() is not None or time.monotonic() > deadline:
+                        raise OptionError("--remote: could not start moto's S3 server (python -m moto.server); pip install 'moto[server]'") from None
+                    time.sleep(0.1)
+        except BaseException:  # Ctrl-C while waiting too: never leave the server running
+            self._stop()
+            raise
         # explicit options, not the environment: the measurement never touches a real account
         self.storage_options = {"endpoint_url": self.endpoint, "key": "bench", "secret": "bench",
                                 "client_kwargs": {"region_name": "us-east-1"}}
         return self
 
     def __exit__(self, *exc):
+        self._stop()
+
+    def _stop(self):
+        import subprocess
+
         self._process.terminate()
-        self._process.wait(timeout=30)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 def measure_remote_reads(stores: dict[str, Path], *, batch_size: int, repeats: int,

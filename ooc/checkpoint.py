@@ -58,12 +58,13 @@ class Progress:
 
 
 def store_identity(store) -> dict[str, Any]:
-    """The store part of a checkpoint's config: format, absolute path, train samples."""
+    """The store part of a checkpoint's config: format, absolute path, train samples, options, source checksum."""
     from ooc.remote import is_url
 
     path = store.path if is_url(store.path) else Path(store.path)  # a URL stays as it is
     return {"format": store.format_name, "store": str(path.resolve()) if isinstance(path, Path) and path.is_dir() else str(path),
-            "train_samples": store.num_samples("train")}
+            "train_samples": store.num_samples("train"), "store_options": store.options,
+            "source_sha256": store.manifest.get("source", {}).get("sha256")}
 
 
 class Checkpointer:
@@ -75,6 +76,7 @@ class Checkpointer:
         self.every = every
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"--checkpoint-dir {self.directory} is a file; pass a directory")
+        self._lock = _lock(self.directory)
         try:  # never reuse the name of the model file the current state.json names
             self._sequence = int(json.loads((self.directory / STATE_NAME).read_text())["sequence"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -142,6 +144,9 @@ class Checkpointer:
                 raise CheckpointError(f"{where}: it was made with {was}, not {option} {self.config.get(key)}; pass {was} or drop --resume to start afresh")
         if saved.get("train_samples") != self.config.get("train_samples"):
             raise CheckpointError(f"{where}: it was made on {saved.get('train_samples')} train samples, {self.config['store']} now has {self.config.get('train_samples')}; drop --resume to start afresh")
+        for key, what in (("store_options", "options"), ("source_sha256", "source (sha256)")):
+            if key in saved and saved[key] != self.config.get(key):
+                raise CheckpointError(f"{where}: {self.config['store']} was re-converted since (its {what} changed); drop --resume to start afresh")
 
 
 def rng_state(net) -> list[list[int]]:
@@ -155,6 +160,32 @@ def restore_rng(net, state: list[list[int]]) -> None:
         raise CheckpointError(f"the checkpoint holds {len(state)} random generator states, the model has {len(generators)}; drop --resume to start the run afresh")
     for variable, value in zip(generators, state):
         variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _lock(directory: Path) -> int:
+    """An exclusive lock on the directory for as long as this process runs: two runs checkpointing
+    into one directory would replace each other's state and model files. Runs one after the other in
+    one process (a run, then its --resume) share the lock."""
+    import fcntl
+
+    key = str(directory.resolve())
+    if key in _HELD_LOCKS:
+        return _HELD_LOCKS[key]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise CheckpointError(f"--checkpoint-dir {directory}: cannot use it ({e.strerror}); pass another --checkpoint-dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CheckpointError(f"another ooc train is checkpointing into {directory}; wait for it to end, or pass another --checkpoint-dir") from None
+    _HELD_LOCKS[key] = fd
+    return fd
 
 
 def _fsync(path: Path) -> None:

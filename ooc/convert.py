@@ -116,7 +116,8 @@ def convert(
                                "size": None if size is None else list(size)}}
         if journal is None:
             if not isinstance(out, URL):  # object stores have no directories
-                out.mkdir(parents=True, exist_ok=True)
+                with _naming(lambda: out):
+                    out.mkdir(parents=True, exist_ok=True)
             journal = {"ooc_journal_version": JOURNAL_VERSION, **identity, "label_max": -1, "splits": {}}
             _write_journal(out, journal)
         else:
@@ -207,7 +208,7 @@ def _open_split(out: Path, writer, journal: dict[str, Any], split: str, count: i
         done = entry["done"] if _intact(out, entry["files"]) else 0
         with _naming(lambda: writer.path_of(split, done)):
             start = writer.resume_split(split, count, sample_shape, label_dtype, done, entry["state"] if done else {})
-        kept = entry if start == done else {}  # gone back: what is final gets checksummed again
+        kept = entry if start == done and start else {}  # gone back: what is final gets checksummed again
     journal["splits"][split] = {"count": count, "done": start, "state": kept.get("state", {}), "files": kept.get("files", {})}
     _write_journal(out, journal)
     return start
@@ -274,14 +275,22 @@ class _Pool:
         return future
 
     def stop(self) -> None:
-        """Cancel what has not started; local workers finish their task first, so nothing is written
-        after this returns (a Dask worker may still finish a running task: its files are rewritten
-        identically when the conversion resumes)."""
+        """Cancel what has not started and wait for what runs, so nothing is written after this
+        returns (a failed conversion deletes its output next: a late chunk would land in that)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         if self._client is not None:
-            self._client.cancel([f for f in self._futures if not f.done()])
+            from distributed import wait
+
+            # Dask cannot stop a running task, and cancelling only forgets it: let the few in flight
+            # (at most two units a worker) end first, then cancel whatever is left
+            unfinished = [f for f in self._futures if not f.done()]
+            try:
+                wait(unfinished, timeout=60)
+            except Exception:  # a timeout or a lost scheduler: nothing more to wait for
+                pass
+            self._client.cancel([f for f in unfinished if not f.done()])
             self._client.close()
             self._client = None
 
@@ -307,7 +316,9 @@ def _write_parallel(pool: _Pool, out: Path, writer, journal: dict[str, Any], sou
         start = next(starts, None)
         if start is not None:
             stop = min(start + unit, count)
-            pending.append((start, pool.submit(_write_unit, format, str(out), options, source, limit, split, step, start, stop, spec)))
+            # an absolute path: a --dask worker resolves it in its own working directory
+            target = out if isinstance(out, URL) else out.absolute()
+            pending.append((start, pool.submit(_write_unit, format, str(target), options, source, limit, split, step, start, stop, spec)))
 
     for _ in range(2 * pool.width):
         submit()
@@ -466,7 +477,8 @@ def remove_store(path: Path, *, overwrite: bool = True) -> None:
         if not overwrite:
             what = "a store" if complete else "an interrupted conversion"
             raise StoreExistsError(f"{path} already holds {what}; pass --overwrite to replace it")
-        shutil.rmtree(path)
+        with _naming(lambda: path):
+            shutil.rmtree(path)
 
 
 def _open_output(out: Path, *, overwrite: bool) -> dict[str, Any] | None:

@@ -83,7 +83,7 @@ class NpzSource(_FileSource):
         path = Path(path)
         if not path.is_file():
             raise SourceError(f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, y_test")
-        source = cls(path)
+        source = cls(path.absolute())  # absolute: tasks on --dask workers resolve it, not our working directory
         try:
             with zipfile.ZipFile(path) as zf:
                 names = {n.removesuffix(".npy") for n in zf.namelist()}
@@ -294,7 +294,7 @@ class IdxSource(_FileSource):
 
     @classmethod
     def open(cls, path: str | Path) -> "IdxSource":
-        source = cls(Path(path))
+        source = cls(Path(path).absolute())
         for split, prefix in _IDX_PREFIX.items():
             for kind, ndim in (("images", 3), ("labels", 1)):
                 source.files[f"{split}_{kind}"] = _read_idx_header(_find_idx(source.path, prefix, kind, ndim), ndim)
@@ -433,7 +433,7 @@ class ImageFolderSource(_FileSource):
 
     @classmethod
     def open(cls, path: str | Path, size=None) -> ImageFolderSource:
-        source = cls(Path(path), parse_size(size))
+        source = cls(Path(path).absolute(), parse_size(size))
         folders = {}
         for split in SPLITS:
             folder = source.path / split

@@ -64,7 +64,7 @@ def test_resume_mid_epoch_is_the_uninterrupted_run(hdf5_store, tmp_path):
     state = json.loads((ckpt / "state.json").read_text())
     assert (state["epoch"], state["batch"], state["optimizer_iterations"]) == (1, 3, 12)
     assert state["config"]["seed"] == 5 and len(state["history"]) == 1 and state["rng"] == []  # the LeNets draw no random numbers
-    assert sorted(p.name for p in ckpt.iterdir()) == [state["model_file"], "state.json"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["lock", state["model_file"], "state.json"]
 
     resumed = train(hdf5_store, **RUN, checkpoint_dir=ckpt, checkpoint_every=3, resume=True,
                     after_batch=recorder(resumed_seq), model_path=tmp_path / "resumed.keras")
@@ -97,7 +97,7 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(hdf5_store, tm
     with pytest.raises(KeyboardInterrupt):
         train(hdf5_store, **RUN, checkpoint_dir=ckpt, checkpoint_every=3)
     monkeypatch.setattr(ooc.checkpoint, "_fsync", real_fsync)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["model-000001.keras", "model-000002.keras", "state.json", "state.json.tmp"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["lock", "model-000001.keras", "model-000002.keras", "state.json", "state.json.tmp"]
     assert json.loads((ckpt / "state.json").read_text())["batch"] == 3
     lines = []
     resumed = train(hdf5_store, **{**RUN, "log": lines.append}, checkpoint_dir=ckpt, checkpoint_every=3, resume=True,
@@ -268,3 +268,28 @@ def test_cli_option_errors(tmp_path):
     assert error("--path", "data/npy/ooc.json") == "ooc: error: --path data/npy/ooc.json is a file; pass the store directory (what `ooc convert --out` wrote)\n"
     assert error("--checkpoint-every", -2) == "ooc: error: --checkpoint-every must be a number of batches (0: at epoch ends only), got -2\n"
     assert error("--resume") == "ooc: error: nothing to resume: data/checkpoints/npy-lenet holds no checkpoint (state.json); drop --resume to start the run afresh\n"
+
+
+def test_two_runs_cannot_share_a_checkpoint_directory(tmp_path):
+    from ooc.checkpoint import Checkpointer
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ooc.checkpoint import Checkpointer; "
+                               f"c = Checkpointer({str(tmp_path / 'ck')!r}, {{}}, every=0); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointError, match=rf"^another ooc train is checkpointing into {tmp_path / 'ck'}; wait for it to end, or pass another --checkpoint-dir$"):
+            Checkpointer(tmp_path / "ck", {}, every=0)
+    finally:
+        holder.kill()
+        holder.wait()
+    Checkpointer(tmp_path / "ck", {}, every=0)  # free again once the other run has ended
+
+
+def test_resume_refuses_a_store_converted_again(tmp_path):
+    path, ckpt = tmp_path / "zarr", tmp_path / "ckpt"
+    ooc.convert(path, format="zarr", source=MNIST, limit=300, chunk_size=64)
+    train(ooc.open_store(path), **dict(RUN, epochs=1), checkpoint_dir=ckpt)
+    ooc.convert(path, format="zarr", source=MNIST, limit=300, chunk_size=32, overwrite=True)  # same count, other chunks: another plan
+    raises(CheckpointError, f"cannot resume from {ckpt}: {path} was re-converted since (its options changed); drop --resume to start afresh",
+           train, ooc.open_store(path), **dict(RUN, epochs=1), checkpoint_dir=ckpt, resume=True)

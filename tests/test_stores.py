@@ -250,3 +250,13 @@ def test_damaged_file_is_named_with_its_samples(fmt, tmp_path, damage):
     assert message.startswith(str(victim)) and "\n" not in message, message
     assert caught.value.split == "train" and 100 in caught.value.indices
     shutil.rmtree(tmp_path / "s")
+
+
+def test_damaged_label_chunk_is_one_line(tmp_path):
+    ooc.convert(tmp_path / "s", format="zarr", source=MNIST, limit=LIMIT)
+    labels = tmp_path / "s" / "train" / "y" / "c" / "0"
+    data = bytearray(labels.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # zstd's checksum catches it
+    labels.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError, match=r"^.*/s: cannot read the labels of split 'train' \(RuntimeError: .*\); check the store with `ooc verify .*`, re-convert it to repair$"):
+        ooc.open_store(tmp_path / "s").read("train", [0])

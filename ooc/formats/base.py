@@ -136,7 +136,15 @@ class Store(ABC):
             with self.__dict__.setdefault("_labels_lock", threading.Lock()):  # threads may all ask at once
                 if split not in self._labels:
                     self._split_info(split)
-                    self._labels[split] = np.asarray(self._read_labels(split), dtype=np.int64)
+                    try:
+                        labels = self._read_labels(split)
+                    except OocError:
+                        raise  # the layout's own message names the file already
+                    except LIBRARY_READ_ERRORS as error:
+                        reason = (str(error).strip().splitlines() or [""])[0][:200]
+                        raise CorruptStoreError(f"{self.path}: cannot read the labels of split '{split}' ({type(error).__name__}: {reason}); "
+                                                f"check the store with `ooc verify {self.path}`, re-convert it to repair") from error
+                    self._labels[split] = np.asarray(labels, dtype=np.int64)
         return self._labels[split]
 
     def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
