@@ -184,12 +184,13 @@ class Store(_Store):
             texts = [_read_file(folder + names[i]) for i in indices]
         except FileNotFoundError:
             texts = None
-        paths = [self.path / split / names[i] for i in indices]
         if texts is not None and all(t.endswith(b"\n") for t in texts):
             values = _parse_joined(b"".join(texts), self.sample_shape[1])
-            if values is not None and values.shape[0] == len(paths) * self.sample_shape[0]:
-                return values.reshape((len(paths), *self.sample_shape))
-        return np.stack([self._parse(p) for p in paths]) if paths else np.empty((0, *self.sample_shape), np.float32)
+            if values is not None and values.shape[0] == len(indices) * self.sample_shape[0]:
+                return values.reshape((len(indices), *self.sample_shape))
+        if not len(indices):
+            return np.empty((0, *self.sample_shape), np.float32)
+        return np.stack([self._parse(self._file_of(split, i)) for i in indices])
 
     def _parse(self, path: Path) -> np.ndarray:
         expected = int(np.prod(self.sample_shape))
