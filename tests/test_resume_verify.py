@@ -47,12 +47,11 @@ def assert_same_store(path, reference):
         assert x.tobytes() == ex.tobytes() and y.tobytes() == ey.tobytes()
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
-@pytest.mark.parametrize("nth", [3, 7])  # 3: in train (128 samples committed); 7: in test, train finished
-def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, monkeypatch):
-    monkeypatch.setattr(converting, "READ_CHUNK_SAMPLES", CHUNK)  # a unit per chunk: 5 writes a split
+def interrupt_writes(monkeypatch, fmt, interrupt):
+    """Make the layout's writer record each write and raise KeyboardInterrupt on the writes numbered
+    in ``interrupt`` (a list the test may clear); returns (calls, interrupt)."""
     layout = get_format(fmt)
-    original, calls, interrupt = layout.Writer.write, [], [nth]
+    original, calls = layout.Writer.write, []
 
     def write(self, split, start, x, y):
         calls.append((split, start))
@@ -61,6 +60,14 @@ def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, mon
         return original(self, split, start, x, y)
 
     monkeypatch.setattr(layout.Writer, "write", write)
+    return calls, interrupt
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("nth", [3, 7])  # 3: in train (128 samples committed); 7: in test, train finished
+def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, monkeypatch):
+    monkeypatch.setattr(converting, "READ_CHUNK_SAMPLES", CHUNK)  # a unit per chunk: 5 writes a split
+    calls, interrupt = interrupt_writes(monkeypatch, fmt, [nth])
     out = tmp_path / "s"
     with pytest.raises(ConversionInterrupted) as caught:
         ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **sizes(fmt))
@@ -100,16 +107,7 @@ def test_resume_starts_a_split_over_when_kept_data_changed(fmt, damaged, tmp_pat
     """Kept files are re-checked (the journal's checksums, or the CRC of what a file holds so far):
     if something else changed them, the split is written again rather than trusted."""
     monkeypatch.setattr(converting, "READ_CHUNK_SAMPLES", CHUNK)
-    layout = get_format(fmt)
-    original, calls, interrupt = layout.Writer.write, [], [3]
-
-    def write(self, split, start, x, y):
-        calls.append((split, start))
-        if len(calls) in interrupt:
-            raise KeyboardInterrupt
-        return original(self, split, start, x, y)
-
-    monkeypatch.setattr(layout.Writer, "write", write)
+    calls, interrupt = interrupt_writes(monkeypatch, fmt, [3])
     with pytest.raises(KeyboardInterrupt):
         ooc.convert(tmp_path / "s", format=fmt, source=MNIST, limit=LIMIT, **sizes(fmt))
     victim = tmp_path / "s" / damaged
