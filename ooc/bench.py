@@ -166,20 +166,22 @@ def read_pass(reader, n: int, *, batch_size: int, shuffle: str, seed: int) -> tu
 
 
 def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None, chunk_size: int | None, batch_size: int,
-                  repeats: int, progress: Callable[[str], None]) -> dict[str, Any]:
+                  repeats: int, progress: Callable[[str], None], modes: tuple[str, ...] = READ_MODES) -> dict[str, Any]:
     """Every mode of READ_MODES (warm only without ``files``); cold passes evict ``files`` and reopen
     the reader first (a reopened HDF5 file starts with an empty chunk cache; a closed memmap lets
     its pages go)."""
     sample_bytes = 28 * 28 * 4  # decoded float32 payload per sample
     results = {}
-    for mode in READ_MODES:
+    for mode in modes:
         if mode.endswith("cold") and files is None:
             continue  # data in memory has no cold cache
         order, cold = _ORDER[mode.split("_")[0]], mode.endswith("cold")
         if order == "chunk" and chunk_size is None:
             # without chunks the chunk shuffle is the global one, batch for batch: no second measurement
-            results[mode] = results[mode.replace("chunk", "global")]
-            continue
+            if mode.replace("chunk", "global") in results:
+                results[mode] = results[mode.replace("chunk", "global")]
+                continue
+            order = "global"
         times, cpus, peak = [], [], 0.0
         reader = open_reader()
         if not cold:
@@ -277,6 +279,32 @@ def measure_conversion_jobs(stores_dir: Path, source, *, formats: list[str], lim
     return results or None
 
 
+def measure_fit(rows: list[dict[str, Any]], memory: MemoryStore, stores_dir: Path, n: int, *, epochs: int, batch_size: int, model: str, seed: int,
+                repeats: int, progress: Callable[[str], None]) -> None:
+    """``model.fit`` for memory and every store, last: once a process has made a tf.data generator
+    dataset (Keras' PyDataset adapter does), TensorFlow 2.21 on Python 3.11 fixes glibc's mmap
+    threshold at 128 KiB (``mallopt`` in ``ApplyPython311MemoryPatch``, against tensorflow#65675's
+    memory growth), so every batch-sized array is a fresh mmap whose pages fault in. Measured earlier,
+    it would tax every later read pass and ``train_on_batch`` run, which ``ooc train`` never pays. The
+    chunk-order read pass is measured again after it: the loader CPU a ``--loop fit`` process pays."""
+    progress("model.fit, last (its tf.data generator changes this process's allocator)")
+    memory_fit = rows[0]["training_fit"] = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
+    memory_fit["ratio_to_memory"] = 1.0
+    progress(f"  memory: train with fit: {memory_fit['epoch_seconds']['median']:.2f} s/epoch")
+    for row in rows:
+        if row["kind"] != "store":
+            continue
+        path = stores_dir / row["name"]
+        fit = row["training_fit"] = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
+        fit["ratio_to_memory"] = fit["epoch_seconds"]["median"] / memory_fit["epoch_seconds"]["median"]
+        store = open_store(path)
+        read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, chunk_size=store.chunk_size, batch_size=batch_size,
+                             repeats=repeats, progress=lambda line: None, modes=("chunk_warm",))
+        fit["loader_cpu_share"] = loader_cpu_share(read, n, row["training"], rows[0]["training"])
+        progress(f"  {row['name']}: train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch ({fit['ratio_to_memory']:.2f} x memory with fit), "
+                 f"loader CPU after fit {fit['loader_cpu_share'] * 100:.1f} %")
+
+
 def loader_cpu_share(read: dict[str, Any], n: int, training: dict[str, Any], memory_training: dict[str, Any]) -> float:
     """CPU the loader spends on one training epoch's samples (chunk order, warm), as a share of the
     CPU of one in-memory training epoch."""
@@ -327,12 +355,7 @@ def run_bench(
     rows.append({"name": "memory", "kind": "baseline", "training_cold": None, "format": "memory", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: _StoreReader(memory), n, files=None, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)})
-    memory_epoch = rows[0]["training"]["epoch_seconds"]["median"]
-    progress(f"  train: {memory_epoch:.2f} s/epoch")
-    rows[0]["training_fit"] = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
-    memory_fit_epoch = rows[0]["training_fit"]["epoch_seconds"]["median"]
-    rows[0]["training_fit"]["ratio_to_memory"] = 1.0
-    progress(f"  train with fit: {memory_fit_epoch:.2f} s/epoch")
+    progress(f"  train: {rows[0]['training']['epoch_seconds']['median']:.2f} s/epoch")
 
     npy = stores_dir / "npy-memmap" / "train_x.npy"
     npy.parent.mkdir(parents=True, exist_ok=True)
@@ -375,11 +398,8 @@ def run_bench(
             global_training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle="global")
             global_training["ratio_to_memory"] = global_training["epoch_seconds"]["median"] / memory_epoch
             progress(f"  train (global shuffle): {global_training['epoch_seconds']['median']:.2f} s/epoch ({global_training['ratio_to_memory']:.2f} x memory)")
-        fit = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
-        fit["ratio_to_memory"] = fit["epoch_seconds"]["median"] / memory_fit_epoch
-        progress(f"  train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch ({fit['ratio_to_memory']:.2f} x memory with fit)")
         rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
-                     "conversion": conversion, "read": read, "training": training, "training_cold": cold_training, "training_fit": fit,
+                     "conversion": conversion, "read": read, "training": training, "training_cold": cold_training, "training_fit": None,
                      "training_global_shuffle": global_training,
                      "tf_data": measure_tf_data(path, batch_size=batch_size, repeats=repeats, progress=progress) if target.format == "tfrecord" else None})
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
@@ -387,6 +407,7 @@ def run_bench(
             rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
                          "read": measure_reads(lambda: RecipeReader(path), n, files=path, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
+    measure_fit(rows, memory, stores_dir, n, epochs=epochs, batch_size=batch_size, model=model, seed=seed, repeats=repeats, progress=progress)
     rows[0]["training"]["ratio_to_memory"] = 1.0
     rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(rows[0]["read"], n, rows[0]["training"], rows[0]["training"])
 

@@ -68,7 +68,9 @@ def test_bench_report(tmp_path):
                       "test_accuracy", "peak_rss_mb", "ratio_to_memory", "loader_cpu_share"}
             assert set(row["training"]) == fields | ({"memory_epoch_seconds"} if row["kind"] == "store" else set())
             assert row["training"]["shuffle"] == "chunk"
-            assert set(row["training_fit"]) == fields - {"loader_cpu_share"} and row["training_fit"]["loop"] == "fit"
+            # a store's fit run carries the loader CPU measured after it (TensorFlow then pins glibc's mmap threshold)
+            assert set(row["training_fit"]) == fields - ({"loader_cpu_share"} if row["name"] == "memory" else set())
+            assert row["training_fit"]["loop"] == "fit"
         if row["kind"] == "store":
             assert set(row["training_cold"]) == fields - {"loader_cpu_share"} and row["training_cold"]["cold"] is True
             assert set(row["training_global_shuffle"]) == fields - {"loader_cpu_share"}
