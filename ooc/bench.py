@@ -382,9 +382,11 @@ def run_bench(
                       "ratio_to_raw": allocated / (total * raw_bytes)}
         progress(f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s converted")
         read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, chunk_size=store.chunk_size, batch_size=batch_size, repeats=repeats, progress=progress)
-        # the in-memory epochs again, right before: a ratio of two neighbouring runs resists the drift of a shared machine
-        memory_epoch = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)["epoch_seconds"]["median"]
+        # in-memory epochs right before and right after, averaged: a shared machine drifts by several
+        # percent between runs, and bracketing the store's run cancels a steady drift
+        before = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)["epoch_seconds"]["median"]
         training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed)
+        memory_epoch = (before + measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)["epoch_seconds"]["median"]) / 2
         training["memory_epoch_seconds"] = memory_epoch
         training["ratio_to_memory"] = training["epoch_seconds"]["median"] / memory_epoch
         training["loader_cpu_share"] = loader_cpu_share(read, n, training, rows[0]["training"])

@@ -58,7 +58,7 @@ def write_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['name']} | " + " | ".join(_rate(r["read"], mode) for mode in READ_LABELS)
                      + f" | {r['read']['chunk_warm']['mb_per_second']:,.0f} | {ratios} | {peak:,.0f} |")
     lines += ["", "## Training with the shared loop (train_on_batch, chunk shuffle, prefetch 2)", "",
-              "Each store's ratio divides by in-memory epochs trained just before it in the same process. Cold-cache ratio: the same run with the store's files evicted from the page cache before every epoch. Loader CPU: CPU seconds of a read-only pass over one epoch's samples (chunk order, warm cache) as a share of the "
+              "Each store's ratio divides by the mean of in-memory epochs trained just before and just after it in the same process. Cold-cache ratio: the same run with the store's files evicted from the page cache before every epoch. Loader CPU: CPU seconds of a read-only pass over one epoch's samples (chunk order, warm cache) as a share of the "
               "CPU seconds of one in-memory training epoch. The `model.fit` runs come last, after every other measurement: "
               "TensorFlow's generator dataset (behind Keras' PyDataset adapter) fixes glibc's mmap threshold at 128 KiB for the rest of the "
               "process, so every batch-sized array is a fresh mmap; loader CPU after fit is the same read pass measured then.", "",
