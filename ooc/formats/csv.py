@@ -9,11 +9,16 @@ On disk::
 Names are 1-based and zero-padded to the width of the split's count. Values are written as the
 shortest text that parses back to the same float32, so a CSV store reads bit-identically to the
 binary layouts. An interrupted conversion resumes after its last committed sample file.
+
+A batch is read with one `read` call per file and parsed by a small parser compiled with numba,
+exact for the numbers it accepts and declining anything else to pyarrow's parser: at one file per
+sample, parsing is the whole cost of the layout (9.2x the classic recipe's np.loadtxt, measured).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from pathlib import Path
 
@@ -30,34 +35,167 @@ OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", dtyp
 _PIXEL_TEXT = np.array([str(v) for v in U8_TO_FLOAT32])
 
 
-def _parse_joined(text: bytes, columns: int) -> np.ndarray | None:
-    """Rows of ``columns`` float32 values, or None if the text is not exactly that."""
+# Powers of ten exact in float64 (up to 1e22), and the float32 range the fast path answers itself.
+_POW10 = np.array([10.0 ** k for k in range(23)])
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _parse_files_py(text, ends, rows, columns, out):  # compiled by numba, see _parse_files
+    """Write the values of ``text`` (files joined, each ending at its offset in ``ends``) into
+    ``out`` and return how many; -1 when any file is not ``rows`` lines of ``columns`` plain
+    decimal numbers that this parser converts exactly (the caller then parses file by file).
+
+    A number ``m × 10^e`` with m < 2^53 and |e| ≤ 22 is one correctly rounded float64 operation
+    (both operands are exact). Rounding that float64 to float32 again is wrong only when it
+    landed exactly on a midpoint between two float32 values (rounding is monotonic and every
+    midpoint is a float64), so such values, subnormals and anything longer go to the slow path:
+    what is returned is the correctly rounded float32 of every number, as pyarrow's parser gives.
+    """
+    n = len(text)
+    at = 0
+    count = 0
+    column = 0
+    row = 0
+    file = 0
+    while at < n:
+        negative = False
+        c = text[at]
+        if c == 45 or c == 43:  # - +
+            negative = c == 45
+            at += 1
+        mantissa = 0
+        exponent = 0
+        digits = 0
+        while at < n:
+            c = text[at]
+            if c < 48 or c > 57:
+                break
+            mantissa = mantissa * 10 + (c - 48)
+            digits += 1
+            at += 1
+        if at < n and text[at] == 46:  # .
+            at += 1
+            start = at
+            while at < n:
+                c = text[at]
+                if c < 48 or c > 57:
+                    break
+                mantissa = mantissa * 10 + (c - 48)
+                at += 1
+            exponent = start - at
+            digits += at - start
+        if digits == 0 or digits > 18:  # more digits could overflow the mantissa
+            return -1
+        if at < n and (text[at] == 101 or text[at] == 69):  # e E
+            at += 1
+            exponent_negative = False
+            if at < n and (text[at] == 45 or text[at] == 43):
+                exponent_negative = text[at] == 45
+                at += 1
+            power = 0
+            power_digits = 0
+            while at < n and 48 <= text[at] <= 57 and power_digits < 4:
+                power = power * 10 + (text[at] - 48)
+                power_digits += 1
+                at += 1
+            if power_digits == 0 or power_digits == 4:
+                return -1
+            exponent += -power if exponent_negative else power
+        if at >= n or count >= len(out):
+            return -1
+        separator = text[at]
+        at += 1
+        if separator == 44 and column < columns - 1:  # ,
+            column += 1
+        elif separator == 10 and column == columns - 1:  # newline: a row is complete
+            column = 0
+            row += 1
+            if row == rows:
+                if file >= len(ends) or at != ends[file]:
+                    return -1
+                file += 1
+                row = 0
+        else:
+            return -1
+        value = 0.0
+        if mantissa:
+            if mantissa >= 9007199254740992 or exponent < -22 or exponent > 22:
+                return -1
+            value = mantissa / _POW10[-exponent] if exponent < 0 else mantissa * _POW10[exponent]
+            if value >= 9007199254740992.0 and exponent > 0:
+                return -1  # the product may have been rounded
+            if value > _FLOAT32_MAX or value < _FLOAT32_TINY:
+                return -1
+            if (np.float64(value).view(np.uint64) & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000):
+                return -1  # exactly on a float32 midpoint: the second rounding could be wrong
+        out[count] = np.float32(-value if negative else value)
+        count += 1
+    return count if file == len(ends) and row == 0 and column == 0 else -1
+
+
+_compiled = []
+_compiled_lock = threading.Lock()
+
+
+def _parse_files(texts: list[bytes], out: np.ndarray) -> bool:
+    """Parse the files into ``out`` (files, rows, columns); False if the fast path declines (see
+    ``_parse_files_py``). Compiled with numba on first use and cached on disk: 9.8 against 18.3 µs
+    a file for pyarrow's multi-threaded CSV parser on all files of a batch at once and 100 µs for
+    np.loadtxt (measured on MNIST's files; pyarrow, polars, pandas, DuckDB and numpy were all
+    slower), and it runs without the GIL."""
+    if not _compiled:
+        with _compiled_lock:
+            if not _compiled:
+                import numba
+
+                _compiled.append(numba.njit(nogil=True, cache=True)(_parse_files_py))
+    ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
+    return _compiled[0](np.frombuffer(b"".join(texts), np.uint8), ends, out.shape[1], out.shape[2], out.reshape(-1)) == out.size
+
+
+def _parse_joined(texts: list[bytes], rows: int, columns: int) -> np.ndarray | None:
+    """The slower exact path for what the compiled parser declines (numbers it cannot convert
+    exactly, "nan", exponents of 4 digits…): pyarrow's correctly rounded parser over all files at
+    once (np.loadtxt would round through float64 and could miss by one unit). None if a file is
+    not ``rows`` lines of ``columns`` numbers."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    if not all(t.endswith(b"\n") and t.count(b"\n") == rows for t in texts):
+        return None
     names = [f"c{i}" for i in range(columns)]
     try:
-        table = pacsv.read_csv(pa.py_buffer(text), read_options=pacsv.ReadOptions(column_names=names),
+        table = pacsv.read_csv(pa.py_buffer(b"".join(texts)), read_options=pacsv.ReadOptions(column_names=names),
                                convert_options=pacsv.ConvertOptions(column_types={n: pa.float32() for n in names}))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    if table.num_columns != columns or any(c.null_count for c in table.columns):
+    if table.num_rows != len(texts) * rows or any(c.null_count for c in table.columns):
         return None
-    return np.stack([c.to_numpy() for c in table.columns], axis=1)
+    values = np.stack([c.to_numpy() for c in table.columns], axis=1)
+    return values.reshape((len(texts), rows, columns))
 
 
-def _read_file(path: str) -> bytes:
-    """A whole small file through bare system calls: 3.3 against 12 µs a file for
-    ``Path.read_bytes`` (measured), which matters at one file per sample. A read of a regular file
-    returns less than asked for only at its end, so a short first read is the whole file."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        parts = [os.read(fd, 1 << 16)]
-        while len(parts[-1]) == 1 << 16:
-            parts.append(os.read(fd, 1 << 16))
-    finally:
-        os.close(fd)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+def _read_files(folder: int, names) -> list[bytes]:
+    """Whole small files through bare system calls, opened relative to the open ``folder``: 3.3
+    against 12 µs a file for ``Path.read_bytes``, and a relative open skips the walk down the
+    store's path (4.0 against 5.0 µs a file, measured), which matters at one file per sample. A
+    read of a regular file returns less than asked for only at its end, so a short first read is
+    the whole file."""
+    texts = []
+    for name in names:
+        fd = os.open(name, os.O_RDONLY, dir_fd=folder)
+        try:
+            text = os.read(fd, 1 << 16)
+            while len(text) % (1 << 16) == 0 and text:
+                more = os.read(fd, 1 << 16)
+                if not more:
+                    break
+                text += more
+        finally:
+            os.close(fd)
+        texts.append(text)
+    return texts
 
 
 def target_path(store: Path, split: str) -> Path:
@@ -176,22 +314,62 @@ class Store(_Store):
         return table["label"].to_numpy()
 
     def _read_sorted(self, split, indices):
-        """All files of the batch parsed in one pyarrow call (multi-threaded C parser, ~2.5x
-        np.loadtxt per file, measured); any irregular file sends the batch to the per-file parser,
-        which names the culprit."""
-        names = self._file_names(split)
-        folder = f"{self.path}/{split}/"
+        """All files of the batch parsed by the compiled parser; what it declines goes to pyarrow,
+        and a file neither parses to np.loadtxt file by file, which names the culprit."""
+        out = np.empty((len(indices), *self.sample_shape), np.float32)
         try:
-            texts = [_read_file(folder + names[i]) for i in indices]
+            texts = self._read_and_parse(split, indices, out)
         except FileNotFoundError:
             texts = None
-        if texts is not None and all(t.endswith(b"\n") for t in texts):
-            values = _parse_joined(b"".join(texts), self.sample_shape[1])
-            if values is not None and values.shape[0] == len(indices) * self.sample_shape[0]:
-                return values.reshape((len(indices), *self.sample_shape))
-        if not len(indices):
-            return np.empty((0, *self.sample_shape), np.float32)
+        if texts == []:
+            return out
+        values = None if texts is None else _parse_joined(texts, *self.sample_shape)
+        if values is not None:
+            return values
         return np.stack([self._parse(self._file_of(split, i)) for i in indices])
+
+    def _read_and_parse(self, split, indices, out) -> list[bytes]:
+        """Fill ``out`` through the fast path and return [], or return the files' texts if it
+        declined. The first half of a batch is parsed on a second thread while this one reads the
+        rest (the parser releases the GIL, reading files holds it): 13.8 against 20.7 µs a sample
+        on 2 cores (measured)."""
+        folder, names = self._folder(split), self._file_names(split)[indices]
+        half = len(names) // 2 if len(names) >= 64 else 0
+        first = _read_files(folder, names[:half])
+        parsed = [not half, False]
+        if half:
+            def parse_first():
+                parsed[0] = _parse_files(first, out[:half])
+
+            helper = threading.Thread(target=parse_first, name="ooc-csv-parse")
+            helper.start()
+        try:
+            rest = _read_files(folder, names[half:])
+            parsed[1] = _parse_files(rest, out[half:])
+        finally:
+            if half:
+                helper.join()
+        return [] if all(parsed) else first + rest
+
+    def _folder(self, split: str) -> int:
+        """An open descriptor of the split's folder, kept while the store is open."""
+        folders = self.__dict__.setdefault("_folders", {})
+        if split not in folders:
+            path = self.path / split
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                raise CorruptStoreError(f"{path}: folder is missing; re-convert with `ooc convert --format csv --overwrite`") from None
+            if folders.setdefault(split, fd) != fd:  # another thread opened it first
+                os.close(fd)
+        return folders[split]
+
+    def close(self):
+        for fd in self.__dict__.pop("_folders", {}).values():
+            os.close(fd)
+
+    def _closed_state(self):
+        return {"_folders": {}}
 
     def _parse(self, path: Path) -> np.ndarray:
         expected = int(np.prod(self.sample_shape))
