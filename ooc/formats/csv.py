@@ -65,26 +65,19 @@ def _parse_files_py(text, ends, rows, columns, out):  # compiled by numba, see _
             negative = c == 45
             at += 1
         mantissa = 0
-        exponent = 0
         digits = 0
+        point = -1  # digits before the decimal point, once one is seen
         while at < n:
             c = text[at]
-            if c < 48 or c > 57:
-                break
-            mantissa = mantissa * 10 + (c - 48)
-            digits += 1
-            at += 1
-        if at < n and text[at] == 46:  # .
-            at += 1
-            start = at
-            while at < n:
-                c = text[at]
-                if c < 48 or c > 57:
-                    break
+            if 48 <= c <= 57:
                 mantissa = mantissa * 10 + (c - 48)
-                at += 1
-            exponent = start - at
-            digits += at - start
+                digits += 1
+            elif c == 46 and point < 0:  # .
+                point = digits
+            else:
+                break
+            at += 1
+        exponent = point - digits if point >= 0 else 0
         if digits == 0 or digits > 18:  # more digits could overflow the mantissa
             return -1
         if at < n and (text[at] == 101 or text[at] == 69):  # e E
@@ -149,7 +142,10 @@ def _parse_files(texts: list[bytes], out: np.ndarray) -> bool:
             if not _compiled:
                 import numba
 
-                _compiled.append(numba.njit(nogil=True, cache=True)(_parse_files_py))
+                try:
+                    _compiled.append(numba.njit(nogil=True, cache=True)(_parse_files_py))
+                except RuntimeError:  # no writable cache folder (a read-only install): compile per process
+                    _compiled.append(numba.njit(nogil=True)(_parse_files_py))
     ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
     return _compiled[0](np.frombuffer(b"".join(texts), np.uint8), ends, out.shape[1], out.shape[2], out.reshape(-1)) == out.size
 
