@@ -171,11 +171,34 @@ class Store(ChunkedStore):
 
     def _read_rows(self, split, start, stop):
         array = self._array(split, "x")
-        for chunk in range(start // self.chunk_size, -(-stop // self.chunk_size)):
+        decode = self._chunk_decoder(split, array)
+        chunks = range(start // self.chunk_size, -(-stop // self.chunk_size))
+        if decode is None:
+            for chunk in chunks:
+                path = self._file_of(split, chunk * self.chunk_size)
+                if not self._exists(path):
+                    raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size))
+            return array[start:stop]
+        parts = []
+        for chunk in chunks:
             path = self._file_of(split, chunk * self.chunk_size)
-            if not self._exists(path):
-                raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size))
-        return array[start:stop]
+            try:
+                with open(path, "rb") as f:
+                    parts.append(decode(f.read()))
+            except FileNotFoundError:
+                raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size)) from None
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return rows[:stop - start]  # the last chunk is stored whole, padded with the fill value
+
+    def _chunk_decoder(self, split, array):
+        """A local chunk file's bytes to its rows, through the same numcodecs decoders zarr calls but
+        without zarr 3.1's read path, whose event loop and thread hops cost as much CPU as the decoding
+        (2.7 against 1.35 ms a 1024-sample zstd chunk, measured): half of what a zarr store costs the
+        training on 2 cores. None (read through zarr) for a URL or codecs ooc does not write."""
+        decoders = self.__dict__.setdefault("_decoders", {})
+        if split not in decoders:
+            decoders[split] = None if isinstance(self.path, URL) else _decoder(array)
+        return decoders[split]
 
     def _file_of(self, split, index):
         # the default v3 chunk key: c/<sample chunk>/0/0 (rows and columns are one chunk each)
@@ -217,9 +240,31 @@ class Store(ChunkedStore):
         super().close()
         self._group = None
         self._keys = None
+        self._decoders = {}
 
     def _closed_state(self):
-        return {"_group": None, "_keys": None}
+        return {"_group": None, "_keys": None, "_decoders": {}}
+
+
+def _decoder(array):
+    """The decoding of ``array``'s chunk files as ooc writes them: the bytes codec, then at most one
+    of zstd, blosc, gzip (self-describing formats: numcodecs needs none of their settings to decode;
+    zstd checks its content checksum). None for anything else."""
+    import numcodecs
+
+    codecs = [codec.to_dict() for codec in array.metadata.codecs]
+    decoders = {"zstd": numcodecs.Zstd, "blosc": numcodecs.Blosc, "gzip": numcodecs.GZip}
+    if codecs[0]["name"] != "bytes" or len(codecs) > 2 or any(c["name"] not in decoders for c in codecs[1:]):
+        return None
+    endian = codecs[0].get("configuration", {}).get("endian", "little")
+    dtype = array.dtype.newbyteorder("<" if endian == "little" else ">")
+    decompress = decoders[codecs[1]["name"]]().decode if len(codecs) == 2 else bytes
+    shape = array.chunks
+
+    def decode(data: bytes) -> np.ndarray:
+        return np.frombuffer(decompress(data), dtype).reshape(shape)
+
+    return decode
 
 
 def _where(path) -> dict:
