@@ -2,8 +2,10 @@
 ``<split>/y`` (n,), chunked along the sample axis. ``zarr.open_group(store)`` reads it as is.
 An interrupted conversion resumes from its first uncommitted chunk.
 
-Reads go chunk by chunk through ``ChunkedStore``'s cache; a run of adjacent chunks is one slice,
-which zarr fetches and decodes concurrently.
+Reads go chunk by chunk through ``ChunkedStore``'s cache. On a local disk a chunk file is read and
+decoded with the numcodecs decoder zarr itself would call (``_decoder``), because zarr 3.1's read path
+(event loop, thread pool, buffer wrappers) costs as much CPU again as the decoding; a store with
+codecs ooc does not write still reads through zarr.
 
 Zarr reads a missing chunk file as the fill value (zeros) without a word (zarr-python #486; an option
 to raise came after 3.1), so every chunk is written, even an all-zero one (``write_empty_chunks``),
