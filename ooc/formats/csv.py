@@ -364,6 +364,12 @@ class Store(_Store):
         for fd in self.__dict__.pop("_folders", {}).values():
             os.close(fd)
 
+    def __del__(self):  # a store dropped without close() must not keep its descriptors
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def _closed_state(self):
         return {"_folders": {}}
 
