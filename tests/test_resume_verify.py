@@ -166,9 +166,15 @@ def test_sources_start_where_asked(tmp_path):
                     assert np.array_equal(np.concatenate([c[1] for c in chunks]), y[start:])
 
 
+def _ctrl_c_as_at_a_terminal():
+    # a suite started in the background (`cmd &` in a script) inherits SIGINT ignored, and so would
+    # ooc: the interrupt tests then saw a conversion run to its end
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ooc_cli(*args, cwd, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "ooc", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs)
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_ctrl_c_as_at_a_terminal, **kwargs)
 
 
 def wait_for_progress(process, journal, timeout=60):
