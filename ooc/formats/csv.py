@@ -44,7 +44,7 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 def _parse_files_py(text, ends, rows, columns, out):  # compiled by numba, see _parse_files
     """Write the values of ``text`` (files joined, each ending at its offset in ``ends``) into
     ``out`` and return how many; -1 when any file is not ``rows`` lines of ``columns`` plain
-    decimal numbers that this parser converts exactly (the caller then parses file by file).
+    decimal numbers that this parser converts exactly (the caller then tries pyarrow's parser).
 
     A number ``m × 10^e`` with m < 2^53 and |e| ≤ 22 is one correctly rounded float64 operation
     (both operands are exact). Rounding that float64 to float32 again is wrong only when it
