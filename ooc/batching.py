@@ -107,9 +107,10 @@ def batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(x, y)`` batches of one epoch of ``split`` (or of its ``indices`` subset).
 
-    With ``prefetch`` > 0 a background thread reads up to that many batches ahead, so reading
-    overlaps with whatever the caller does with the previous batch (the storage libraries and
-    numpy release the GIL for their heavy parts).
+    With ``prefetch`` > 0 a background thread, started by this call, reads up to that many batches
+    ahead, so reading overlaps with whatever the caller does with the previous batch (the storage
+    libraries and numpy release the GIL for their heavy parts); ``close()`` the iterator (or drop
+    it) to stop the thread early.
 
     ``start_batch`` k yields the epoch from its batch k on: the plan is drawn whole and then cut,
     so a run resumed mid-epoch gets exactly the batches the uninterrupted one would have.
@@ -129,43 +130,65 @@ def batches(
     read = read or store.read
     if prefetch <= 0:
         return (read(split, batch) for batch in plan)
-    return _prefetched((lambda b=b: read(split, b) for b in plan), prefetch)
+    return _Prefetched((lambda b=b: read(split, b) for b in plan), prefetch)
 
 
 _DONE = object()
 
 
-def _prefetched(tasks, depth: int):
-    """Run the tasks in order on one thread, at most ``depth`` results ahead of the consumer."""
-    results: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class _Prefetched:
+    """Runs the tasks in order on one thread, at most ``depth`` results ahead of the consumer.
 
-    def work():
-        try:
-            for task in tasks:
-                if stop.is_set():
-                    return
-                results.put((True, task()))
-        except BaseException as error:  # handed to the consumer, who re-raises it
-            results.put((False, error))
+    The thread starts at once, not at the first ``next``: the training loop makes the next epoch's
+    batches before it validates, so that the first, slowest batch (a whole stretch of chunks to
+    decode) is read while the model validates. ``close()`` (or dropping the iterator) stops it."""
+
+    def __init__(self, tasks, depth: int):
+        self._results: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._closed = False
+        # the thread holds the queue and the event, not self: dropping the iterator closes it
+        self._thread = threading.Thread(target=_produce, args=(tasks, self._results, self._stop), name="ooc-prefetch", daemon=True)
+        self._thread.start()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._closed:
+            raise StopIteration
+        ok, item = self._results.get()
+        if not ok:
+            self.close()
+            raise item
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        if self._closed:
             return
-        results.put((True, _DONE))
-
-    thread = threading.Thread(target=work, name="ooc-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = results.get()
-            if not ok:
-                raise item
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
+        self._closed = True
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
             try:
-                results.get(timeout=0.05)
+                self._results.get(timeout=0.05)
             except queue.Empty:
                 pass
-        thread.join()
+        self._thread.join()
+
+    def __del__(self):
+        self.close()
+
+
+def _produce(tasks, results: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for task in tasks:
+            if stop.is_set():
+                return
+            results.put((True, task()))
+    except BaseException as error:  # handed to the consumer, who re-raises it
+        results.put((False, error))
+        return
+    results.put((True, _DONE))

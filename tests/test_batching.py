@@ -100,6 +100,25 @@ def test_prefetch_passes_errors_on_and_stops_early():
     assert len(calls) <= 4
 
 
+def test_prefetch_starts_reading_before_the_first_next():
+    import threading
+
+    store = _memory_store()
+    first_read = threading.Event()
+
+    def read(split, indices):
+        first_read.set()
+        return store.read(split, indices)
+
+    it = ooc.batches(store, "train", batch_size=5, prefetch=2, read=read)
+    assert first_read.wait(timeout=30)  # no next() yet: the training loop relies on this to read during validation
+    assert np.array_equal(next(it)[0], store.read("train", np.arange(5))[0])
+    thread = it._thread
+    del it  # dropped unfinished: its thread stops
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
 def test_chunk_shuffle_covers_everything_and_stays_within_a_few_chunks():
     chunk, n = 10, 1000
     plan = epoch_batches(n, batch_size=20, shuffle="chunk", seed=5, chunk_size=chunk)
