@@ -258,6 +258,59 @@ def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, 
             "test_accuracy": report["test"]["accuracy"], "peak_rss_mb": rss.peak_mb}
 
 
+def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, stores_dir: Path, n: int, *, rounds: int, epochs: int,
+                            batch_size: int, model: str, seed: int, tradeoff: bool, progress: Callable[[str], None]) -> None:
+    """Every store's training runs against in-memory ones, in ``rounds`` interleaved rounds.
+
+    Each round takes the stores in turn (the order rotated from round to round) and trains memory,
+    then the store with a warm cache, then with a cold one; a round's ratio divides the store's
+    epoch time by that of the memory run just before it, and the reported ratio is the median over
+    the rounds (min–max kept). A shared 2-core machine drifts by 10 % within minutes: one pair of
+    neighbouring runs sees the same machine, and the median drops the round a burst of other work
+    spoiled. The global-shuffle run (accuracy and speed of the exact shuffle) comes once, after."""
+    stores = [row for row in rows if row["kind"] == "store"]
+    runs: dict[str, dict[str, list]] = {row["name"]: {"memory": [], "warm": [], "cold": []} for row in stores}
+    options = dict(epochs=epochs, batch_size=batch_size, model=model, seed=seed)
+    for round_ in range(rounds):
+        progress(f"training, round {round_ + 1} of {rounds}")
+        for row in stores[round_ % len(stores):] + stores[:round_ % len(stores)]:
+            path, mine = stores_dir / row["name"], runs[row["name"]]
+            mine["memory"].append(measure_training(memory, **options))
+            mine["warm"].append(measure_training(open_store(path), **options))
+            mine["cold"].append(measure_training(open_store(path), cold=True, **options))
+            m, w, c = (mine[k][-1]["epoch_seconds"]["median"] for k in ("memory", "warm", "cold"))
+            progress(f"  {row['name']}: memory {m:.2f}, warm {w:.2f} ({w / m:.2f} x), cold {c:.2f} s/epoch ({c / m:.2f} x)")
+    memory_epochs = []
+    for row in stores:
+        mine = runs[row["name"]]
+        memory_epochs += [r["epoch_seconds"]["median"] for r in mine["memory"]]
+        row["training"], row["training_cold"] = (_rounds_summary(mine[kind], mine["memory"]) for kind in ("warm", "cold"))
+        row["training"]["loader_cpu_share"] = loader_cpu_share(row["read"], n, row["training"], rows[0]["training"])
+        t, c = row["training"], row["training_cold"]
+        progress(f"{row['name']}: training {t['ratio_to_memory']:.2f} x memory warm ({min(t['ratio_rounds']):.2f}–{max(t['ratio_rounds']):.2f}), "
+                 f"{c['ratio_to_memory']:.2f} x cold ({min(c['ratio_rounds']):.2f}–{max(c['ratio_rounds']):.2f}), "
+                 f"loader CPU {t['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's")
+    if tradeoff:
+        memory_epoch = statistics.median(memory_epochs)
+        for row in stores:
+            g = row["training_global_shuffle"] = measure_training(open_store(stores_dir / row["name"]), shuffle="global", **options)
+            g["ratio_to_memory"] = g["epoch_seconds"]["median"] / memory_epoch
+            progress(f"  {row['name']}: train (global shuffle): {g['epoch_seconds']['median']:.2f} s/epoch ({g['ratio_to_memory']:.2f} x memory)")
+
+
+def _rounds_summary(store_runs: list[dict[str, Any]], memory_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One store's runs of every round as one record: the first run's fields, the epochs of all
+    rounds, and the median of the rounds' ratios to their memory runs."""
+    ratios = [s["epoch_seconds"]["median"] / m["epoch_seconds"]["median"] for s, m in zip(store_runs, memory_runs)]
+    epoch_medians = [s["epoch_seconds"]["median"] for s in store_runs]
+    return {**store_runs[0], "epoch_seconds": summary(epoch_medians),
+            "epoch_cpu_seconds": summary([s["epoch_cpu_seconds"]["median"] for s in store_runs]),
+            "samples_per_second": store_runs[0]["train_samples"] / statistics.median(epoch_medians),
+            "peak_rss_mb": max(s["peak_rss_mb"] for s in store_runs),
+            "memory_epoch_seconds": summary([m["epoch_seconds"]["median"] for m in memory_runs]),
+            "ratio_rounds": ratios, "ratio_to_memory": statistics.median(ratios)}
+
+
 def measure_conversion_jobs(stores_dir: Path, source, *, formats: list[str], limit: int | None, repeats: int,
                             progress: Callable[[str], None]) -> dict[str, Any] | None:
     """Conversion wall time with each of ``JOBS`` (``convert --jobs``; the pool's start-up included),
@@ -382,33 +435,17 @@ def run_bench(
                       "ratio_to_raw": allocated / (total * raw_bytes)}
         progress(f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s converted")
         read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, chunk_size=store.chunk_size, batch_size=batch_size, repeats=repeats, progress=progress)
-        # in-memory epochs right before and right after, averaged: a shared machine drifts by several
-        # percent between runs, and bracketing the store's run cancels a steady drift
-        before = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)["epoch_seconds"]["median"]
-        training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed)
-        memory_epoch = (before + measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)["epoch_seconds"]["median"]) / 2
-        training["memory_epoch_seconds"] = memory_epoch
-        training["ratio_to_memory"] = training["epoch_seconds"]["median"] / memory_epoch
-        training["loader_cpu_share"] = loader_cpu_share(read, n, training, rows[0]["training"])
-        progress(f"  train (chunk shuffle): {training['epoch_seconds']['median']:.2f} s/epoch ({training['ratio_to_memory']:.2f} x memory), "
-                 f"loader CPU {training['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's")
-        cold_training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, cold=True)
-        cold_training["ratio_to_memory"] = cold_training["epoch_seconds"]["median"] / memory_epoch
-        progress(f"  train (chunk shuffle, cold cache each epoch): {cold_training['epoch_seconds']['median']:.2f} s/epoch ({cold_training['ratio_to_memory']:.2f} x memory)")
-        global_training = None
-        if tradeoff:
-            global_training = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle="global")
-            global_training["ratio_to_memory"] = global_training["epoch_seconds"]["median"] / memory_epoch
-            progress(f"  train (global shuffle): {global_training['epoch_seconds']['median']:.2f} s/epoch ({global_training['ratio_to_memory']:.2f} x memory)")
         rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
-                     "conversion": conversion, "read": read, "training": training, "training_cold": cold_training, "training_fit": None,
-                     "training_global_shuffle": global_training,
+                     "conversion": conversion, "read": read, "training": None, "training_cold": None, "training_fit": None,
+                     "training_global_shuffle": None,
                      "tf_data": measure_tf_data(path, batch_size=batch_size, repeats=repeats, progress=progress) if target.format == "tfrecord" else None})
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
             rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
                          "read": measure_reads(lambda: RecipeReader(path), n, files=path, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
+    measure_training_rounds(rows, memory, stores_dir, n, rounds=repeats, epochs=epochs, batch_size=batch_size, model=model, seed=seed,
+                            tradeoff=tradeoff, progress=progress)
     measure_fit(rows, memory, stores_dir, n, epochs=epochs, batch_size=batch_size, model=model, seed=seed, repeats=repeats, progress=progress)
     rows[0]["training"]["ratio_to_memory"] = 1.0
     rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(rows[0]["read"], n, rows[0]["training"], rows[0]["training"])

@@ -24,6 +24,11 @@ def _rate(read: dict | None, mode: str) -> str:
     return f"{r['samples_per_second']:,.0f} ({n / r['seconds']['max']:,.0f}–{n / r['seconds']['min']:,.0f})"
 
 
+def _ratio(training: dict[str, Any]) -> str:
+    rounds = training.get("ratio_rounds")
+    return f"{training['ratio_to_memory']:.2f}" + (f" ({min(rounds):.2f}–{max(rounds):.2f})" if rounds else "")
+
+
 def write_markdown(report: dict[str, Any]) -> str:
     rows, cfg, m = report["results"], report["config"], report["machine"]
     lines = ["# ooc bench report", "", f"Command: `{report['command'] or 'ooc bench'}`", "",
@@ -58,7 +63,9 @@ def write_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['name']} | " + " | ".join(_rate(r["read"], mode) for mode in READ_LABELS)
                      + f" | {r['read']['chunk_warm']['mb_per_second']:,.0f} | {ratios} | {peak:,.0f} |")
     lines += ["", "## Training with the shared loop (train_on_batch, chunk shuffle, prefetch 2)", "",
-              "Each store's ratio divides by the mean of in-memory epochs trained just before and just after it in the same process. Cold-cache ratio: the same run with the store's files evicted from the page cache before every epoch. Loader CPU: CPU seconds of a read-only pass over one epoch's samples (chunk order, warm cache) as a share of the "
+              f"Training runs in {cfg['repeats']} interleaved rounds: each round takes the stores in turn (rotated from round to round) and trains in-memory, then the store with a warm cache, then with its files evicted from the page cache before every epoch (cold). "
+              "A store's ratio is the median over the rounds of its epoch time divided by that of the in-memory run just before it (min–max of the rounds in brackets); "
+              "its epoch s is the median of the rounds' epoch times. Loader CPU: CPU seconds of a read-only pass over one epoch's samples (chunk order, warm cache) as a share of the "
               "CPU seconds of one in-memory training epoch. The `model.fit` runs come last, after every other measurement: "
               "TensorFlow's generator dataset (behind Keras' PyDataset adapter) fixes glibc's mmap threshold at 128 KiB for the rest of the "
               "process, so every batch-sized array is a fresh mmap; loader CPU after fit is the same read pass measured then.", "",
@@ -68,8 +75,8 @@ def write_markdown(report: dict[str, Any]) -> str:
         t = r["training"]
         if t:
             e = t["epoch_seconds"]
-            cold = f"{r['training_cold']['ratio_to_memory']:.2f}" if r.get("training_cold") else "–"
-            lines.append(f"| {r['name']} | {e['median']:.2f} ({e['min']:.2f}–{e['max']:.2f}) | {t['ratio_to_memory']:.2f} | {cold} | "
+            cold = _ratio(r["training_cold"]) if r.get("training_cold") else "–"
+            lines.append(f"| {r['name']} | {e['median']:.2f} ({e['min']:.2f}–{e['max']:.2f}) | {_ratio(t)} | {cold} | "
                          f"{t['samples_per_second']:,.0f} | {t['epoch_cpu_seconds']['median']:.2f} | {t['loader_cpu_share'] * 100:.1f} % | "
                          f"{t['test_accuracy'] * 100:.2f} % | {t['peak_rss_mb']:,.0f} | "
                          + _fit_cells(r.get("training_fit")))

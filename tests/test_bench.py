@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 
@@ -66,13 +67,17 @@ def test_bench_report(tmp_path):
         if row["kind"] == "store" or row["name"] == "memory":
             fields = {"shuffle", "loop", "cold", "epoch_seconds", "epoch_cpu_seconds", "first_epoch_seconds", "train_samples", "samples_per_second",
                       "test_accuracy", "peak_rss_mb", "ratio_to_memory", "loader_cpu_share"}
-            assert set(row["training"]) == fields | ({"memory_epoch_seconds"} if row["kind"] == "store" else set())
+            rounds = {"memory_epoch_seconds", "ratio_rounds"} if row["kind"] == "store" else set()
+            assert set(row["training"]) == fields | rounds
+            if rounds:  # one ratio per interleaved round, against that round's memory run
+                assert len(row["training"]["ratio_rounds"]) == 2 and row["training"]["memory_epoch_seconds"]["n"] == 2
+                assert row["training"]["ratio_to_memory"] == statistics.median(row["training"]["ratio_rounds"])
             assert row["training"]["shuffle"] == "chunk"
             # a store's fit run carries the loader CPU measured after it (TensorFlow then pins glibc's mmap threshold)
             assert set(row["training_fit"]) == fields - ({"loader_cpu_share"} if row["name"] == "memory" else set())
             assert row["training_fit"]["loop"] == "fit"
         if row["kind"] == "store":
-            assert set(row["training_cold"]) == fields - {"loader_cpu_share"} and row["training_cold"]["cold"] is True
+            assert set(row["training_cold"]) == fields - {"loader_cpu_share"} | rounds and row["training_cold"]["cold"] is True
             assert set(row["training_global_shuffle"]) == fields - {"loader_cpu_share"}
             assert row["training_global_shuffle"]["shuffle"] == "global"
         else:
