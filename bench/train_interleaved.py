@@ -1,5 +1,6 @@
-"""Training epoch time of stores against memory, in interleaved rounds: the 5 % question, measured
-with less noise than one ``ooc bench`` run gives.
+"""Training epoch time of stores against memory, in interleaved rounds: the 5 % question alone, with
+more rounds and epochs than ``ooc bench`` spends on it (its rounds are memory, store warm, store
+cold, ``--repeats`` times, ``--epochs`` 3), on stores it has already converted.
 
     python bench/train_interleaved.py data/bench/hdf5 data/bench/zarr    # 4 rounds of 5 epochs each
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
 import ooc
-from ooc.batching import epoch_batches
+from ooc.batching import PREFETCH_NICENESS, epoch_batches
 from ooc.errors import CorruptStoreError, OptionError
 from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
 
@@ -117,6 +120,21 @@ def test_prefetch_starts_reading_before_the_first_next():
     del it  # dropped unfinished: its thread stops
     thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_reader_thread_runs_niced_and_the_caller_does_not():
+    store = _memory_store()
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = []
+
+    def read(split, indices):
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # 0: the calling thread, on Linux
+        return store.read(split, indices)
+
+    list(ooc.batches(store, "train", batch_size=5, prefetch=2, read=read))
+    assert seen == [min(19, mine + PREFETCH_NICENESS)] * 10
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
 
 
 def test_chunk_shuffle_covers_everything_and_stays_within_a_few_chunks():
