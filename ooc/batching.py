@@ -150,8 +150,9 @@ class _Prefetched:
         self._stop = threading.Event()
         self._closed = False
         # the thread holds the queue and the event, not self: dropping the iterator closes it
-        self._thread = threading.Thread(target=_produce, args=(tasks, self._results, self._stop), name="ooc-prefetch", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=_produce, args=(tasks, self._results, self._stop), name="ooc-prefetch", daemon=True)
+        thread.start()
+        self._thread = thread
 
     def __iter__(self):
         return self
@@ -181,12 +182,13 @@ class _Prefetched:
         self._thread.join()
 
     def __del__(self):
-        self.close()
+        if hasattr(self, "_thread"):  # not if the thread could not even start
+            self.close()
 
 
 # The reader thread's nice value above the process's: on 2 cores the model's two compute threads
-# split each op between them, so a reader that takes one core from the model stalls the whole op,
-# costing up to twice its own CPU. Niced, it runs on the cycles the model leaves idle (training uses
+# split each op between them, so a reader that takes one of their cores holds back the whole op.
+# Niced, it runs on the cycles the model leaves idle (training uses
 # ~1.6 of 2 cores) and still gets a core whenever the model waits for a batch. Linux only: elsewhere
 # setpriority on a thread id is not a per-thread call.
 PREFETCH_NICENESS = 19
