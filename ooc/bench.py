@@ -280,10 +280,8 @@ def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, sto
             mine["cold"].append(measure_training(open_store(path), cold=True, **options))
             m, w, c = (mine[k][-1]["epoch_seconds"]["median"] for k in ("memory", "warm", "cold"))
             progress(f"  {row['name']}: memory {m:.2f}, warm {w:.2f} ({w / m:.2f} x), cold {c:.2f} s/epoch ({c / m:.2f} x)")
-    memory_epochs = []
     for row in stores:
         mine = runs[row["name"]]
-        memory_epochs += [r["epoch_seconds"]["median"] for r in mine["memory"]]
         row["training"], row["training_cold"] = (_rounds_summary(mine[kind], mine["memory"]) for kind in ("warm", "cold"))
         row["training"]["loader_cpu_share"] = loader_cpu_share(row["read"], n, row["training"], rows[0]["training"])
         t, c = row["training"], row["training_cold"]
@@ -291,7 +289,7 @@ def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, sto
                  f"{c['ratio_to_memory']:.2f} x cold ({min(c['ratio_rounds']):.2f}–{max(c['ratio_rounds']):.2f}), "
                  f"loader CPU {t['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's")
     if tradeoff:
-        memory_epoch = statistics.median(memory_epochs)
+        memory_epoch = statistics.median(r["epoch_seconds"]["median"] for mine in runs.values() for r in mine["memory"])
         for row in stores:
             g = row["training_global_shuffle"] = measure_training(open_store(stores_dir / row["name"]), shuffle="global", **options)
             g["ratio_to_memory"] = g["epoch_seconds"]["median"] / memory_epoch

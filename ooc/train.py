@@ -285,6 +285,11 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
     read = batch_reader(store, on_error)
     batches_per_epoch = -(-len(train_idx) // batch_size)
     read_ahead = None  # the next epoch's batches, reading while this epoch validates
+
+    def epoch_plan_of(epoch, start_batch=0):
+        return batches(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                       indices=train_idx, start_batch=start_batch, read=read, shard=shard)
+
     for epoch in range(p.epoch, epochs):
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. the benchmark's page-cache eviction, kept out of the epoch's time
@@ -294,8 +299,7 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
         # train_on_batch returns the last batch's metrics only: keep the epoch's running means here.
         # A resumed epoch counts the time its checkpoint had; checkpoint writes are not counted.
         epoch_start, cpu_start = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
-        epoch_plan = read_ahead or batches(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                                           indices=train_idx, start_batch=p.batch, read=read, shard=shard)
+        epoch_plan = read_ahead or epoch_plan_of(epoch, p.batch)
         read_ahead = None
         for indices, x, y, skipped, first_skip in epoch_plan:
             if step is not None:
@@ -324,8 +328,7 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
             # Start the next epoch's reads now: its first batch waits for a whole stretch of chunks
             # (~40 ms for zarr, measured), which validation hides. Not with before_epoch, which must
             # run first (the bench's cold-cache eviction: validation would warm the cache anyway).
-            read_ahead = batches(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch + 1,
-                                 indices=train_idx, read=read, shard=shard)
+            read_ahead = epoch_plan_of(epoch + 1)
         val = evaluate(net, store, "train", indices=val_idx, batch_size=max(batch_size, 512), on_error=on_error, predict=predict) if len(val_idx) else {}
         val_first_skip = val.pop("first_skip", None)
         nan = float("nan")
