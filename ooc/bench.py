@@ -119,18 +119,16 @@ def evict_from_page_cache(path: Path) -> None:
 # -- readers: what a read pass calls for each batch of indices -------------------------------------
 
 class MemmapReader:
-    """The raw .npy memmap baseline: uint8 pages straight from the file, decoded like the stores."""
+    """The raw .npy memmap baseline: pages straight from the file, decoded like the stores."""
 
     chunk_size = None
 
-    def __init__(self, path: Path, labels: np.ndarray):
-        self.path, self.labels = path, labels
+    def __init__(self, path: Path, labels: np.ndarray, schema):
+        self.path, self.labels, self.schema = path, labels, schema
         self.x = np.load(path, mmap_mode="r")
 
     def __call__(self, indices):
-        from ooc.formats.base import decode
-
-        return decode(self.x[indices])[..., None], self.labels[indices]
+        return self.schema.decoded(self.x[indices]), self.labels[indices]
 
     def close(self):
         del self.x  # pages of a file stay cached while a memmap of it is alive
@@ -141,16 +139,17 @@ class RecipeReader:
 
     chunk_size = None
 
-    def __init__(self, csv_store: Path):
+    def __init__(self, csv_store: Path, sample_shape: tuple[int, ...]):
         import pandas as pd
 
         target = pd.read_csv(csv_store / "train_target.csv", header=None)
         self.files = [csv_store / "train" / name for name in target.iloc[:, 0]]
         self.labels = target.iloc[:, 1].to_numpy()
+        self.sample_shape = sample_shape
 
     def __call__(self, indices):
         x = np.array([np.loadtxt(self.files[i], delimiter=",") for i in indices])
-        return x.reshape(len(indices), 28, 28, 1), self.labels[indices]
+        return x.reshape(len(indices), *self.sample_shape), self.labels[indices]
 
     def close(self):
         pass
@@ -170,7 +169,6 @@ def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None,
     """Every mode of READ_MODES (warm only without ``files``); cold passes evict ``files`` and reopen
     the reader first (a reopened HDF5 file starts with an empty chunk cache; a closed memmap lets
     its pages go)."""
-    sample_bytes = 28 * 28 * 4  # decoded float32 payload per sample
     results = {}
     for mode in modes:
         if mode.endswith("cold") and files is None:
@@ -184,6 +182,7 @@ def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None,
             order = "global"
         times, cpus, peak = [], [], 0.0
         reader = open_reader()
+        sample_bytes = reader(np.zeros(1, np.int64))[0].nbytes  # decoded payload per sample
         if not cold:
             read_pass(reader, n, batch_size=batch_size, shuffle=order, seed=999)  # warm the cache
         for rep in range(repeats):
@@ -399,7 +398,7 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     memory = MemoryStore.from_source(src, limit=limit)
     n = memory.num_samples("train")
-    raw_bytes = int(np.prod(memory.sample_shape))  # uint8 payload per sample
+    raw_bytes = int(np.prod(memory.sample_shape)) * memory.schema.dtype.itemsize  # stored payload per sample
     rows: list[dict[str, Any]] = []
 
     progress(f"baseline memory: {n} train samples")
@@ -410,10 +409,10 @@ def run_bench(
 
     npy = stores_dir / "npy-memmap" / "train_x.npy"
     npy.parent.mkdir(parents=True, exist_ok=True)
-    np.save(npy, memory._arrays["train"][0])
+    np.save(npy, memory.arrays["train"][0])
     progress("baseline npy-memmap")
     rows.append({"name": "npy-memmap", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
-                 "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train")), n, files=npy, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
+                 "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train"), memory.schema), n, files=npy, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": None})
 
     for target in targets:
@@ -440,7 +439,7 @@ def run_bench(
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
             rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
-                         "read": measure_reads(lambda: RecipeReader(path), n, files=path, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
+                         "read": measure_reads(lambda: RecipeReader(path, memory.sample_shape), n, files=path, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
     measure_training_rounds(rows, memory, stores_dir, n, rounds=repeats, epochs=epochs, batch_size=batch_size, model=model, seed=seed,
                             tradeoff=tradeoff, progress=progress)

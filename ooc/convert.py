@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import asdict, replace
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,10 +44,12 @@ import numpy as np
 from ooc import __version__
 from ooc.errors import ConversionInterrupted, OocError, OptionError, SourceError, StoreExistsError, WriteError
 from ooc.formats import get_format
+from ooc.formats.base import ParallelParts, Resumable
 from ooc.manifest import (CHECKSUM_ALGORITHM, MANIFEST_NAME, PARTIAL_NAME, file_checksum, is_bookkeeping, manifest_path,
                           write_manifest)
 from ooc.remote import REMOTE_FORMATS, URL, location, require_local
-from ooc.sources import IdxSource, ImageFolderSource, NpzSource, RepeatedSource, as_source, parse_size
+from ooc.schema import Schema, TargetTally, check_chunk
+from ooc.sources import RepeatedSource, Source, SourceOptions, as_source, parse_size
 
 # Source chunks hold at least this many samples (rounded up to whole store chunks): big enough to
 # amortise per-call costs, small enough that memory stays flat whatever the dataset's size. Each is
@@ -59,7 +62,7 @@ def convert(
     out: str | os.PathLike,
     *,
     format: str,
-    source: NpzSource | IdxSource | ImageFolderSource | RepeatedSource | str | os.PathLike | None = None,
+    source: Source | str | os.PathLike | None = None,
     limit: int | None = None,
     chunk_size: int | None = None,
     shard_size: int | None = None,
@@ -68,6 +71,7 @@ def convert(
     overwrite: bool = False,
     repeat: int = 1,
     size: int | tuple[int, int] | str | None = None,
+    source_options: SourceOptions | None = None,
     jobs: int = 1,
     dask: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
@@ -76,7 +80,10 @@ def convert(
     """Write ``source`` (default: the bundled MNIST) to a new ``format`` store at ``out``, or finish
     the interrupted conversion with the same arguments there (``overwrite`` starts over instead).
 
-    ``size`` (N, (H, W) or "HxW") resizes the images of an image-folder source.
+    ``size`` (N, (H, W) or "HxW") resizes the images of an image-folder source; ``source_options``
+    (``ooc.sources.SourceOptions``) say how to read other sources: targets file, array names,
+    target column and kind, colour, test fraction, and the write order (``order="auto"`` shuffles a
+    source that can be read in any order, so that a class-by-class source never trains as one).
 
     ``jobs`` > 1 writes with that many local processes, ``dask`` (a scheduler address) with the
     workers of a Dask cluster that share the filesystem: the same files, byte for byte, as one
@@ -87,7 +94,7 @@ def convert(
     next run to resume. A source that cannot be converted removes the partial store.
     """
     layout = get_format(format)
-    options = layout.OPTIONS.resolve(format, chunk_size=chunk_size, compression=compression, dtype=dtype, shard_size=shard_size)
+    options = layout.OPTIONS.resolve(format, chunk_size=chunk_size, compression=compression, shard_size=shard_size)
     if limit is not None and limit < 1:
         raise OptionError(f"--limit must be a positive number of samples, got {limit}")
     if repeat < 1:
@@ -96,14 +103,17 @@ def convert(
         raise OptionError(f"--jobs must be a positive number of processes, got {jobs}")
     if dask is not None and jobs > 1:
         raise OptionError("pass --jobs N (local processes) or --dask ADDRESS (a Dask cluster), not both")
-    if (jobs > 1 or dask is not None) and layout.Writer.single_writer:
+    if (jobs > 1 or dask is not None) and not issubclass(layout.Writer, ParallelParts):
         what = f"--jobs {jobs}" if dask is None else f"--dask {dask}"
-        raise OptionError(f"{what}: {format} cannot be written in parallel: it is {layout.Writer.single_writer}; "
+        raise OptionError(f"{what}: {format} cannot be written in parallel: it is {layout.Writer.one_process_because}; "
                           f"convert it with one process: {'--jobs 1 (the default)' if dask is None else 'without --dask'}")
     size = parse_size(size)
-    source = as_source(source, size=size)
+    source_options = replace(source_options or SourceOptions(), size=size)
+    source = as_source(source, options=source_options)
     if repeat > 1:
         source = RepeatedSource(source, repeat)
+    options["dtype"] = layout.OPTIONS.stored_dtype(format, source.schema, dtype)
+    stored = source.schema.with_stored_dtype(options["dtype"])
     out = location(out, storage_options)  # a URL (s3://…) stays a string carrying its storage options
     if isinstance(out, URL):
         _check_remote(out, format, jobs=jobs, dask=dask)
@@ -113,12 +123,12 @@ def convert(
         started = time.perf_counter()
         identity = {"format": format, "options": options,
                     "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit, "repeat": repeat,
-                               "size": None if size is None else list(size)}}
+                               "size": None if size is None else list(size), **_read_as(source_options)}}
         if journal is None:
             if not isinstance(out, URL):  # object stores have no directories
                 with _naming(lambda: out):
                     out.mkdir(parents=True, exist_ok=True)
-            journal = {"ooc_journal_version": JOURNAL_VERSION, **identity, "label_max": -1, "splits": {}}
+            journal = {"ooc_journal_version": JOURNAL_VERSION, **identity, "targets": TargetTally().to_json(), "splits": {}}
             _write_journal(out, journal)
         else:
             _check_resumable(out, journal, identity)
@@ -127,13 +137,14 @@ def convert(
         raise
     writer = None
     resumed = {}
+    tally = TargetTally.from_json(journal.get("targets", {}))
     try:
         writer = layout.Writer(out, **options)
         for split in source.splits:
             copies = repeat if split == "train" else 1
             count = source.num_samples(split) if limit is None else min(limit, source.num_samples(split) // copies) * copies
             resuming = split in journal["splits"]
-            kept = _open_split(out, writer, journal, split, count, source.sample_shape, source.label_dtype(split))
+            kept = _open_split(out, writer, journal, split, count, stored)
             if resuming and kept:
                 resumed[split] = kept
             if progress and kept:
@@ -143,13 +154,14 @@ def convert(
             done = kept
             if pool is not None:  # the same units, written by workers; committed here in order
                 _write_parallel(pool, out, writer, journal, source, split, count, kept, format=format, options=options,
-                                limit=limit, progress=progress)
+                                limit=limit, progress=progress, tally=tally, stored=stored)
             for x, y in source.iter_chunks(split, _read_step(options["chunk_size"]), limit, start=kept) if pool is None else ():
-                _check_labels(source, split, y)
+                x = _as_stored(source, stored, x, y, split=split, start=done)
+                tally.add(source.schema, y, where=source.name, split=split)
                 with _naming(lambda: writer.path_of(split, done)):
                     writer.write(split, done, x, y)
-                journal["label_max"] = max(journal["label_max"], int(y.max()) if y.size else -1)
                 done += len(x)
+                journal["targets"] = tally.to_json()
                 _commit(out, writer, journal, split, done)
                 if progress:
                     progress(split, done, count)
@@ -162,17 +174,14 @@ def convert(
             "format": format,
             "created_by": f"ooc {__version__}",
             "splits": {split: {"count": entry["count"]} for split, entry in journal["splits"].items()},
-            "sample_shape": list(source.sample_shape),
-            "num_classes": journal["label_max"] + 1,
-            "x_dtype": options["dtype"],
+            **tally.finish(stored).to_manifest(),
+            "order": {**source.order, **({"grouped_by_class": True} if tally.grouped_by_class() else {})},
             "options": options,
             "source": identity["source"],
             "conversion_seconds": round(time.perf_counter() - started, 3),
         }
         if resumed:  # samples kept from the interrupted run; conversion_seconds counts this run only
             manifest["resumed"] = resumed
-        if getattr(source, "classes", None):  # an image folder's class names, by label
-            manifest["source"]["classes"] = list(source.classes)
         manifest["checksums"] = {"algorithm": CHECKSUM_ALGORITHM, "files": _checksums(out, journal)}
         with _naming(lambda: manifest_path(out)):
             write_manifest(out, manifest)
@@ -196,18 +205,32 @@ def convert(
     return manifest
 
 
-def _open_split(out: Path, writer, journal: dict[str, Any], split: str, count: int, sample_shape, label_dtype) -> int:
+def _read_as(options: SourceOptions) -> dict[str, Any]:
+    """The source options that change what is read (for the manifest, and to refuse resuming with others)."""
+    defaults = asdict(SourceOptions())
+    return {key: str(value) if isinstance(value, os.PathLike) else value for key, value in asdict(options).items()
+            if key != "size" and value != defaults[key]}
+
+
+def _as_stored(source, stored: Schema, x: np.ndarray, y: np.ndarray, *, split: str, start: int) -> np.ndarray:
+    """A source chunk, checked against what the source declares, in the stored dtype (pixels stored
+    decoded are the one conversion ooc makes, and the manifest says so)."""
+    check_chunk(source.schema, x, y, where=source.name, split=split, start=start)
+    return source.schema.decoded(x) if stored.dtype != source.schema.dtype else x
+
+
+def _open_split(out: Path, writer, journal: dict[str, Any], split: str, count: int, schema: Schema) -> int:
     """Begin ``split``, or reopen it where the journal says the interrupted run got to (after
     re-checking the files it kept); returns the first sample still to write."""
     entry = journal["splits"].get(split)
-    if entry is None or entry["count"] != count:
+    if entry is None or entry["count"] != count or not isinstance(writer, Resumable):
         with _naming(lambda: writer.path_of(split, 0)):
-            writer.begin_split(split, count, sample_shape, label_dtype)
+            writer.begin_split(split, count, schema)
         start, kept = 0, {}
     else:
         done = entry["done"] if _intact(out, entry["files"]) else 0
         with _naming(lambda: writer.path_of(split, done)):
-            start = writer.resume_split(split, count, sample_shape, label_dtype, done, entry["state"] if done else {})
+            start = writer.resume_split(split, count, schema, done, entry["state"] if done else {})
         kept = entry if start == done and start else {}  # gone back: what is final gets checksummed again
     journal["splits"][split] = {"count": count, "done": start, "state": kept.get("state", {}), "files": kept.get("files", {})}
     _write_journal(out, journal)
@@ -217,20 +240,16 @@ def _open_split(out: Path, writer, journal: dict[str, Any], split: str, count: i
 def _commit(out: Path, writer, journal: dict[str, Any], split: str, done: int) -> None:
     """Samples ``[0, done)`` are written: flush them, checksum the files they made final, then say so."""
     entry = journal["splits"][split]
+    resumable = isinstance(writer, Resumable)
     with _naming(lambda: writer.path_of(split, max(done - 1, 0))):
-        entry["state"] = writer.commit(split, done)
+        entry["state"] = writer.commit(split, done) if resumable else {}
         # a remote store is checksummed once, at the end (it cannot resume: nothing to keep per commit)
-        for path in writer.final_files(split, done) if not isinstance(out, URL) else ():
+        for path in writer.final_files(split, done) if resumable and not isinstance(out, URL) else ():
             name = path.relative_to(out).as_posix()
             if name not in entry["files"]:
                 entry["files"][name] = file_checksum(path)
     entry["done"] = done
     _write_journal(out, journal)
-
-
-def _check_labels(source, split: str, y: np.ndarray) -> None:
-    if y.size and (y.min() < 0):
-        raise OptionError(f"{source.name}: y_{split} holds negative labels; labels must be class numbers 0, 1, …")
 
 
 # -- parallel conversion: --jobs N, --dask ADDRESS ---------------------------------------------------
@@ -305,7 +324,8 @@ def _stop(pool: _Pool | None) -> None:
 
 
 def _write_parallel(pool: _Pool, out: Path, writer, journal: dict[str, Any], source, split: str, count: int, kept: int,
-                    *, format: str, options: dict[str, Any], limit: int | None, progress) -> None:
+                    *, format: str, options: dict[str, Any], limit: int | None, progress, tally: TargetTally,
+                    stored: Schema) -> None:
     step = _read_step(options["chunk_size"])
     unit = writer.part_unit(step)
     spec = writer.part_spec(split)
@@ -318,25 +338,26 @@ def _write_parallel(pool: _Pool, out: Path, writer, journal: dict[str, Any], sou
             stop = min(start + unit, count)
             # an absolute path: a --dask worker resolves it in its own working directory
             target = out if isinstance(out, URL) else out.absolute()
-            pending.append((start, pool.submit(_write_unit, format, str(target), options, source, limit, split, step, start, stop, spec)))
+            pending.append((start, pool.submit(_write_unit, format, str(target), options, source, stored, limit, split, step,
+                                               start, stop, spec)))
 
     for _ in range(2 * pool.width):
         submit()
     while pending:
         start, future = pending.popleft()
         y, result = future.result()
-        _check_labels(source, split, y)
+        tally.add(source.schema, y, where=source.name, split=split)
         with _naming(lambda: writer.path_of(split, start)):
             writer.absorb_part(split, start, y, result)
-        journal["label_max"] = max(journal["label_max"], int(y.max()) if y.size else -1)
+        journal["targets"] = tally.to_json()
         _commit(out, writer, journal, split, start + len(y))
         if progress:
             progress(split, start + len(y), count)
         submit()
 
 
-def _write_unit(format: str, out: str, options: dict[str, Any], source, limit: int | None, split: str, step: int,
-                start: int, stop: int, spec: dict[str, Any]) -> tuple[np.ndarray, Any]:
+def _write_unit(format: str, out: str, options: dict[str, Any], source, stored: Schema, limit: int | None, split: str,
+                step: int, start: int, stop: int, spec: dict[str, Any]) -> tuple[np.ndarray, Any]:
     """A task, in a worker: read samples ``[start, stop)`` of ``split`` and write their pieces; returns
     their labels and what the layout's ``absorb_part`` needs."""
     writer = get_format(format).Writer(Path(out), **options)
@@ -355,6 +376,7 @@ def _write_unit(format: str, out: str, options: dict[str, Any], source, limit: i
         raise SourceError(f"{source.name}: split {split} ended at sample {start + n}, expected {stop}")
     x, y = (np.concatenate(xs), np.concatenate(ys)) if len(xs) > 1 else (xs[0], ys[0])
     x, y = x[:stop - start], y[:stop - start]
+    x = _as_stored(source, stored, x, y, split=split, start=start)
     with _naming(lambda: writer.path_of(split, start)):
         result = writer.write_part(split, start, x, y, spec)
     return y, result
@@ -424,9 +446,9 @@ def _check_resumable(out: Path, journal: dict[str, Any], identity: dict[str, Any
     old, new = journal.get("source", {}), identity["source"]
     if old.get("sha256") != new["sha256"]:
         differences.append(f"--source {old.get('path')} (sha256 {str(old.get('sha256'))[:12]}…), not {new['path']} (sha256 {new['sha256'][:12]}…)")
-    for key in ("limit", "repeat", "size"):
-        if old.get(key) != new[key]:
-            differences.append(f"--{key} {shown(old.get(key))}, not {shown(new[key])}")
+    for key in sorted({"limit", "repeat", "size"} | set(old) | set(new) - {"path", "sha256"}):
+        if old.get(key) != new.get(key):
+            differences.append(f"--{key.replace('_', '-')} {shown(old.get(key))}, not {shown(new.get(key))}")
     if differences:
         raise StoreExistsError(f"{out} holds an interrupted conversion with other arguments ({'; '.join(differences)}); "
                                "re-run it with those to resume, or pass --overwrite to start over")

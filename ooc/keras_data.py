@@ -65,5 +65,8 @@ def as_tf_dataset(store: Store, split: str, *, batch_size: int = 32, shuffle: bo
         yield from batches(store, split, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=next(epochs),
                            indices=indices, drop_remainder=drop_remainder)
 
-    signature = (tf.TensorSpec((None, *store.sample_shape, 1), tf.float32), tf.TensorSpec((None,), tf.int64))
+    schema = store.schema
+    y_dtype = tf.int64 if schema.target_kind == "classes" else tf.as_dtype(schema.target_dtype)
+    signature = (tf.TensorSpec((None, *schema.sample_shape), tf.as_dtype(schema.read_dtype)),
+                 tf.TensorSpec((None, *schema.target_shape), y_dtype))
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

@@ -24,7 +24,7 @@ from ooc.remote import URL, location
 
 MANIFEST_NAME = "ooc.json"
 PARTIAL_NAME = "ooc.partial"
-MANIFEST_VERSION = 1  # checksums were added without a new version: older ooc reads them and ignores them
+MANIFEST_VERSION = 2  # 2: samples of any shape and dtype, declared decoding and target kind (ooc.schema)
 CHECKSUM_ALGORITHM = "crc32"
 
 
@@ -115,4 +115,7 @@ def _check_read(mpath, data: bytes) -> dict[str, Any]:
             f"{mpath} has manifest version {version!r}; this ooc reads version {MANIFEST_VERSION} "
             "and older: upgrade ooc"
         )
+    if version < MANIFEST_VERSION:
+        raise CorruptStoreError(f"{mpath} has manifest version {version}, from an ooc that stored MNIST-shaped pixels only; "
+                                f"re-convert the store with `ooc convert --overwrite` (this ooc reads version {MANIFEST_VERSION})")
     return manifest

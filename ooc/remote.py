@@ -49,6 +49,12 @@ class URL(str):
     def __truediv__(self, name: str) -> "URL":
         return URL(f"{self}/{name}", self.storage_options)
 
+    def joinpath(self, *names: str) -> "URL":
+        url = self
+        for name in names:
+            url = url / name
+        return url
+
     def __reduce__(self):
         return URL, (str(self), self.storage_options)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store
 from ooc.manifest import read_manifest
 from ooc.remote import REMOTE_FORMATS, location, require_local
-from ooc.sources import NpzSource
+from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, schema_for
 
 
 def open_store(path: str | os.PathLike, *, expect_format: str | None = None, storage_options: dict | None = None) -> Store:
@@ -52,10 +53,13 @@ def _check_manifest(path, manifest: dict) -> None:
             isinstance(k, str) and isinstance(v, dict) and whole(v.get("count"), 0) for k, v in splits.items()):
         raise bad("splits", 'a mapping like {"train": {"count": 60000}, ...}')
     shape = manifest.get("sample_shape")
-    if not isinstance(shape, list) or len(shape) != 2 or not all(whole(d, 1) for d in shape):
-        raise bad("sample_shape", "[height, width]")
-    if not whole(manifest.get("num_classes"), 1):
-        raise bad("num_classes", "a positive number")
+    if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK or not all(whole(d, 1) for d in shape):
+        raise bad("sample_shape", f"a list of 1 to {MAX_RANK} positive sizes, like [28, 28, 1]")
+    x = manifest.get("x")
+    if not isinstance(x, dict) or x.get("dtype") not in SAMPLE_DTYPES or x.get("decode") not in DECODES \
+            or (x.get("decode") == "pixels" and x.get("dtype") != "uint8"):
+        raise bad("x", f'{{"dtype": one of {", ".join(SAMPLE_DTYPES)}, "decode": "pixels" (uint8 only) or "none"}}')
+    _check_target(manifest.get("target"), bad, whole)
     options = manifest.get("options")
     layout = get_format(manifest["format"]).OPTIONS
     if not isinstance(options, dict):
@@ -65,12 +69,23 @@ def _check_manifest(path, manifest: dict) -> None:
             or (layout.default_shard_size is not None and not whole(shard, 1)):
         raise bad("options", f"the {manifest['format']} options ooc writes")
     try:
-        layout.resolve(manifest["format"], chunk_size=chunk, compression=options.get("compression"), dtype=options.get("dtype"),
+        layout.resolve(manifest["format"], chunk_size=chunk, compression=options.get("compression"),
                        shard_size=shard if layout.default_shard_size else None)
     except OptionError as e:
         raise CorruptStoreError(f"{where}: options are not valid for {manifest['format']} ({e}); re-convert the store") from None
-    if not isinstance(options.get("compression"), str) or not isinstance(options.get("dtype"), str):
-        raise bad("options", "compression and dtype names")
+    if not isinstance(options.get("compression"), str) or options.get("dtype") != x["dtype"]:
+        raise bad("options", "compression and dtype names, the dtype that of x")
+
+
+def _check_target(target, bad, whole) -> None:
+    wanted = '{"kind": classes|onehot|multilabel|regression, "shape": [...], "dtype": ..., "num_classes": N}'
+    if not isinstance(target, dict) or target.get("kind") not in TARGET_KINDS or not isinstance(target.get("shape"), list) \
+            or not all(whole(d, 1) for d in target["shape"]) or target.get("dtype") not in (*SAMPLE_DTYPES, "int64"):
+        raise bad("target", wanted)
+    kind, shape, classes = target["kind"], target["shape"], target.get("num_classes")
+    if (kind == "classes" and (shape or not whole(classes, 1))) or \
+            (kind in ("onehot", "multilabel") and (len(shape) != 1 or classes != shape[0])):
+        raise bad("target", wanted)
 
 
 class MemoryStore(Store):
@@ -78,28 +93,31 @@ class MemoryStore(Store):
 
     format_name = "memory"
 
-    def __init__(self, arrays: dict[str, tuple[np.ndarray, np.ndarray]], *, name: str = "memory"):
-        first_x = next(iter(arrays.values()))[0]
+    def __init__(self, arrays: dict[str, tuple[np.ndarray, np.ndarray]], *, name: str = "memory", schema: Schema | None = None):
+        first_x, first_y = next(iter(arrays.values()))
+        if schema is None:
+            schema = schema_for(first_x.shape, first_x.dtype, first_y.shape, first_y.dtype, where=name)
+        if schema.target_kind == "classes":
+            schema = replace(schema, num_classes=int(max(y.max(initial=0) for _, y in arrays.values())) + 1)
         manifest = {
             "format": "memory",
             "splits": {split: {"count": len(x)} for split, (x, _) in arrays.items()},
-            "sample_shape": list(first_x.shape[1:]),
-            "num_classes": int(max(y.max() for _, y in arrays.values())) + 1,
-            "options": {"chunk_size": None, "compression": "none", "dtype": str(first_x.dtype)},
+            **schema.to_manifest(),
+            "options": {"chunk_size": None, "compression": "none", "dtype": schema.dtype.name},
         }
         super().__init__(name, manifest)
-        self._arrays = arrays
+        self.arrays = arrays
 
     @classmethod
-    def from_source(cls, source: NpzSource, *, limit: int | None = None) -> "MemoryStore":
+    def from_source(cls, source, *, limit: int | None = None) -> "MemoryStore":
         arrays = {}
         for split in source.splits:
             chunks = list(source.iter_chunks(split, 1 << 14, limit))
             arrays[split] = (np.concatenate([x for x, _ in chunks]), np.concatenate([y for _, y in chunks]))
-        return cls(arrays, name=f"memory:{source.name}")
+        return cls(arrays, name=f"memory:{source.name}", schema=source.schema)
 
     def _read_labels(self, split):
-        return self._arrays[split][1]
+        return self.arrays[split][1]
 
     def _read_sorted(self, split, indices):
-        return self._arrays[split][0][indices]
+        return self.arrays[split][0][indices]

@@ -35,8 +35,8 @@ CASES = [
     (("convert", "--format", "zarr", "--size", "big"), "--size must be N or HxW in pixels, e.g. 28 or 32x32, got 'big'"),
     (("convert", "--format", "hdf5", "--compression", "zstd"), "--compression 'zstd' is not available for hdf5: choose one of none, gzip, lzf"),
     (("convert", "--format", "parquet", "--compression", "lz4"), "--compression 'lz4' is not available for parquet: choose one of none, snappy, zstd, gzip"),
-    (("convert", "--format", "zarr", "--dtype", "int4"), "--dtype 'int4' is not available for zarr: choose one of uint8, float32"),
-    (("convert", "--format", "csv", "--dtype", "uint8"), "--dtype 'uint8' is not available for csv: choose one of float32"),
+    (("convert", "--format", "zarr", "--dtype", "int4"), "--dtype 'int4': pixels are stored as uint8 or float32 (value / 255); choose one of those"),
+    (("convert", "--format", "csv", "--dtype", "float16"), "--dtype 'float16': pixels are stored as uint8 or float32 (value / 255); choose one of those"),
     (("convert", "--format", "xls"), f"unknown format 'xls': choose one of {', '.join(FORMATS)}"),
     (("convert", "--format", "zarr", "--out", "a_file"), "a_file is a file; choose another --out"),
     (("convert", "--format", "zarr", "--source", "missing.npz"), "missing.npz: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, y_test"),
@@ -74,4 +74,4 @@ def test_store_from_a_newer_ooc(tmp_path, monkeypatch, capsys):
     manifest = tmp_path / "data" / "npy" / "ooc.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "ooc_manifest_version": 7}))
     code, err = run(monkeypatch, capsys, "info", "data/npy")
-    assert (code, err) == (1, "ooc: error: data/npy/ooc.json has manifest version 7; this ooc reads version 1 and older: upgrade ooc\n")
+    assert (code, err) == (1, "ooc: error: data/npy/ooc.json has manifest version 7; this ooc reads version 2 and older: upgrade ooc\n")

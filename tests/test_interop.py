@@ -12,7 +12,7 @@ def _standard_read(fmt, path):
     if fmt == "csv":
         labels = pd.read_csv(path / "train_target.csv", header=None).iloc[:, 1].to_numpy()
         x = np.stack([np.loadtxt(path / "train" / f"{i + 1:03d}.csv", delimiter=",", dtype=np.float32) for i in range(10)])
-        return x, labels[:10]
+        return x[..., None], labels[:10]
     if fmt == "hdf5":
         import h5py
 
@@ -27,14 +27,15 @@ def _standard_read(fmt, path):
         return np.load(path / "train_x.npy", mmap_mode="r")[:10], np.load(path / "train_y.npy")[:10]
     if fmt == "parquet":
         df = pd.read_parquet(path / "train.parquet")
-        return np.stack([np.frombuffer(b, np.uint8) for b in df.image[:10]]).reshape(-1, 28, 28), df.label[:10]
+        return np.stack([np.frombuffer(b, np.uint8) for b in df.image[:10]]).reshape(-1, 28, 28, 1), df.label[:10]
     if fmt == "tfrecord":
         import tensorflow as tf
 
-        spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+        spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
+                "shape": tf.io.FixedLenFeature([3], tf.int64)}
         records = tf.data.TFRecordDataset(sorted(map(str, path.glob("train-*.tfrecord")))).take(10)
         parsed = [tf.io.parse_single_example(r, spec) for r in records]
-        x = np.stack([tf.io.decode_raw(p["image"], tf.uint8).numpy().reshape(28, 28) for p in parsed])
+        x = np.stack([tf.io.decode_raw(p["image"], tf.uint8).numpy().reshape(p["shape"].numpy()) for p in parsed])
         return x, np.array([p["label"].numpy() for p in parsed])
     raise AssertionError(f"no standard reader written for {fmt}: add one here and to the README")
 
@@ -44,7 +45,7 @@ def test_readable_without_ooc(fmt, store_dirs, mnist):
     x = np.asarray(x)
     pixels = x if x.dtype == np.uint8 else None
     if pixels is not None:
-        assert np.array_equal(pixels, mnist["x_train"][:10])
+        assert np.array_equal(pixels, mnist["x_train"][:10, ..., None])
     else:
-        assert np.array_equal(x[..., None], expected_x(mnist["x_train"][:10]))
+        assert np.array_equal(x, expected_x(mnist["x_train"][:10]))
     assert np.array_equal(np.asarray(y), mnist["y_train"][:10])

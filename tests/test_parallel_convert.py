@@ -13,13 +13,14 @@ import pytest
 import ooc
 from ooc.errors import ConversionInterrupted, OptionError
 from ooc.formats import FORMATS, get_format
+from ooc.formats.base import ParallelParts
 from ooc.manifest import MANIFEST_NAME, PARTIAL_NAME
 from ooc.verify import verify
 
 from conftest import CHUNK, LIMIT, MNIST
 
 converting = importlib.import_module("ooc.convert")  # the module: `ooc.convert` is the function
-PARALLEL = [fmt for fmt in FORMATS if not get_format(fmt).Writer.single_writer]
+PARALLEL = [fmt for fmt in FORMATS if issubclass(get_format(fmt).Writer, ParallelParts)]
 
 
 def sizes(fmt):

@@ -48,11 +48,13 @@ def test_read_rejects_bad_indices(store):
 
 def test_manifest(fmt, store_dirs):
     manifest = json.loads((store_dirs[fmt] / "ooc.json").read_text())
-    assert manifest["ooc_manifest_version"] == 1
+    assert manifest["ooc_manifest_version"] == 2
     assert manifest["format"] == fmt
     assert manifest["splits"] == {"train": {"count": LIMIT}, "test": {"count": LIMIT}}
-    assert manifest["sample_shape"] == [28, 28]
-    assert manifest["num_classes"] == 10
+    assert manifest["sample_shape"] == [28, 28, 1]
+    assert manifest["x"] == {"dtype": "float32" if fmt == "csv" else "uint8", "decode": "none" if fmt == "csv" else "pixels"}
+    assert manifest["target"] == {"kind": "classes", "shape": [], "dtype": "uint8", "num_classes": 10}
+    assert manifest["order"] == {"kind": "source"}
     assert manifest["source"]["sha256"] == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
     assert manifest["source"]["limit"] == LIMIT
     sharded = get_format(fmt).OPTIONS.default_shard_size is not None
@@ -75,7 +77,7 @@ def test_open_store_checks_the_format(fmt, store_dirs):
 
 def _options(name):
     opts = get_format(name).OPTIONS
-    return [(name, c, d) for c in opts.compressions for d in opts.dtypes]
+    return [(name, c, d) for c in opts.compressions for d in ("uint8", "float32")]
 
 
 @pytest.mark.parametrize("name,compression,dtype", [o for name in FORMATS for o in _options(name)])
@@ -87,6 +89,7 @@ def test_every_option_round_trips(tmp_path, mnist, name, compression, dtype):
     store = ooc.open_store(tmp_path / "s")
     expected = {"chunk_size": chunk, "compression": compression, "dtype": dtype} | ({"shard_size": 7} if shard else {})
     assert store.options == expected
+    assert store.manifest["x"] == {"dtype": dtype, "decode": "pixels" if dtype == "uint8" else "none"}
     x, y = store.read("train", np.arange(49, -1, -1))
     assert np.array_equal(x, expected_x(mnist["x_train"][:50][::-1]))
     assert np.array_equal(y, mnist["y_train"][:50][::-1])
@@ -173,22 +176,20 @@ def test_garbage_manifest(fmt, store_dirs, tmp_path):
     with pytest.raises(CorruptStoreError, match=r"ooc.json is not valid JSON"):
         ooc.open_store(tmp_path / "s")
     (tmp_path / "s" / "ooc.json").write_text(json.dumps({"ooc_manifest_version": 99, "format": fmt, "splits": {}}))
-    with pytest.raises(CorruptStoreError, match=r"has manifest version 99; this ooc reads version 1 and older: upgrade ooc$"):
+    with pytest.raises(CorruptStoreError, match=r"has manifest version 99; this ooc reads version 2 and older: upgrade ooc$"):
         ooc.open_store(tmp_path / "s")
 
 
 def test_layout_option_errors(fmt):
     opts = get_format(fmt).OPTIONS
     with pytest.raises(OptionError, match=rf"^--compression 'rar' is not available for {fmt}: choose one of {', '.join(opts.compressions)}$"):
-        opts.resolve(fmt, chunk_size=None, compression="rar", dtype=None)
-    with pytest.raises(OptionError, match=rf"^--dtype 'int7' is not available for {fmt}"):
-        opts.resolve(fmt, chunk_size=None, compression=None, dtype="int7")
+        opts.resolve(fmt, chunk_size=None, compression="rar")
     expected = r"^--chunk-size must be a positive number of samples, got 0$" if opts.default_chunk_size else rf"^--chunk-size does not apply to {fmt}"
     with pytest.raises(OptionError, match=expected):
-        opts.resolve(fmt, chunk_size=0, compression=None, dtype=None)
+        opts.resolve(fmt, chunk_size=0, compression=None)
     expected = r"^--shard-size must be a positive number of samples, got 0$" if opts.default_shard_size else rf"^--shard-size does not apply to {fmt} \(it is not written in shards\); drop the option$"
     with pytest.raises(OptionError, match=expected):
-        opts.resolve(fmt, chunk_size=None, compression=None, dtype=None, shard_size=0)
+        opts.resolve(fmt, chunk_size=None, compression=None, shard_size=0)
 
 
 def test_unknown_format():
@@ -258,7 +259,7 @@ def test_damaged_label_chunk_is_one_line(tmp_path):
     data = bytearray(labels.read_bytes())
     data[len(data) // 2] ^= 0xFF  # zstd's checksum catches it
     labels.write_bytes(bytes(data))
-    with pytest.raises(CorruptStoreError, match=r"^.*/s: cannot read the labels of split 'train' \(RuntimeError: .*\); check the store with `ooc verify .*`, re-convert it to repair$"):
+    with pytest.raises(CorruptStoreError, match=r"^.*/s: cannot read the targets of split 'train' \(RuntimeError: .*\); check the store with `ooc verify .*`, re-convert it to repair$"):
         ooc.open_store(tmp_path / "s").read("train", [0])
 
 

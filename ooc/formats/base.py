@@ -37,6 +37,7 @@ import numpy as np
 
 from ooc.errors import CorruptStoreError, OocError, OptionError
 from ooc.remote import URL
+from ooc.schema import SAMPLE_DTYPES, Schema
 
 # What storage libraries raise on a damaged file (h5py: OSError; zarr codecs: RuntimeError; pyarrow:
 # ArrowInvalid/ArrowIOError, subclasses of ValueError/OSError; numpy: ValueError, EOFError). Anything
@@ -54,26 +55,22 @@ def decode(x_uint8: np.ndarray) -> np.ndarray:
     return np.divide(x_uint8, np.float32(255), dtype=np.float32)
 
 
-def encode(x_uint8: np.ndarray, dtype: str) -> np.ndarray:
-    """The stored form of a uint8 chunk: itself, or the normalised float32 values."""
-    return x_uint8 if dtype == "uint8" else decode(x_uint8)
-
-
 @dataclass(frozen=True)
 class LayoutOptions:
     """What a layout accepts. ``chunk_size`` None means the layout has no chunks to size."""
 
     compressions: tuple[str, ...]
     default_compression: str
-    dtypes: tuple[str, ...]
-    default_dtype: str
     default_chunk_size: int | None
+    dtypes: tuple[str, ...] = SAMPLE_DTYPES  # sample dtypes it stores exactly
+    pixel_dtype: str = "uint8"  # how it stores pixels by default: uint8, or decoded float32 (the recipe's CSV)
     chunking: str = ""  # what stands in for chunks in a layout without them, for `ooc info`
     default_shard_size: int | None = None  # samples per file, for layouts written as shards
 
-    def resolve(self, name: str, *, chunk_size: int | None, compression: str | None, dtype: str | None,
+    def resolve(self, name: str, *, chunk_size: int | None, compression: str | None,
                 shard_size: int | None = None) -> dict[str, Any]:
-        """Fill defaults and refuse what this layout cannot do, naming the option."""
+        """Fill defaults and refuse what this layout cannot do, naming the option (the stored dtype
+        depends on the source too: ``stored_dtype``)."""
         if self.default_chunk_size is None:
             if chunk_size is not None:
                 hint = "; use --shard-size" if self.default_shard_size else ""
@@ -88,22 +85,46 @@ class LayoutOptions:
         compression = compression or self.default_compression
         if compression not in self.compressions:
             raise OptionError(f"--compression {compression!r} is not available for {name}: choose one of {', '.join(self.compressions)}")
-        dtype = dtype or self.default_dtype
-        if dtype not in self.dtypes:
-            raise OptionError(f"--dtype {dtype!r} is not available for {name}: choose one of {', '.join(self.dtypes)}")
-        resolved = {"chunk_size": chunk_size or self.default_chunk_size, "compression": compression, "dtype": dtype}
+        resolved = {"chunk_size": chunk_size or self.default_chunk_size, "compression": compression}
         if self.default_shard_size:
             resolved["shard_size"] = shard_size or self.default_shard_size
         return resolved
 
+    def stored_dtype(self, name: str, schema: Schema, dtype: str | None) -> str:
+        """The dtype ``name`` stores ``schema``'s samples as: the source's own, except that pixels may
+        be stored decoded (``--dtype float32``). Nothing else is ever converted."""
+        if schema.decode == "pixels":
+            dtype = dtype or self.pixel_dtype
+            if dtype not in ("uint8", "float32"):
+                raise OptionError(f"--dtype {dtype!r}: pixels are stored as uint8 or float32 (value / 255); choose one of those")
+        elif dtype is not None and np.dtype(dtype) != schema.dtype:
+            raise OptionError(f"--dtype {dtype}: the source holds {schema.dtype.name} samples, which ooc stores as they are; drop --dtype")
+        dtype = np.dtype(dtype or schema.dtype).name
+        if dtype not in self.dtypes:
+            from ooc.formats import FORMATS, get_format
+
+            can = [other for other in FORMATS if dtype in get_format(other).OPTIONS.dtypes]
+            raise OptionError(f"{name} cannot store {dtype} samples exactly; choose a layout that can: {', '.join(can)}")
+        return dtype
+
 
 class Store(ABC):
+    """The reading side of a layout (see the module docstring for the contract)."""
+
     format_name: ClassVar[str]
 
     def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
         self.path = path if isinstance(path, URL) else Path(path)  # a URL (ooc.remote) stays a string
         self.manifest = manifest
-        self._labels: dict[str, np.ndarray] = {}
+        self.schema = Schema.from_manifest(manifest)
+        self._targets: dict[str, np.ndarray] = {}  # split -> targets as stored
+        self._labels: dict[str, np.ndarray] = {}  # split -> targets as reads return them
+        self._labels_lock = threading.Lock()  # reader threads may all ask for the targets at once
+        self._reset_handles()
+
+    def _reset_handles(self) -> None:
+        """Declare the layout's open files and caches, all closed/empty: called by ``__init__``, after
+        unpickling and by ``close``. Subclasses extend it (``super()._reset_handles()``)."""
 
     # -- the common surface -------------------------------------------------------------------
     @property
@@ -115,11 +136,11 @@ class Store(ABC):
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["sample_shape"])
+        return self.schema.sample_shape
 
     @property
-    def num_classes(self) -> int:
-        return int(self.manifest["num_classes"])
+    def num_classes(self) -> int | None:
+        return self.schema.num_classes
 
     @property
     def options(self) -> dict[str, Any]:
@@ -131,34 +152,47 @@ class Store(ABC):
         return None
 
     def labels(self, split: str) -> np.ndarray:
-        """All labels of a split as int64 (small: one number per sample); read once, then kept."""
+        """Every target of a split as reads return them (class numbers as int64); read once, then kept."""
         if split not in self._labels:
-            with self.__dict__.setdefault("_labels_lock", threading.Lock()):  # threads may all ask at once
-                if split not in self._labels:
-                    self._split_info(split)
-                    try:
-                        labels = self._read_labels(split)
-                    except OocError:
-                        raise  # the layout's own message names the file already
-                    except LIBRARY_READ_ERRORS as error:
-                        reason = (str(error).strip().splitlines() or [""])[0][:200]
-                        raise CorruptStoreError(f"{self.path}: cannot read the labels of split '{split}' ({type(error).__name__}: {reason}); "
-                                                f"check the store with `ooc verify {self.path}`, re-convert it to repair") from error
-                    self._labels[split] = np.asarray(labels, dtype=np.int64)
+            targets = self.stored_targets(split)
+            with self._labels_lock:
+                self._labels.setdefault(split, self.schema.read_targets(targets))
         return self._labels[split]
 
+    def stored_targets(self, split: str) -> np.ndarray:
+        """Every target of a split exactly as stored; read once, then kept."""
+        if split not in self._targets:
+            with self._labels_lock:
+                if split not in self._targets:
+                    self._targets[split] = self._checked_targets(split)
+        return self._targets[split]
+
+    def _checked_targets(self, split: str) -> np.ndarray:
+        self._split_info(split)
+        try:
+            targets = np.asarray(self._read_labels(split))
+        except OocError:
+            raise  # the layout's own message names the file already
+        except LIBRARY_READ_ERRORS as error:
+            raise CorruptStoreError(f"{self.path}: cannot read the targets of split '{split}' ({_first_line(error)}); "
+                                    f"check the store with `ooc verify {self.path}`, re-convert it to repair") from error
+        want = (self.num_samples(split), *self.schema.target_shape)
+        if targets.shape != want or targets.dtype != self.schema.target_dtype:
+            raise CorruptStoreError(f"{self.path}: the targets of split '{split}' are {targets.dtype} {targets.shape}, the manifest "
+                                    f"says {self.schema.target_dtype} {want}; re-convert the store")
+        return targets
+
     def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
-        """Samples at ``indices`` (any order, repeats allowed) as float32 x (n, h, w, 1) and int64 y."""
-        n = self.num_samples(split)
-        indices = np.asarray(indices)
-        if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
-            raise OptionError(f"indices must be a 1-d array of integers, got {indices.dtype} of shape {indices.shape}")
-        indices = indices.astype(np.int64, copy=False)
-        if indices.size and (indices.min() < 0 or indices.max() >= n):
-            bad = indices[(indices < 0) | (indices >= n)][0]
-            raise OptionError(f"index {bad} is out of range for split '{split}' of {self.path} ({n} samples)")
+        """Samples at ``indices`` (any order, repeats allowed), decoded as the manifest declares, and
+        their targets (class numbers as int64)."""
+        x, y = self.read_stored(split, indices)
+        return self.schema.decoded(x), self.schema.read_targets(y)
+
+    def read_stored(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Samples at ``indices`` exactly as stored (no decoding), and their targets."""
+        indices = self._checked_indices(split, indices)
         if not indices.size:
-            return np.empty((0, *self.sample_shape, 1), np.float32), np.empty(0, np.int64)
+            return np.empty((0, *self.sample_shape), self.schema.dtype), np.empty((0, *self.schema.target_shape), self.schema.target_dtype)
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
             x = self._read_sorted(split, unique)
@@ -168,13 +202,23 @@ class Store(ABC):
         except LIBRARY_READ_ERRORS as error:
             raise self._read_error(split, unique, error) from error
         if len(unique) != len(indices) or np.any(unique != indices):
-            x = x[inverse]  # the caller's order, while still uint8: a quarter of the bytes to move
-        if x.dtype != np.float32:
-            x = decode(x)
-        return x.reshape((len(indices), *self.sample_shape, 1)), self.labels(split)[indices]
+            x = x[inverse]  # the caller's order, in the stored dtype: the fewest bytes to move
+        return x.reshape((len(indices), *self.sample_shape)), self.stored_targets(split)[indices]
+
+    def _checked_indices(self, split: str, indices) -> np.ndarray:
+        n = self.num_samples(split)
+        indices = np.asarray(indices)
+        if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+            raise OptionError(f"indices must be a 1-d array of integers, got {indices.dtype} of shape {indices.shape}")
+        indices = indices.astype(np.int64, copy=False)
+        if indices.size and (indices.min() < 0 or indices.max() >= n):
+            bad = indices[(indices < 0) | (indices >= n)][0]
+            raise OptionError(f"index {bad} is out of range for split '{split}' of {self.path} ({n} samples)")
+        return indices
 
     def close(self) -> None:
         """Release open files; the store reopens them on the next read."""
+        self._reset_handles()
 
     def __enter__(self):
         return self
@@ -182,21 +226,33 @@ class Store(ABC):
     def __exit__(self, *exc):
         self.close()
 
+    def __getstate__(self):
+        """Picklable for worker processes: open handles and caches are left behind."""
+        blank = object.__new__(type(self))
+        blank._reset_handles()
+        return {k: v for k, v in self.__dict__.items() if k not in blank.__dict__ and k != "_labels_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._labels_lock = threading.Lock()
+        self._reset_handles()
+
     # -- what each layout implements --------------------------------------------------------------
     @abstractmethod
     def _read_sorted(self, split: str, indices: np.ndarray) -> np.ndarray:
-        """Stored rows at sorted, unique ``indices``: uint8 or float32, shape (n, h, w)."""
+        """Stored rows at sorted, unique ``indices``, in the stored dtype (any shape of n rows)."""
 
     @abstractmethod
     def _read_labels(self, split: str) -> np.ndarray:
-        """Every label of ``split``, in sample order."""
+        """Every target of ``split``, in sample order, as stored: (n, *target_shape)."""
 
     def _file_of(self, split: str, index: int) -> Path:
-        """The file that holds sample ``index``: what a read error names."""
+        """Optional: the file that holds sample ``index``, what a read error names (default: the store)."""
         return self.path
 
     def _samples_with(self, split: str, index: int) -> range:
-        """The samples stored together with ``index`` (its chunk), lost together when it is damaged."""
+        """Optional: the samples stored together with ``index`` (its chunk), lost together when it is
+        damaged (default: itself)."""
         return range(index, index + 1)
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -212,8 +268,7 @@ class Store(ABC):
                 break
         samples = self._samples_with(split, bad)
         which = f"sample {bad}" if len(samples) == 1 else f"samples {samples.start}–{samples.stop - 1}"
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
-        result = CorruptStoreError(f"{self._file_of(split, bad)}: cannot read {which} of split '{split}' ({type(error).__name__}: {reason}); "
+        result = CorruptStoreError(f"{self._file_of(split, bad)}: cannot read {which} of split '{split}' ({_first_line(error)}); "
                                    f"check the store with `ooc verify {self.path}`, re-convert it to repair")
         result.split, result.indices = split, np.asarray(samples, dtype=np.int64)
         return result
@@ -224,15 +279,9 @@ class Store(ABC):
         except KeyError:
             raise OptionError(f"split {split!r} is not in {self.path}: it has {', '.join(self.splits)}") from None
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_labels_lock", None)
-        state.update(self._closed_state())
-        return state
 
-    def _closed_state(self) -> dict[str, Any]:
-        """Attributes to replace when pickling (open handles become None)."""
-        return {}
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
 
 
 # The chunk shuffle draws each stretch of batches from this many chunks; a chunked store caches twice
@@ -270,10 +319,14 @@ class ChunkedStore(Store):
     def _read_points(self, split: str, indices: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _reset_handles(self):
+        super()._reset_handles()
+        self._chunk_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # decoded chunks, least recent first
+        self._chunk_lock = threading.Lock()
+
     def _read_sorted(self, split, indices):
         size, count = self.chunk_size, self.num_samples(split)
-        cache = self.__dict__.setdefault("_chunk_cache", OrderedDict())
-        lock = self.__dict__.setdefault("_chunk_lock", threading.Lock())
+        cache, lock = self._chunk_cache, self._chunk_lock
         chunk_of = indices // size
         starts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1]])
         ends = np.r_[starts[1:], len(indices)]
@@ -317,17 +370,15 @@ class ChunkedStore(Store):
                 run.append(c)
         return fetched
 
-    def close(self) -> None:
-        self.__dict__.pop("_chunk_cache", None)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_chunk_cache", None)
-        state.pop("_chunk_lock", None)
-        return state
 
 
 class Writer(ABC):
+    """The writing side of a layout: ``begin_split``, ``write`` chunks in sample order, ``close``.
+
+    ``schema`` (``ooc.schema.Schema``) gives the sample shape, the stored dtype (``schema.dtype``,
+    which ``write``'s ``x`` already has) and the targets' shape and dtype. Optional capabilities are
+    the mixins below, which ``ooc.convert`` detects: ``Resumable``, ``ParallelParts``."""
+
     def __init__(self, path: Path, *, chunk_size: int | None, compression: str, dtype: str, shard_size: int | None = None):
         self.path = path
         self.chunk_size = chunk_size
@@ -336,7 +387,7 @@ class Writer(ABC):
         self.dtype = dtype
 
     @abstractmethod
-    def begin_split(self, split: str, count: int, sample_shape: tuple[int, ...], label_dtype: np.dtype) -> None: ...
+    def begin_split(self, split: str, count: int, schema: Schema) -> None: ...
 
     @abstractmethod
     def write(self, split: str, start: int, x: np.ndarray, y: np.ndarray) -> None: ...
@@ -351,37 +402,41 @@ class Writer(ABC):
         except Exception:
             pass
 
-    # -- resuming an interrupted conversion (see ooc.convert) -----------------------------------------
+    def path_of(self, split: str, index: int) -> Path:
+        """Optional: the file sample ``index`` of ``split`` goes to, what a write error names."""
+        return self.path
+
+
+class Resumable(ABC):
+    """A writer whose interrupted conversion can go on where it stopped (see ``ooc.convert``). A writer
+    without it starts the whole store over when a conversion is re-run."""
+
+    # what a resumed conversion keeps: every committed unit ("commit"), or whole splits only ("split":
+    # a file per split that cannot be trusted once killed mid-write)
+    resume_unit: ClassVar[str] = "commit"
+
+    @abstractmethod
     def commit(self, split: str, done: int) -> dict[str, Any]:
         """Samples ``[0, done)`` of ``split`` are written: hand them to the OS (a killed process
         then loses none of them) and, once ``done`` is the split's count, finish the split's files.
         Returns what ``resume_split`` needs besides the final files (JSON, kept in the journal)."""
-        return {}
 
+    @abstractmethod
     def final_files(self, split: str, done: int) -> list[Path]:
         """The files of ``split`` that no later write changes once ``commit(split, done)`` returned:
         their checksums go in the journal, and a resumed conversion keeps them."""
-        return []
 
-    def resume_split(self, split: str, count: int, sample_shape: tuple[int, ...], label_dtype: np.dtype,
-                     done: int, state: dict[str, Any]) -> int:
+    @abstractmethod
+    def resume_split(self, split: str, count: int, schema: Schema, done: int, state: dict[str, Any]) -> int:
         """Reopen a split that an interrupted conversion committed ``done`` samples of (``state``:
-        what ``commit`` returned then) and return the sample to continue from. By default the split
-        starts over: a layout written as one file cannot trust a file killed mid-write."""
-        self.begin_split(split, count, sample_shape, label_dtype)
-        return 0
+        what ``commit`` returned then) and return the sample to continue from (0: started over)."""
 
-    def path_of(self, split: str, index: int) -> Path:
-        """The file sample ``index`` of ``split`` is written to: what a write error names."""
-        return self.path
 
-    # -- parallel conversion (``--jobs N``, ``--dask ADDRESS``; see ooc.convert) -----------------------
-    # A layout whose pieces are independent files lets other processes write the images of a range
-    # of samples (``write_part``, on a fresh Writer in the worker, given ``part_spec``) while this
-    # writer, in the converting process, takes the rest in sample order (``absorb_part``: labels,
-    # indexes, running CRCs), then commits as usual. The files come out byte for byte as one
-    # process writes them.
-    single_writer: ClassVar[str] = "a layout without write_part"  # why not ("it is …"); "" if it can
+class ParallelParts(ABC):
+    """A layout whose pieces are independent files: other processes write the samples of a range
+    (``write_part``, on a fresh Writer in the worker, given ``part_spec``) while this writer, in the
+    converting process, takes the rest in sample order (``absorb_part``: targets, indexes, running
+    CRCs), then commits as usual. The files come out byte for byte as one process writes them."""
 
     def part_unit(self, step: int) -> int:
         """Samples per parallel task, given the commit unit ``step`` (a multiple of the chunk size)."""
@@ -391,15 +446,15 @@ class Writer(ABC):
         """What a worker needs to write parts of ``split`` (picklable; the split is begun here)."""
         return {}
 
+    @abstractmethod
     def write_part(self, split: str, start: int, x: np.ndarray, y: np.ndarray, spec: dict[str, Any]) -> Any:
         """In a worker: write the pieces of samples ``[start, start + len(x))``; the result (picklable)
         goes to ``absorb_part``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def absorb_part(self, split: str, start: int, y: np.ndarray, result: Any) -> None:
         """In the converting process, parts in sample order: what else samples ``[start, start +
-        len(y))`` need (their labels, ``write_part``'s result), before ``commit``."""
-        raise NotImplementedError
+        len(y))`` need (their targets, ``write_part``'s result), before ``commit``."""
 
 
 def disk_usage(path: Path) -> tuple[int, int]:

@@ -3,12 +3,19 @@
 On disk::
 
     <store>/train/00001.csv …     28 lines of 28 comma-separated floats, pixel / 255
-    <store>/train_target.csv      rows "00001.csv,5" (file name, label), no header
+    <store>/train_target.csv      rows "00001.csv,5" (file name, target), no header
     <store>/test/…, <store>/test_target.csv
 
-Names are 1-based and zero-padded to the width of the split's count. Values are written as the
-shortest text that parses back to the same float32, so a CSV store reads bit-identically to the
-binary layouts. An interrupted conversion resumes after its last committed sample file.
+A sample of shape (a, b, …) is ``a`` lines of ``b × …`` values; a 1-d sample is one line. Vector
+targets are several values after the name. Names are 1-based and zero-padded to the width of the
+split's count. Values are written as the shortest text that parses back to the same value of the
+stored dtype (pixels are stored decoded, as float32, like the recipe), so a CSV store reads
+bit-identically to the binary layouts. An interrupted conversion resumes after its last committed
+sample file.
+
+``ooc adopt`` makes a store of CSV files that are already there (the recipe's own folder): the
+manifest's ``csv`` entry then says, per split, which folder holds the files and which targets file
+names them (``{"train": {"folder": "train", "targets": "target.csv", "header": true}}``).
 
 A batch is read with one `read` call per file and parsed by a small parser compiled with numba,
 exact for the numbers it accepts and declining anything else to pyarrow's parser: at one file per
@@ -26,13 +33,32 @@ import numpy as np
 import pandas as pd
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import U8_TO_FLOAT32, LayoutOptions, Store as _Store, Writer as _Writer
+from ooc.schema import SAMPLE_DTYPES
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable, Store as _Store, Writer as _Writer
 
 NAME = "csv"
-OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", dtypes=("float32",),
-                        default_dtype="float32", default_chunk_size=None, chunking="one file per sample")
+# float16 is left out: no parser at hand rounds decimal text to float16 directly, and parsing through
+# float32 could round twice
+OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", default_chunk_size=None, pixel_dtype="float32",
+                        dtypes=tuple(d for d in SAMPLE_DTYPES if d != "float16"), chunking="one file per sample")
+# dtypes whose every value is a float32 too: the compiled float32 parser reads them exactly
+_VIA_FLOAT32 = ("float32", "uint8", "int8", "uint16", "int16", "bool")
 
-_PIXEL_TEXT = np.array([str(v) for v in U8_TO_FLOAT32])
+
+def grid(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(lines, values per line) of a sample's file."""
+    return (1, shape[0]) if len(shape) == 1 else (shape[0], int(np.prod(shape[1:])))
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """Each value as the shortest text that reads back to it in its dtype (numpy's ``str``), each
+    distinct value formatted once (a pixel chunk has at most 256)."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    if values.dtype == np.bool_:
+        texts = np.array(["1" if v else "0" for v in unique])
+    else:
+        texts = np.array([str(v) for v in unique])
+    return texts[inverse.reshape(values.shape)]
 
 
 # Powers of ten exact in float64 (up to 1e22), and the float32 range the fast path answers itself.
@@ -150,11 +176,11 @@ def _parse_files(texts: list[bytes], out: np.ndarray) -> bool:
     return _compiled[0](np.frombuffer(b"".join(texts), np.uint8), ends, out.shape[1], out.shape[2], out.reshape(-1)) == out.size
 
 
-def _parse_joined(texts: list[bytes], rows: int, columns: int) -> np.ndarray | None:
+def _parse_joined(texts: list[bytes], rows: int, columns: int, dtype=np.float32) -> np.ndarray | None:
     """The slower exact path for what the compiled parser declines (numbers it cannot convert
-    exactly, "nan", exponents of 4 digits…): pyarrow's correctly rounded parser over all files at
-    once (np.loadtxt would round through float64 and could miss by one unit). None if a file is
-    not ``rows`` lines of ``columns`` numbers."""
+    exactly, "nan", exponents of 4 digits, dtypes other than float32…): pyarrow's correctly rounded
+    parser over all files at once (np.loadtxt would round through float64 and could miss by one
+    unit). None if a file is not ``rows`` lines of ``columns`` numbers."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -163,12 +189,12 @@ def _parse_joined(texts: list[bytes], rows: int, columns: int) -> np.ndarray | N
     names = [f"c{i}" for i in range(columns)]
     try:
         table = pacsv.read_csv(pa.py_buffer(b"".join(texts)), read_options=pacsv.ReadOptions(column_names=names),
-                               convert_options=pacsv.ConvertOptions(column_types={n: pa.float32() for n in names}))
+                               convert_options=pacsv.ConvertOptions(column_types={n: pa.from_numpy_dtype(np.dtype(dtype)) for n in names}))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     if table.num_rows != len(texts) * rows or any(c.null_count for c in table.columns):
         return None
-    values = np.stack([c.to_numpy() for c in table.columns], axis=1)
+    values = np.stack([c.to_numpy(zero_copy_only=False) for c in table.columns], axis=1)
     return values.reshape((len(texts), rows, columns))
 
 
@@ -194,32 +220,73 @@ def _read_files(folder: int, names) -> list[bytes]:
     return texts
 
 
+def read_and_parse(folder: int, names, out: np.ndarray) -> list[bytes]:
+    """Fill ``out`` (files, lines, values) from the files ``names`` in the open ``folder`` through the
+    compiled parser and return [], or return the files' texts if it declined. The first half of a
+    batch is parsed on a second thread while this one reads the rest (the parser releases the GIL,
+    reading files holds it): 13.8 against 20.7 µs a sample on 2 cores (measured)."""
+    half = len(names) // 2 if len(names) >= 64 else 0
+    first = _read_files(folder, names[:half])
+    parsed = [not half, False]
+    if half:
+        def parse_first():
+            parsed[0] = _parse_files(first, out[:half])
+
+        helper = threading.Thread(target=parse_first, name="ooc-csv-parse")
+        helper.start()
+    try:
+        rest = _read_files(folder, names[half:])
+        parsed[1] = _parse_files(rest, out[half:])
+    finally:
+        if half:
+            helper.join()
+    return [] if all(parsed) else first + rest
+
+
+def parse_exactly(texts: list[bytes], out: np.ndarray) -> bool:
+    """Fill ``out`` (files, lines, values; float32) from the texts, exactly: the compiled parser,
+    else pyarrow's. False if a text is not ``lines`` lines of ``values`` numbers."""
+    if _parse_files(texts, out):
+        return True
+    values = _parse_joined(texts, out.shape[1], out.shape[2], out.dtype)
+    if values is None:
+        return False
+    out[...] = values
+    return True
+
+
 def target_path(store: Path, split: str) -> Path:
     return store / f"{split}_target.csv"
 
 
-class Writer(_Writer):
+class Writer(_Writer, Resumable, ParallelParts):
     """A sample's file is final once written. The targets file grows a row per sample; the journal
     keeps its committed size and CRC, so a resumed conversion cuts it back to that and goes on."""
 
-    _targets = None
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self._targets = None  # the open targets file of the split being written
+        self._crc = 0  # of the targets written so far
+        self._counts: dict[str, int] = {}
+        self._dir = self.path
+        self._width = 1  # digits of the split's file names
 
-    def begin_split(self, split, count, sample_shape, label_dtype):
+    def begin_split(self, split, count, schema):
         self._open(split, count, size=0, crc=0)
 
     def _open(self, split, count, *, size, crc):
         self.close()
         self._dir = self.path / split
         self._dir.mkdir(exist_ok=True)
-        self._counts = {**getattr(self, "_counts", {}), split: count}
+        self._counts[split] = count
         self._width = len(str(count))
         self._targets = open(target_path(self.path, split), "r+b" if size else "wb")
         self._targets.truncate(size)
         self._targets.seek(size)
         self._crc = crc
 
-    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
-        self._counts = {**getattr(self, "_counts", {}), split: count}
+    def resume_split(self, split, count, schema, done, state):
+        self._counts[split] = count
         if done == count:
             return done  # the split's files are final and were checked against the journal
         size, crc = state.get("targets", (0, 0))
@@ -230,7 +297,7 @@ class Writer(_Writer):
         except OSError:
             kept = b""
         if not done or len(kept) != size or zlib.crc32(kept) != crc:
-            self.begin_split(split, count, sample_shape, label_dtype)
+            self.begin_split(split, count, schema)
             return 0
         self._open(split, count, size=size, crc=crc)
         return done
@@ -239,9 +306,7 @@ class Writer(_Writer):
         _write_samples(self._dir, self._width, start, x)
         self.absorb_part(split, start, y, None)
 
-    # parallel: workers write the sample files; the targets file is written here, from the labels
-    single_writer = ""
-
+    # parallel: workers write the sample files; the targets file is written here
     def part_spec(self, split):
         return {"width": self._width}
 
@@ -249,7 +314,8 @@ class Writer(_Writer):
         _write_samples(self.path / split, spec["width"], start, x)
 
     def absorb_part(self, split, start, y, result):
-        data = "".join(f"{start + offset + 1:0{self._width}d}.csv,{int(label)}\n" for offset, label in enumerate(y)).encode("ascii")
+        values = [",".join(row) for row in as_text(y.reshape(len(y), -1))]
+        data = "".join(f"{start + offset + 1:0{self._width}d}.csv,{row}\n" for offset, row in enumerate(values)).encode("ascii")
         self._targets.write(data)
         self._crc = zlib.crc32(data, self._crc)
 
@@ -269,7 +335,7 @@ class Writer(_Writer):
         return files + [target_path(self.path, split)] if done == count else files
 
     def path_of(self, split, index):
-        count = getattr(self, "_counts", {}).get(split)
+        count = self._counts.get(split)
         return self.path / split / f"{index + 1:0{len(str(count))}d}.csv" if count else self.path / split
 
     def close(self):
@@ -279,8 +345,9 @@ class Writer(_Writer):
 
 
 def _write_samples(folder: Path, width: int, start: int, x: np.ndarray) -> None:
-    for offset, sample in enumerate(x):
-        text = "\n".join(",".join(line) for line in _PIXEL_TEXT[sample]) + "\n"
+    texts = as_text(x.reshape((len(x), *grid(x.shape[1:]))))
+    for offset, sample in enumerate(texts):
+        text = "\n".join(",".join(line) for line in sample) + "\n"
         (folder / f"{start + offset + 1:0{width}d}.csv").write_text(text, encoding="ascii")
 
 
@@ -288,81 +355,102 @@ class Store(_Store):
     format_name = NAME
 
     def __init__(self, path, manifest):
+        self._names: dict[str, np.ndarray] = {}  # split -> file name of each sample, read with the targets
         super().__init__(path, manifest)
-        self._names: dict[str, np.ndarray] = {}  # split -> file name of each sample, from the targets
+
+    def _reset_handles(self):
+        super()._reset_handles()
+        self._folders: dict[str, int] = {}  # split -> open descriptor of its folder
+
+    def _split_files(self, split: str) -> tuple[str, Path, bool]:
+        """(folder of the samples, targets file, whether it has a header): the writer's names unless
+        the manifest says where an adopted folder keeps them."""
+        entry = self.manifest.get("csv", {}).get(split)
+        if entry is None:
+            return split, target_path(self.path, split), False
+        return entry["folder"], self.path / entry["targets"], bool(entry.get("header"))
 
     def _file_names(self, split: str) -> np.ndarray:
         self.labels(split)
         return self._names[split]
 
     def _file_of(self, split, index):
-        return self.path / split / self._file_names(split)[index]
+        return self.path / self._split_files(split)[0] / self._file_names(split)[index]
 
     def _read_labels(self, split):
-        path = target_path(self.path, split)
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        _, path, header = self._split_files(split)
+        schema, count = self.schema, self.num_samples(split)
+        width = int(np.prod(schema.target_shape))
+        names = ["file", *(f"y{i}" for i in range(width))]
+        what = "'file,label' rows with integer labels" if schema.target_kind == "classes" else \
+            f"rows of a file name and {width} {schema.target_dtype} value{'s' if width > 1 else ''}"
+        fix = "re-convert with `ooc convert --format csv --overwrite`"
+        types = {"file": pa.string(), **{n: pa.from_numpy_dtype(schema.target_dtype) for n in names[1:]}}
         try:
-            table = pd.read_csv(path, header=None, names=["file", "label"], dtype={"file": str})
-        except (OSError, ValueError, pd.errors.ParserError) as e:
-            raise CorruptStoreError(f"{path}: cannot read the targets ({e}); re-convert with `ooc convert --format csv --overwrite`") from None
-        if len(table) != self.num_samples(split) or table["label"].dtype.kind not in "iu":
-            raise CorruptStoreError(f"{path}: expected {self.num_samples(split)} 'file,label' rows with integer labels, found {len(table)} rows; re-convert with `ooc convert --format csv --overwrite`")
-        self._names[split] = table["file"].to_numpy()
-        return table["label"].to_numpy()
+            table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
+                                   convert_options=pacsv.ConvertOptions(column_types=types, quoted_strings_can_be_null=False))
+        except (OSError, pa.ArrowInvalid) as e:
+            reason = " ".join(str(e).split())[:200]
+            if isinstance(e, FileNotFoundError):
+                reason = "file is missing"
+            raise CorruptStoreError(f"{path}: cannot read the targets ({reason}); expected {count} {what}; {fix}") from None
+        if table.num_rows != count or any(c.null_count for c in table.columns):
+            raise CorruptStoreError(f"{path}: expected {count} {what}, found {table.num_rows} rows; {fix}")
+        self._names[split] = table.column("file").to_numpy(zero_copy_only=False)
+        values = np.stack([table.column(n).to_numpy(zero_copy_only=False) for n in names[1:]], axis=1)
+        return values.astype(schema.target_dtype, copy=False).reshape((count, *schema.target_shape))
 
     def _read_sorted(self, split, indices):
         """All files of the batch parsed by the compiled parser; what it declines goes to pyarrow,
         and a file neither parses to np.loadtxt file by file, which names the culprit."""
-        out = np.empty((len(indices), *self.sample_shape), np.float32)
-        try:
-            texts = self._read_and_parse(split, indices, out)
-        except FileNotFoundError:
-            texts = None
-        if texts == []:
-            return out
-        values = None if texts is None else _parse_joined(texts, *self.sample_shape)
+        dtype, (rows, columns) = self.schema.dtype, grid(self.sample_shape)
+        texts = None
+        if dtype.name in _VIA_FLOAT32:
+            out = np.empty((len(indices), rows, columns), np.float32)
+            try:
+                texts = self._read_and_parse(split, indices, out)
+            except FileNotFoundError:
+                texts = None
+            if texts == []:
+                values = out.astype(dtype, copy=False)
+                if dtype == np.float32 or np.array_equal(values, out):
+                    return values
+                texts = self._read_texts(split, indices)  # values that are not of the dtype: pyarrow says which
+        else:
+            try:
+                texts = self._read_texts(split, indices)
+            except FileNotFoundError:
+                texts = None
+        values = None if texts is None else _parse_joined(texts, rows, columns, dtype)
         if values is not None:
             return values
         return np.stack([self._parse(self._file_of(split, i)) for i in indices])
 
-    def _read_and_parse(self, split, indices, out) -> list[bytes]:
-        """Fill ``out`` through the fast path and return [], or return the files' texts if it
-        declined. The first half of a batch is parsed on a second thread while this one reads the
-        rest (the parser releases the GIL, reading files holds it): 13.8 against 20.7 µs a sample
-        on 2 cores (measured)."""
-        folder, names = self._folder(split), self._file_names(split)[indices]
-        half = len(names) // 2 if len(names) >= 64 else 0
-        first = _read_files(folder, names[:half])
-        parsed = [not half, False]
-        if half:
-            def parse_first():
-                parsed[0] = _parse_files(first, out[:half])
+    def _read_texts(self, split, indices) -> list[bytes]:
+        return _read_files(self._folder(split), self._file_names(split)[indices])
 
-            helper = threading.Thread(target=parse_first, name="ooc-csv-parse")
-            helper.start()
-        try:
-            rest = _read_files(folder, names[half:])
-            parsed[1] = _parse_files(rest, out[half:])
-        finally:
-            if half:
-                helper.join()
-        return [] if all(parsed) else first + rest
+    def _read_and_parse(self, split, indices, out) -> list[bytes]:
+        return read_and_parse(self._folder(split), self._file_names(split)[indices], out)
 
     def _folder(self, split: str) -> int:
         """An open descriptor of the split's folder, kept while the store is open."""
-        folders = self.__dict__.setdefault("_folders", {})
-        if split not in folders:
-            path = self.path / split
+        if split not in self._folders:
+            path = self.path / self._split_files(split)[0]
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             except FileNotFoundError:
                 raise CorruptStoreError(f"{path}: folder is missing; re-convert with `ooc convert --format csv --overwrite`") from None
-            if folders.setdefault(split, fd) != fd:  # another thread opened it first
+            if self._folders.setdefault(split, fd) != fd:  # another thread opened it first
                 os.close(fd)
-        return folders[split]
+        return self._folders[split]
 
     def close(self):
-        for fd in self.__dict__.pop("_folders", {}).values():
+        for fd in self._folders.values():
             os.close(fd)
+        super().close()
 
     def __del__(self):  # a store dropped without close() must not keep its descriptors
         try:
@@ -370,18 +458,19 @@ class Store(_Store):
         except Exception:
             pass
 
-    def _closed_state(self):
-        return {"_folders": {}}
-
     def _parse(self, path: Path) -> np.ndarray:
-        expected = int(np.prod(self.sample_shape))
+        rows, columns = grid(self.sample_shape)
+        shown = f"{rows} line{'s' if rows > 1 else ''} of {columns}"
+        fix = "re-convert with `ooc convert --format csv --overwrite`"
         try:
-            values = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+            values = np.loadtxt(path, delimiter=",", dtype=self.schema.dtype, ndmin=2)
         except FileNotFoundError:
-            raise CorruptStoreError(f"{path}: file is missing; re-convert with `ooc convert --format csv --overwrite`") from None
+            raise CorruptStoreError(f"{path}: file is missing; {fix}") from None
         except ValueError:
             found = sum(len([v for v in line.split(",") if v.strip()]) for line in path.read_text(errors="replace").splitlines())
-            raise CorruptStoreError(f"{path}: expected {expected} numeric values ({' lines of '.join(map(str, self.sample_shape))}), found {found} values or a non-numeric one; re-convert with `ooc convert --format csv --overwrite`") from None
-        if values.shape != self.sample_shape:
-            raise CorruptStoreError(f"{path}: expected {expected} values ({' lines of '.join(map(str, self.sample_shape))}), found {values.size} in {values.shape[0]} lines; re-convert with `ooc convert --format csv --overwrite`")
+            raise CorruptStoreError(f"{path}: expected {rows * columns} numeric values ({shown}), found {found} values or a "
+                                    f"non-numeric one; {fix}") from None
+        if values.shape != (rows, columns):
+            raise CorruptStoreError(f"{path}: expected {rows * columns} values ({shown}), found {values.size} in {values.shape[0]} "
+                                    f"lines; {fix}")
         return values

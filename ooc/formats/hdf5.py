@@ -1,5 +1,5 @@
-"""One HDF5 file, ``<store>/data.h5``, with datasets ``<split>/x`` (n, h, w) and ``<split>/y`` (n,),
-chunked along the sample axis.
+"""One HDF5 file, ``<store>/data.h5``, with datasets ``<split>/x`` (n, *sample_shape) and ``<split>/y``
+(n, *target_shape), chunked along the sample axis, in the source's dtypes.
 
 An interrupted conversion starts over: an HDF5 file killed mid-write cannot be trusted (its chunk
 index and free-space data live in the file and are updated in place), so re-running the conversion
@@ -15,12 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
+from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer
 
 NAME = "hdf5"
 FILE_NAME = "data.h5"
-OPTIONS = LayoutOptions(compressions=("none", "gzip", "lzf"), default_compression="none",
-                        dtypes=("uint8", "float32"), default_dtype="uint8", default_chunk_size=1024)
+OPTIONS = LayoutOptions(compressions=("none", "gzip", "lzf"), default_compression="none", default_chunk_size=1024)
 GZIP_LEVEL = 4
 # Reading a whole uncompressed chunk beats point reads while it holds at most this many rows per
 # wanted row (measured: point read ~30 µs, sliced row ~0.1 µs from the page cache).
@@ -34,42 +33,51 @@ def _h5py():
 
 
 class Writer(_Writer):
-    single_writer = "one file, data.h5, which only one process can write without MPI"  # --jobs and --dask refuse it
+    """Neither resumable nor parallel: one file, which only one process can write without MPI."""
 
-    def begin_split(self, split, count, sample_shape, label_dtype):
-        if not hasattr(self, "_file"):
+    one_process_because = "one file, data.h5, which only one process can write without MPI"
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self._file = None
+
+    def begin_split(self, split, count, schema):
+        if self._file is None:
             self._file = _h5py().File(self.path / FILE_NAME, "w")
         compression = None if self.compression == "none" else self.compression
         opts = {"compression_opts": GZIP_LEVEL} if compression == "gzip" else {}
         group = self._file.create_group(split)
-        group.create_dataset("x", shape=(count, *sample_shape), dtype=self.dtype,
-                             chunks=(max(1, min(self.chunk_size, count)), *sample_shape),
+        group.create_dataset("x", shape=(count, *schema.sample_shape), dtype=schema.dtype,
+                             chunks=(max(1, min(self.chunk_size, count)), *schema.sample_shape),
                              compression=compression, **opts)
-        group.create_dataset("y", shape=(count,), dtype=label_dtype,
-                             chunks=(max(1, min(1 << 16, count)),), compression=compression, **opts)
+        group.create_dataset("y", shape=(count, *schema.target_shape), dtype=schema.target_dtype,
+                             chunks=(max(1, min(1 << 16, count)), *schema.target_shape), compression=compression, **opts)
 
     def write(self, split, start, x, y):
         group = self._file[split]
-        group["x"][start:start + len(x)] = encode(x, self.dtype)
+        group["x"][start:start + len(x)] = x
         group["y"][start:start + len(y)] = y
 
     def path_of(self, split, index):
         return self.path / FILE_NAME
 
     def close(self):
-        if getattr(self, "_file", None) is not None:
+        if self._file is not None:
             self._file.close()
             self._file = None
 
 
 class Store(ChunkedStore):
     format_name = NAME
-    _file = None
+
+    def _reset_handles(self):
+        super()._reset_handles()
+        self._file = None
 
     def _dataset(self, split: str, name: str):
         if self._file is None:
             path = self.path / FILE_NAME
-            chunk_bytes = self.options["chunk_size"] * int(np.prod(self.sample_shape)) * np.dtype(self.options["dtype"]).itemsize
+            chunk_bytes = self.options["chunk_size"] * int(np.prod(self.sample_shape)) * self.schema.dtype.itemsize
             try:
                 # room for a few chunks: enough for any run we slice, bounded whatever the data size
                 # no HDF5 file locks: a finished store is never written again (the manifest comes last),
@@ -98,10 +106,6 @@ class Store(ChunkedStore):
         return self._dataset(split, "x")[indices]
 
     def close(self):
-        super().close()
         if self._file is not None:
             self._file.close()
-            self._file = None
-
-    def _closed_state(self):
-        return {"_file": None}
+        super().close()

@@ -1,5 +1,5 @@
-"""Raw ``.npy`` arrays, one pair per split: ``<store>/train_x.npy`` (n, h, w) and
-``<store>/train_y.npy`` (n,). ``np.load(path, mmap_mode="r")`` reads them as is.
+"""Raw ``.npy`` arrays, one pair per split: ``<store>/train_x.npy`` (n, *sample_shape) and
+``<store>/train_y.npy`` (n, *target_shape), in the source's dtypes. ``np.load(path, mmap_mode="r")`` reads them as is.
 
 Written through ``np.lib.format.open_memmap`` chunk by chunk, read through a read-only memmap:
 no chunks, no codec, so any sample costs only its own pages — the physical bound for reading this
@@ -15,32 +15,37 @@ import zlib
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import LayoutOptions, Store as _Store, Writer as _Writer, encode
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable, Store as _Store, Writer as _Writer
 
 NAME = "npy"
-OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", dtypes=("uint8", "float32"),
-                        default_dtype="uint8", default_chunk_size=None, chunking="none (one contiguous array per split)")
+OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", default_chunk_size=None,
+                        chunking="none (one contiguous array per split)")
 
 
 def array_path(store, split: str, name: str):
     return store / f"{split}_{name}.npy"
 
 
-class Writer(_Writer):
+class Writer(_Writer, Resumable, ParallelParts):
     """Writes go through a shared memmap, so the kernel holds them as soon as they are made: a
     killed process loses none. The journal keeps a CRC of the bytes committed so far, which a
     resumed conversion checks (one read of them) before it writes on from there."""
 
-    def begin_split(self, split, count, sample_shape, label_dtype):
-        self._open(split, count, sample_shape, label_dtype, "w+")
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self._arrays: dict[str, tuple[np.memmap, np.memmap]] = {}  # split -> open (x, y) maps
+        self._crcs: dict[str, list[int]] = {}  # split -> running CRCs of the x and y bytes written
+        self._counts: dict[str, int] = {}
+
+    def begin_split(self, split, count, schema):
+        self._open(split, count, schema, "w+")
         self._crcs[split] = [0, 0]
 
-    def _open(self, split, count, sample_shape, label_dtype, mode):
-        self._arrays = getattr(self, "_arrays", {})
-        self._crcs = getattr(self, "_crcs", {})
-        self._counts = {**getattr(self, "_counts", {}), split: count}
+    def _open(self, split, count, schema, mode):
+        self._counts[split] = count
         arrays = []
-        for name, dtype, shape in (("x", self.dtype, (count, *sample_shape)), ("y", label_dtype, (count,))):
+        for name, dtype, shape in (("x", schema.dtype, (count, *schema.sample_shape)),
+                                   ("y", schema.target_dtype, (count, *schema.target_shape))):
             path = array_path(self.path, split, name)
             array = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
             if mode == "w+":  # allocate now: a full disk is an OSError here, not a SIGBUS in a later write to the map
@@ -53,35 +58,36 @@ class Writer(_Writer):
             arrays.append(array)
         self._arrays[split] = tuple(arrays)
 
-    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
-        self._counts = {**getattr(self, "_counts", {}), split: count}
+    def resume_split(self, split, count, schema, done, state):
+        self._counts[split] = count
         if done == count:
             return done  # the split's files are final and were checked against the journal
         try:
-            self._open(split, count, sample_shape, label_dtype, "r+")
+            self._open(split, count, schema, "r+")
             xs, ys = self._arrays[split]
-            fits = xs.shape == (count, *sample_shape) and xs.dtype == self.dtype and ys.shape == (count,) and ys.dtype == label_dtype
+            fits = (xs.shape == (count, *schema.sample_shape) and xs.dtype == schema.dtype
+                    and ys.shape == (count, *schema.target_shape) and ys.dtype == schema.target_dtype)
             crcs = [zlib.crc32(xs[:done]), zlib.crc32(ys[:done])] if fits else None
         except (OSError, ValueError):
             crcs = None
         if not done or crcs != state.get("crc"):
-            self.begin_split(split, count, sample_shape, label_dtype)
+            self.begin_split(split, count, schema)
             return 0
         self._crcs[split] = crcs
         return done
 
     def write(self, split, start, x, y):
         xs, ys = self._arrays[split]
-        stored = np.ascontiguousarray(encode(x, self.dtype))
-        labels = np.ascontiguousarray(y, dtype=ys.dtype)
+        stored = np.ascontiguousarray(x)
+        targets = np.ascontiguousarray(y)
         xs[start:start + len(x)] = stored
-        ys[start:start + len(y)] = labels
+        ys[start:start + len(y)] = targets
         crcs = self._crcs[split]
-        crcs[0], crcs[1] = zlib.crc32(stored, crcs[0]), zlib.crc32(labels, crcs[1])
+        crcs[0], crcs[1] = zlib.crc32(stored, crcs[0]), zlib.crc32(targets, crcs[1])
 
     def commit(self, split, done):
-        state = {"crc": list(getattr(self, "_crcs", {}).get(split, [0, 0]))}
-        if done == self._counts[split] and split in getattr(self, "_arrays", {}):
+        state = {"crc": list(self._crcs.get(split, [0, 0]))}
+        if done == self._counts[split] and split in self._arrays:
             for array in self._arrays.pop(split):
                 array.flush()
         return state
@@ -94,23 +100,21 @@ class Writer(_Writer):
 
     # parallel: the arrays are made here (begin_split); workers write their rows through a memmap of
     # the same file, and the running CRC is taken here from the rows they wrote
-    single_writer = ""
-
     def write_part(self, split, start, x, y, spec):
         xs = np.lib.format.open_memmap(array_path(self.path, split, "x"), mode="r+")
-        xs[start:start + len(x)] = encode(x, self.dtype)
+        xs[start:start + len(x)] = x
         xs.flush()
         del xs
 
     def absorb_part(self, split, start, y, result):
         xs, ys = self._arrays[split]
-        labels = np.ascontiguousarray(y, dtype=ys.dtype)
-        ys[start:start + len(y)] = labels
+        targets = np.ascontiguousarray(y)
+        ys[start:start + len(y)] = targets
         crcs = self._crcs[split]
-        crcs[0], crcs[1] = zlib.crc32(np.ascontiguousarray(xs[start:start + len(y)]), crcs[0]), zlib.crc32(labels, crcs[1])
+        crcs[0], crcs[1] = zlib.crc32(np.ascontiguousarray(xs[start:start + len(y)]), crcs[0]), zlib.crc32(targets, crcs[1])
 
     def close(self):
-        for xs, ys in getattr(self, "_arrays", {}).values():
+        for xs, ys in self._arrays.values():
             xs.flush()
             ys.flush()
         self._arrays = {}
@@ -119,8 +123,9 @@ class Writer(_Writer):
 class Store(_Store):
     format_name = NAME
 
-    def __init__(self, path, manifest):
-        super().__init__(path, manifest)
+    def _reset_handles(self):
+        super()._reset_handles()
+        # a live memmap keeps its pages cached: closing drops them, so that a cold read is cold
         self._maps: dict[tuple[str, str], np.memmap] = {}
 
     def _map(self, split: str, name: str) -> np.ndarray:
@@ -132,8 +137,11 @@ class Store(_Store):
             except (OSError, ValueError) as e:
                 raise CorruptStoreError(f"{path}: cannot read as .npy ({e}); re-convert with `ooc convert --format npy --overwrite`") from None
             expected = self.num_samples(split)
-            if array.shape[0] != expected:
-                raise CorruptStoreError(f"{path}: holds {array.shape[0]} samples, the manifest says {expected}; re-convert with `ooc convert --format npy --overwrite`")
+            shape, dtype = ((expected, *self.sample_shape), self.schema.dtype) if name == "x" else \
+                ((expected, *self.schema.target_shape), self.schema.target_dtype)
+            if array.shape != shape or array.dtype != dtype:
+                raise CorruptStoreError(f"{path}: holds {array.dtype} {array.shape}, the manifest says {dtype} {shape}; "
+                                        "re-convert with `ooc convert --format npy --overwrite`")
             self._maps[key] = array
         return self._maps[key]
 
@@ -145,9 +153,3 @@ class Store(_Store):
 
     def _read_sorted(self, split, indices):
         return self._map(split, "x")[indices]
-
-    def close(self):
-        self._maps = {}  # a live memmap keeps its pages cached: drop them so a cold read is cold
-
-    def _closed_state(self):
-        return {"_maps": {}}

@@ -1,8 +1,9 @@
 """One Parquet file per split, ``<store>/train.parquet``: one row per sample, columns ``image`` and
 ``label``, row groups of ``chunk_size`` rows. ``pandas.read_parquet`` reads it as is.
 
-``image`` is ``fixed_size_binary[h*w]`` (the raw uint8 pixels, row-major) or, for ``--dtype
-float32``, ``fixed_size_list<float>[h*w]``; the schema metadata holds ``ooc.sample_shape``. Fixed
+``image`` holds a sample's values, row-major: ``fixed_size_binary[size]`` for uint8 (the raw bytes),
+else ``fixed_size_list<T>[size]`` of the stored type; ``label`` a scalar target, or a
+``fixed_size_list`` for a vector target; the schema metadata holds ``ooc.sample_shape``. Fixed
 sizes keep a row group's pixels one contiguous buffer, so a chunk becomes a numpy array without a
 per-row copy. The image column gets neither dictionary encoding nor statistics (every value is
 unique: both only cost space).
@@ -26,12 +27,11 @@ import json
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
+from ooc.formats.base import ChunkedStore, LayoutOptions, Resumable, Writer as _Writer
 from ooc.remote import URL
 
 NAME = "parquet"
-OPTIONS = LayoutOptions(compressions=("none", "snappy", "zstd", "gzip"), default_compression="zstd",
-                        dtypes=("uint8", "float32"), default_dtype="uint8", default_chunk_size=1024)
+OPTIONS = LayoutOptions(compressions=("none", "snappy", "zstd", "gzip"), default_compression="zstd", default_chunk_size=1024)
 SHAPE_KEY = b"ooc.sample_shape"
 
 
@@ -46,48 +46,83 @@ def _pyarrow():
     return pa, pq
 
 
-class Writer(_Writer):
-    single_writer = "one file per split, which only one process can write"  # --jobs and --dask refuse it
+def _column(values: np.ndarray, n: int):
+    """``n`` rows of ``values`` (n, ...) as one fixed-size Arrow column (a plain one for scalars)."""
+    pa, _ = _pyarrow()
+    flat = np.ascontiguousarray(values).reshape(-1)
+    width = flat.size // n if n else int(np.prod(values.shape[1:]))
+    if values.ndim == 1:
+        return pa.array(flat)
+    if values.dtype == np.uint8:
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(flat)])
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
 
-    def begin_split(self, split, count, sample_shape, label_dtype):
+
+def _arrow_type(dtype: np.dtype, shape: tuple[int, ...]):
+    pa, _ = _pyarrow()
+    width = int(np.prod(shape))
+    if not shape:
+        return pa.from_numpy_dtype(dtype)
+    return pa.binary(width) if dtype == np.uint8 else pa.list_(pa.from_numpy_dtype(dtype), width)
+
+
+def _values(column, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed-size column back to (n, *shape) values of ``dtype`` (one buffer, no per-row copy)."""
+    n = len(column)
+    if not shape:
+        return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    if dtype == np.uint8:
+        width = column.type.byte_width
+        values = np.frombuffer(column.buffers()[1], np.uint8, count=n * width, offset=column.offset * width)
+    else:
+        values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape((n, *shape))
+
+
+class Writer(_Writer, Resumable):
+    """Resumes split by split: a finished split's file is final; the one being written starts over."""
+
+    one_process_because = "one file per split, which only one process can write"
+    resume_unit = "split"
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self._files: dict = {}  # split -> open ParquetWriter
+        self._objects: dict = {}  # split -> open fsspec file, for a URL
+        self._counts: dict[str, int] = {}
+
+    def begin_split(self, split, count, schema):
         pa, pq = _pyarrow()
-        self._files = getattr(self, "_files", {})
-        self._counts = {**getattr(self, "_counts", {}), split: count}
-        width = int(np.prod(sample_shape))
-        image_type = pa.binary(width) if self.dtype == "uint8" else pa.list_(pa.float32(), width)
-        schema = pa.schema([("image", image_type), ("label", pa.from_numpy_dtype(label_dtype))],
-                           metadata={SHAPE_KEY: json.dumps(list(sample_shape)).encode()})
+        self._counts[split] = count
+        table_schema = pa.schema([("image", _arrow_type(schema.dtype, schema.sample_shape)),
+                                  ("label", _arrow_type(schema.target_dtype, schema.target_shape))],
+                                 metadata={SHAPE_KEY: json.dumps(list(schema.sample_shape)).encode()})
         where = file_path(self.path, split)
         if isinstance(where, URL):  # an fsspec file: a multipart upload, completed when closed
-            self._objects = {**getattr(self, "_objects", {}), split: where.fs.open(where.key, "wb")}
+            self._objects[split] = where.fs.open(where.key, "wb")
             where = self._objects[split]
-        self._files[split] = pq.ParquetWriter(where, schema, compression=self.compression,
+        self._files[split] = pq.ParquetWriter(where, table_schema, compression=self.compression,
                                               use_dictionary=["label"], write_statistics=["label"])
 
     def write(self, split, start, x, y):
         pa, _ = _pyarrow()
         writer = self._files[split]
-        pixels = np.ascontiguousarray(encode(x, self.dtype)).reshape(-1)
-        image_type = writer.schema.field("image").type
-        if self.dtype == "uint8":
-            images = pa.FixedSizeBinaryArray.from_buffers(image_type, len(x), [None, pa.py_buffer(pixels)])
-        else:
-            images = pa.FixedSizeListArray.from_arrays(pa.array(pixels), image_type.list_size)
-        table = pa.Table.from_arrays([images, pa.array(y)], schema=writer.schema)
+        table = pa.Table.from_arrays([_column(x, len(x)), _column(y, len(y))], schema=writer.schema)
         writer.write_table(table, row_group_size=self.chunk_size)
 
     def commit(self, split, done):
         if done == self._counts[split] and split in self._files:
             self._files.pop(split).close()  # a finished split's file is final, kept by a resumed conversion
-            if split in getattr(self, "_objects", {}):
+            if split in self._objects:
                 self._objects.pop(split).close()
         return {}
 
-    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+    def resume_split(self, split, count, schema, done, state):
+        self._counts[split] = count
         if done == count:
-            self._counts = {**getattr(self, "_counts", {}), split: count}
             return done  # the finished file was checked against the journal
-        return super().resume_split(split, count, sample_shape, label_dtype, done, state)
+        self.begin_split(split, count, schema)
+        return 0
 
     def final_files(self, split, done):
         return [file_path(self.path, split)] if done == self._counts[split] else []
@@ -96,9 +131,9 @@ class Writer(_Writer):
         return file_path(self.path, split)
 
     def close(self):
-        for writer in getattr(self, "_files", {}).values():
+        for writer in self._files.values():
             writer.close()
-        for handle in getattr(self, "_objects", {}).values():
+        for handle in self._objects.values():
             handle.close()
         self._files, self._objects = {}, {}
 
@@ -157,9 +192,10 @@ class _Parts(io.RawIOBase):
 class Store(ChunkedStore):
     format_name = NAME
 
-    def __init__(self, path, manifest):
-        super().__init__(path, manifest)
-        self._files = {}
+    def _reset_handles(self):
+        super()._reset_handles()
+        self._files = {}  # split -> open ParquetFile
+        self._sizes = {}  # split -> a remote file's size
 
     def _file(self, split: str):
         if split not in self._files:
@@ -168,7 +204,7 @@ class Store(ChunkedStore):
             try:
                 if isinstance(path, URL):  # range requests only, no read-ahead: a chunk read fetches its row groups
                     handle = path.fs.open(path.key, "rb", cache_type="none")
-                    self._sizes = {**getattr(self, "_sizes", {}), split: handle.size}
+                    self._sizes[split] = handle.size
                     parquet = pq.ParquetFile(handle, pre_buffer=True)
                 else:
                     parquet = pq.ParquetFile(path)
@@ -185,8 +221,10 @@ class Store(ChunkedStore):
         _, pq = _pyarrow()
         path = file_path(self.path, split)
         if isinstance(path, URL):
-            return pq.read_table(path.key, filesystem=path.fs, columns=["label"], use_threads=False).column("label").to_numpy()
-        return pq.read_table(path, columns=["label"], use_threads=False).column("label").to_numpy()
+            table = pq.read_table(path.key, filesystem=path.fs, columns=["label"], use_threads=False)
+        else:
+            table = pq.read_table(path, columns=["label"], use_threads=False)
+        return _values(table.column("label").combine_chunks(), self.schema.target_dtype, self.schema.target_shape)
 
     def _file_of(self, split, index):
         return file_path(self.path, split)
@@ -198,13 +236,7 @@ class Store(ChunkedStore):
         return self._pixels(column)
 
     def _pixels(self, column):
-        n = len(column)
-        if self.options["dtype"] == "uint8":
-            width = column.type.byte_width
-            pixels = np.frombuffer(column.buffers()[1], np.uint8, count=n * width, offset=column.offset * width)
-        else:
-            pixels = column.flatten().to_numpy()
-        return pixels.reshape((n, *self.sample_shape))
+        return _values(column, self.schema.dtype, self.sample_shape)
 
     def _fetch_chunks(self, split, chunk_ids, size, count):
         if not isinstance(self.path, URL) or len(chunk_ids) < 2:
@@ -225,10 +257,6 @@ class Store(ChunkedStore):
         return fetched
 
     def close(self):
-        super().close()
         for parquet in self._files.values():
             parquet.close()
-        self._files = {}
-
-    def _closed_state(self):
-        return {"_files": {}}
+        super().close()

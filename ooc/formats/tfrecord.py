@@ -3,12 +3,13 @@
     <store>/train-00000-of-00015.tfrecord …    --shard-size records each (.tfrecord.gz with GZIP)
     <store>/train.index.npy                    (n, 2) int64: payload offset and length of every record
 
-Each record is one sample with the features in ``FEATURE_SPEC``: ``image`` holds the raw pixels,
-row-major, as bytes of the store's dtype (uint8 unless converted with ``--dtype float32``),
-``height``/``width`` its shape, ``label`` the class. Plain tf.data reads the shards as is::
+Each record is one sample with the features of ``feature_spec(schema)``: ``image`` holds the
+sample's values, row-major, as the bytes of the stored dtype, ``shape`` its shape; ``label`` the
+class (int64), or, for any other target, ``target`` its bytes in the stored dtype. Plain tf.data reads
+the shards as is::
 
     ds = tf.data.TFRecordDataset(sorted(glob("data/tfrecord/train-*")), compression_type="")
-    ds = ds.map(lambda r: tf.io.parse_single_example(r, FEATURE_SPEC))
+    ds = ds.map(lambda r: tf.io.parse_single_example(r, feature_spec(store.schema)))
 
 Random access, which the common interface needs for its shuffles, uses the index written beside the
 shards (offsets in the uncompressed record stream):
@@ -34,27 +35,33 @@ from contextlib import contextmanager
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
+from ooc.schema import SAMPLE_DTYPES, Schema
+from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, Writer as _Writer
 
 NAME = "tfrecord"
-OPTIONS = LayoutOptions(compressions=("none", "gzip"), default_compression="none", dtypes=("uint8", "float32"),
-                        default_dtype="uint8", default_chunk_size=None, default_shard_size=4096,
+OPTIONS = LayoutOptions(compressions=("none", "gzip"), default_compression="none", default_chunk_size=None,
+                        default_shard_size=4096, dtypes=tuple(d for d in SAMPLE_DTYPES if d != "uint32"),
                         chunking="records in shards of --shard-size samples, an offset index per split")
 # A TFRecord is: uint64 length, uint32 masked CRC of the length, payload, uint32 masked CRC of it.
 RECORD_HEADER, RECORD_FOOTER = 12, 4
 _REPAIR = "re-convert with `ooc convert --format tfrecord --overwrite`"
 
 
-def feature_spec():
-    """What ``tf.io.parse_example`` needs to read an ooc record."""
+def feature_spec(schema: Schema):
+    """What ``tf.io.parse_example`` needs to read an ooc record of ``schema``."""
     import tensorflow as tf
 
+    target = "label" if schema.target_kind == "classes" else "target"
     return {
         "image": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-        "height": tf.io.FixedLenFeature([], tf.int64),
-        "width": tf.io.FixedLenFeature([], tf.int64),
+        "shape": tf.io.FixedLenFeature([len(schema.sample_shape)], tf.int64),
+        target: tf.io.FixedLenFeature([], tf.int64 if target == "label" else tf.string),
     }
+
+
+def _raw(data, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Parsed bytes features (n,) back to (n, *shape) values of ``dtype``."""
+    return np.frombuffer(b"".join(data.tolist()), dtype).reshape((len(data), *shape))
 
 
 def shard_paths(store, split: str, count: int, shard_size: int, compression: str) -> list:
@@ -74,11 +81,14 @@ def _tf():
     return tf
 
 
-class Writer(_Writer):
-    def begin_split(self, split, count, sample_shape, label_dtype):
-        self._splits = getattr(self, "_splits", {})
+class Writer(_Writer, Resumable, ParallelParts):
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self._splits: dict[str, dict] = {}  # split -> its shard paths, index and the shard being written
+
+    def begin_split(self, split, count, schema):
         paths = shard_paths(self.path, split, count, self.shard_size, self.compression)
-        self._splits[split] = {"paths": paths, "shape": sample_shape, "index": np.zeros((count, 2), np.int64),
+        self._splits[split] = {"paths": paths, "schema": schema, "index": np.zeros((count, 2), np.int64),
                                "first": 0, "file": None, "shard": -1, "position": 0}
 
     def write(self, split, start, x, y):
@@ -86,19 +96,17 @@ class Writer(_Writer):
             self._write(self._splits[split], start, x, y)
 
     # parallel: a task writes whole shards and returns their index rows, which are assembled here
-    single_writer = ""
-
     def part_unit(self, step):
         return max(1, -(-step // self.shard_size)) * self.shard_size
 
     def part_spec(self, split):
         state = self._splits[split]
-        return {"paths": [str(p) for p in state["paths"]], "shape": tuple(state["shape"])}
+        return {"paths": [str(p) for p in state["paths"]], "schema": state["schema"]}
 
     def write_part(self, split, start, x, y, spec):
         from pathlib import Path
 
-        state = {"paths": [Path(p) for p in spec["paths"]], "shape": spec["shape"], "index": np.zeros((len(x), 2), np.int64),
+        state = {"paths": [Path(p) for p in spec["paths"]], "schema": spec["schema"], "index": np.zeros((len(x), 2), np.int64),
                  "first": start, "file": None, "shard": -1, "position": 0}
         with _os_errors():
             self._write(state, start, x, y)
@@ -112,20 +120,22 @@ class Writer(_Writer):
 
     def _write(self, state, start, x, y):
         tf = _tf()
-        pixels = encode(x, self.dtype)
-        height, width = state["shape"]
-        for i, (image, label) in enumerate(zip(pixels, y.tolist()), start):
+        schema = state["schema"]
+        shape = tf.train.Feature(int64_list=tf.train.Int64List(value=list(schema.sample_shape)))
+        classes = schema.target_kind == "classes"
+        for i, (sample, target) in enumerate(zip(x, y.tolist() if classes else y), start):
             shard = i // self.shard_size
             if shard != state["shard"]:
                 self._close_shard(state)
                 options = tf.io.TFRecordOptions(compression_type="GZIP" if self.compression == "gzip" else "")
                 state["file"] = tf.io.TFRecordWriter(str(state["paths"][shard]), options=options)
                 state["shard"], state["position"] = shard, 0
+            label = (tf.train.Feature(int64_list=tf.train.Int64List(value=[target])) if classes
+                     else tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(target).tobytes()])))
             record = tf.train.Example(features=tf.train.Features(feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-                "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
-                "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(sample).tobytes()])),
+                "shape": shape,
+                "label" if classes else "target": label,
             })).SerializeToString(deterministic=True)  # map keys sorted: the same bytes in any process
             state["file"].write(record)
             state["index"][i - state["first"]] = (state["position"] + RECORD_HEADER, len(record))
@@ -158,10 +168,10 @@ class Writer(_Writer):
             return state["paths"] + [index_path(self.path, split)]
         return state["paths"][:done // self.shard_size]
 
-    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+    def resume_split(self, split, count, schema, done, state):
         """Completed shards are kept (their index entries rebuilt from the record headers); the
         shard that was being written starts over."""
-        self.begin_split(split, count, sample_shape, label_dtype)
+        self.begin_split(split, count, schema)
         entry = self._splits[split]
         if done == count:
             entry["finished"] = True
@@ -186,16 +196,16 @@ class Writer(_Writer):
             raise ValueError(f"{state['paths'][shard]}: {len(data) - position} bytes after its records")
 
     def path_of(self, split, index):
-        paths = getattr(self, "_splits", {}).get(split, {}).get("paths", [self.path])
+        paths = self._splits.get(split, {}).get("paths", [self.path])
         return paths[min(index // self.shard_size, len(paths) - 1)]
 
     def abort(self):
-        for state in getattr(self, "_splits", {}).values():
+        for state in self._splits.values():
             self._close_shard(state)  # no index, no empty shards: the journal says what is done
 
     def close(self):
         with _os_errors():
-            for split, state in getattr(self, "_splits", {}).items():
+            for split, state in self._splits.items():
                 if not state.get("finished"):
                     self._finish(split, state)
         self._splits = {}
@@ -218,10 +228,11 @@ def _os_errors():
 class Store(ChunkedStore):
     format_name = NAME
 
-    def __init__(self, path, manifest):
-        super().__init__(path, manifest)
-        self._index: dict[str, np.ndarray] = {}
-        self._fds: dict[str, int] = {}
+    def _reset_handles(self):
+        super()._reset_handles()
+        self._index: dict[str, np.ndarray] = {}  # split -> (n, 2) record offsets and lengths
+        self._fds: dict[str, int] = {}  # "split/shard" -> open descriptor
+        self._shard_paths: dict[str, list] = {}
 
     @property
     def shard_size(self) -> int:
@@ -238,10 +249,9 @@ class Store(ChunkedStore):
         return super()._samples_with(split, index) if self.chunk_size else range(index, index + 1)
 
     def shard_paths(self, split: str) -> list:
-        paths = self.__dict__.setdefault("_shard_paths", {})
-        if split not in paths:
-            paths[split] = shard_paths(self.path, split, self.num_samples(split), self.shard_size, self.options["compression"])
-        return paths[split]
+        if split not in self._shard_paths:
+            self._shard_paths[split] = shard_paths(self.path, split, self.num_samples(split), self.shard_size, self.options["compression"])
+        return self._shard_paths[split]
 
     def _index_of(self, split: str) -> np.ndarray:
         if split not in self._index:
@@ -258,14 +268,15 @@ class Store(ChunkedStore):
     def _parse(self, payloads: list[bytes], split: str, first: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels and labels of serialized records, parsed together (one TF call, not one per record)."""
         tf = _tf()
+        where = self.shard_paths(split)[first // self.shard_size]
         try:
-            features = tf.io.parse_example(payloads, feature_spec())
+            features = tf.io.parse_example(payloads, {"image": feature_spec(self.schema)["image"]})
+            return _raw(features["image"].numpy(), self.schema.dtype, self.sample_shape)
         except tf.errors.InvalidArgumentError:
-            raise CorruptStoreError(f"{self.shard_paths(split)[first // self.shard_size]}: a record near sample {first} "
-                                    f"does not parse as an ooc tf.train.Example; {_REPAIR}") from None
-        dtype = tf.uint8 if self.options["dtype"] == "uint8" else tf.float32
-        pixels = tf.io.decode_raw(features["image"], dtype).numpy()
-        return pixels.reshape((len(payloads), *self.sample_shape)), features["label"].numpy()
+            raise CorruptStoreError(f"{where}: a record near sample {first} does not parse as an ooc tf.train.Example; {_REPAIR}") from None
+        except ValueError:
+            raise CorruptStoreError(f"{where}: a record near sample {first} holds a sample of another size than "
+                                    f"{self.schema.dtype} {self.sample_shape}; {_REPAIR}") from None
 
     def _shard_bytes(self, split: str, shard: int) -> bytes:
         path = self.shard_paths(split)[shard]
@@ -291,7 +302,7 @@ class Store(ChunkedStore):
             first, last = shard * self.shard_size, min((shard + 1) * self.shard_size, stop)
             data = self._shard_bytes(split, shard)
             payloads = self._payloads(data, index[first:last], 0, split, shard)
-            parts.append(self._parse(payloads, split, first)[0])
+            parts.append(self._parse(payloads, split, first))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     # uncompressed: one pread per run of adjacent records ----------------------------------------------
@@ -308,7 +319,7 @@ class Store(ChunkedStore):
             end = int(index[run[-1], 0] + index[run[-1], 1])
             data = os.pread(self._fd(split, shard), end - begin, begin)
             payloads += self._payloads(data, index[run], begin, split, shard)
-        return self._parse(payloads, split, int(indices[0]))[0]
+        return self._parse(payloads, split, int(indices[0]))
 
     def _fd(self, split: str, shard: int) -> int:
         key = f"{split}/{shard}"
@@ -323,27 +334,32 @@ class Store(ChunkedStore):
     def _read_labels(self, split):
         # labels live inside the records: one sequential pass through tf.data, once per split
         tf = _tf()
-        spec = {"label": tf.io.FixedLenFeature([], tf.int64)}
+        name = "label" if self.schema.target_kind == "classes" else "target"
+        spec = {name: feature_spec(self.schema)[name]}
         compression = "GZIP" if self.options["compression"] == "gzip" else ""
         paths = [str(p) for p in self.shard_paths(split)]
         dataset = tf.data.TFRecordDataset(paths, compression_type=compression).batch(4096)
         try:
-            labels = [tf.io.parse_example(batch, spec)["label"].numpy() for batch in dataset]
+            parsed = [tf.io.parse_example(batch, spec)[name].numpy() for batch in dataset]
         except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
             raise CorruptStoreError(f"{self.path}: cannot read the {split} labels ({e.message.splitlines()[0]}); {_REPAIR}") from None
-        labels = np.concatenate(labels) if labels else np.empty(0, np.int64)
+        if name == "label":
+            labels = np.concatenate(parsed).astype(self.schema.target_dtype) if parsed else np.empty(0, self.schema.target_dtype)
+        else:
+            try:
+                labels = np.concatenate([_raw(p, self.schema.target_dtype, self.schema.target_shape) for p in parsed]) if parsed \
+                    else np.empty((0, *self.schema.target_shape), self.schema.target_dtype)
+            except ValueError:
+                raise CorruptStoreError(f"{self.path}: a {split} record's target is not {self.schema.target_dtype} "
+                                        f"{self.schema.target_shape}; {_REPAIR}") from None
         if len(labels) != self.num_samples(split):
             raise CorruptStoreError(f"{self.path}: the {split} shards hold {len(labels)} records, the manifest says {self.num_samples(split)}; {_REPAIR}")
         return labels
 
     def close(self):
-        super().close()
         for fd in self._fds.values():
             os.close(fd)
-        self._fds = {}
-
-    def _closed_state(self):
-        return {"_fds": {}}
+        super().close()
 
 
 def tf_dataset(store: Store, split: str, *, batch_size: int, shuffle_buffer: int = 0, seed: int | None = None,
@@ -362,15 +378,17 @@ def tf_dataset(store: Store, split: str, *, batch_size: int, shuffle_buffer: int
                                cycle_length=cycle_length, num_parallel_calls=autotune, deterministic=seed is not None)
     if shuffle_buffer:
         records = records.shuffle(shuffle_buffer, seed=seed)
-    spec = feature_spec()
-    stored = tf.uint8 if store.options["dtype"] == "uint8" else tf.float32
-    shape = (-1, *store.sample_shape, 1)
+    schema = store.schema
+    spec = feature_spec(schema)
+    stored = tf.as_dtype(schema.dtype)
 
     def decode(serialized):
         features = tf.io.parse_example(serialized, spec)
-        pixels = tf.io.decode_raw(features["image"], stored)
-        if stored == tf.uint8:
-            pixels = tf.cast(pixels, tf.float32) / 255.0
-        return tf.reshape(pixels, shape), features["label"]
+        x = tf.reshape(tf.io.decode_raw(features["image"], stored), (-1, *schema.sample_shape))
+        if schema.decode == "pixels":
+            x = tf.cast(x, tf.float32) / 255.0
+        if "label" in features:
+            return x, features["label"]
+        return x, tf.reshape(tf.io.decode_raw(features["target"], tf.as_dtype(schema.target_dtype)), (-1, *schema.target_shape))
 
     return records.batch(batch_size).map(decode, num_parallel_calls=autotune).prefetch(autotune)

@@ -1,5 +1,5 @@
-"""A Zarr v3 group: the store directory is the group, with arrays ``<split>/x`` (n, h, w) and
-``<split>/y`` (n,), chunked along the sample axis. ``zarr.open_group(store)`` reads it as is.
+"""A Zarr v3 group: the store directory is the group, with arrays ``<split>/x`` (n, *sample_shape) and
+``<split>/y`` (n, *target_shape) in the source's dtypes, chunked along the sample axis. ``zarr.open_group(store)`` reads it as is.
 An interrupted conversion resumes from its first uncommitted chunk.
 
 Reads go chunk by chunk through ``ChunkedStore``'s cache. On a local disk a chunk file is read and
@@ -27,12 +27,11 @@ import zlib
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer, encode
+from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, Writer as _Writer
 from ooc.remote import URL
 
 NAME = "zarr"
-OPTIONS = LayoutOptions(compressions=("none", "zstd", "blosc", "gzip"), default_compression="zstd",
-                        dtypes=("uint8", "float32"), default_dtype="uint8", default_chunk_size=1024)
+OPTIONS = LayoutOptions(compressions=("none", "zstd", "blosc", "gzip"), default_compression="zstd", default_chunk_size=1024)
 
 
 def _compressors(name: str):
@@ -52,90 +51,98 @@ _CONFIG = {"write_empty_chunks": True}
 LABEL_CHUNK = 1 << 16
 
 
-class Writer(_Writer):
-    """An image chunk file is final once written (zarr writes it to a temporary name, then renames
+def _dimension_names(first: str, rank: int) -> tuple[str, ...]:
+    return (first, *(f"dim_{i}" for i in range(rank)))
+
+
+class Writer(_Writer, Resumable, ParallelParts):
+    """A sample chunk file is final once written (zarr writes it to a temporary name, then renames
     it), so a resumed conversion keeps the committed chunks and goes on from the first uncommitted
-    one. A label chunk spans many commits: the journal keeps a CRC of the labels committed, which a
+    one. A target chunk spans many commits: the journal keeps a CRC of the targets committed, which a
     resumed conversion checks against what the chunk holds."""
 
-    _group = None
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self._group = None
+        self._arrays: dict[str, tuple] = {}  # split -> (x, y) zarr arrays
+        self._target_crcs: dict[str, int] = {}
 
     def _open_group(self):
         import zarr
 
         if self._group is None:
             self._group = zarr.open_group(**_where(self.path), mode="a", zarr_format=3)
-            self._arrays, self._label_crcs = {}, {}
         return self._group
 
-    def begin_split(self, split, count, sample_shape, label_dtype):
+    def _chunks(self, count, schema):
+        return (max(1, min(self.chunk_size, count)), *schema.sample_shape), (max(1, min(LABEL_CHUNK, count)), *schema.target_shape)
+
+    def begin_split(self, split, count, schema):
         group = self._open_group()
         compressors = _compressors(self.compression)
-        chunk = max(1, min(self.chunk_size, count))
+        x_chunks, y_chunks = self._chunks(count, schema)
         self._arrays[split] = (
-            group.create_array(f"{split}/x", shape=(count, *sample_shape), dtype=self.dtype, chunks=(chunk, *sample_shape),
-                               compressors=compressors, dimension_names=("sample", "row", "col"), config=_CONFIG, overwrite=True),
-            group.create_array(f"{split}/y", shape=(count,), dtype=label_dtype, chunks=(max(1, min(LABEL_CHUNK, count)),),
-                               compressors=compressors, dimension_names=("sample",), config=_CONFIG, overwrite=True),
+            group.create_array(f"{split}/x", shape=(count, *schema.sample_shape), dtype=schema.dtype, chunks=x_chunks,
+                               compressors=compressors, dimension_names=_dimension_names("sample", len(schema.sample_shape)),
+                               config=_CONFIG, overwrite=True),
+            group.create_array(f"{split}/y", shape=(count, *schema.target_shape), dtype=schema.target_dtype, chunks=y_chunks,
+                               compressors=compressors, dimension_names=_dimension_names("sample", len(schema.target_shape)),
+                               config=_CONFIG, overwrite=True),
         )
-        self._label_crcs[split] = 0
+        self._target_crcs[split] = 0
 
-    def resume_split(self, split, count, sample_shape, label_dtype, done, state):
+    def resume_split(self, split, count, schema, done, state):
         group = self._open_group()
         for root, _, files in os.walk(self.path / split):
             for name in files:
                 if _TEMPORARY.search(name):
                     os.unlink(os.path.join(root, name))
-        chunk = max(1, min(self.chunk_size, count))
-        done = done if done == count else done - done % chunk
+        x_chunks, y_chunks = self._chunks(count, schema)
+        done = done if done == count else done - done % x_chunks[0]
         try:
             x, y = group[f"{split}/x"], group[f"{split}/y"]
-            fits = (x.shape == (count, *sample_shape) and x.chunks == (chunk, *sample_shape) and x.dtype == self.dtype
-                    and y.shape == (count,) and y.chunks == (max(1, min(LABEL_CHUNK, count)),) and y.dtype == label_dtype)
-            labels_crc = zlib.crc32(np.ascontiguousarray(y[:done])) if fits and done < count else state.get("labels_crc")
-        except (KeyError, ValueError, RuntimeError):  # missing, or a label chunk zarr cannot decode
+            fits = (x.shape == (count, *schema.sample_shape) and x.chunks == x_chunks and x.dtype == schema.dtype
+                    and y.shape == (count, *schema.target_shape) and y.chunks == y_chunks and y.dtype == schema.target_dtype)
+            targets_crc = zlib.crc32(np.ascontiguousarray(y[:done])) if fits and done < count else state.get("labels_crc")
+        except (KeyError, ValueError, RuntimeError):  # missing, or a target chunk zarr cannot decode
             fits = False
-        if not done or not fits or labels_crc != state.get("labels_crc"):
-            self.begin_split(split, count, sample_shape, label_dtype)
+        if not done or not fits or targets_crc != state.get("labels_crc"):
+            self.begin_split(split, count, schema)
             return 0
         self._arrays[split] = (x.with_config(_CONFIG), y.with_config(_CONFIG))
-        self._label_crcs[split] = labels_crc
+        self._target_crcs[split] = targets_crc
         return done
 
     def write(self, split, start, x, y):
-        xs, ys = self._arrays[split]
-        labels = np.ascontiguousarray(y, dtype=ys.dtype)
-        xs[start:start + len(x)] = encode(x, self.dtype)
-        ys[start:start + len(y)] = labels
-        self._label_crcs[split] = zlib.crc32(labels, self._label_crcs[split])
+        xs, _ = self._arrays[split]
+        xs[start:start + len(x)] = x
+        self.absorb_part(split, start, y, None)
 
     def commit(self, split, done):
-        return {"labels_crc": self._label_crcs[split]}
+        return {"labels_crc": self._target_crcs[split]}
 
     def final_files(self, split, done):
         xs, ys = self._arrays[split]
-        zeros = ["0"] * (len(xs.shape) - 1)
         files = [self.path / split / name / "zarr.json" for name in ("x", "y")]
-        files += [self.path.joinpath(split, "x", "c", str(c), *zeros) for c in range(_finished(done, xs))]
-        return files + [self.path / split / "y" / "c" / str(c) for c in range(_finished(done, ys))]
+        files += [self.path.joinpath(split, "x", "c", str(c), *["0"] * (xs.ndim - 1)) for c in range(_finished(done, xs))]
+        return files + [self.path.joinpath(split, "y", "c", str(c), *["0"] * (ys.ndim - 1)) for c in range(_finished(done, ys))]
 
     def path_of(self, split, index):
-        return self.path / split / "x" / "c" / str(index // self.chunk_size) / "0" / "0"
+        rank = len(self._arrays[split][0].shape) - 1 if split in self._arrays else 2
+        return self.path.joinpath(split, "x", "c", str(index // self.chunk_size), *["0"] * rank)
 
-    # parallel: each image chunk is its own file, written whole by one worker; labels stay here
-    single_writer = ""
-
+    # parallel: each sample chunk is its own file, written whole by one worker; targets stay here
     def write_part(self, split, start, x, y, spec):
         import zarr
 
         xs = zarr.open_array(self.path / split / "x", mode="r+", zarr_format=3).with_config(_CONFIG)
-        xs[start:start + len(x)] = encode(x, self.dtype)
+        xs[start:start + len(x)] = x
 
     def absorb_part(self, split, start, y, result):
         _, ys = self._arrays[split]
-        labels = np.ascontiguousarray(y, dtype=ys.dtype)
-        ys[start:start + len(y)] = labels
-        self._label_crcs[split] = zlib.crc32(labels, self._label_crcs[split])
+        targets = np.ascontiguousarray(y)
+        ys[start:start + len(y)] = targets
+        self._target_crcs[split] = zlib.crc32(targets, self._target_crcs[split])
 
     def close(self):
         self._group = None
@@ -148,7 +155,12 @@ def _finished(done: int, array) -> int:
 
 class Store(ChunkedStore):
     format_name = NAME
-    _group = None
+
+    def _reset_handles(self):
+        super()._reset_handles()
+        self._group = None
+        self._keys = None  # a remote store's object names, listed once
+        self._decoders = {}  # split -> local chunk decoder, or None to read through zarr
 
     def _array(self, split: str, name: str):
         import zarr
@@ -166,7 +178,7 @@ class Store(ChunkedStore):
     def _read_labels(self, split):
         array = self._array(split, "y")
         for chunk in range(-(-self.num_samples(split) // array.chunks[0])):
-            path = self.path / split / "y" / "c" / str(chunk)
+            path = self.path.joinpath(split, "y", "c", str(chunk), *["0"] * len(self.schema.target_shape))
             if not self._exists(path):
                 raise self._missing(split, path, range(chunk * array.chunks[0], min((chunk + 1) * array.chunks[0], self.num_samples(split))))
         return array[:]
@@ -197,14 +209,13 @@ class Store(ChunkedStore):
         without zarr 3.1's read path, whose event loop and thread hops cost as much CPU as the decoding
         (2.7 against 1.35 ms a 1024-sample zstd chunk, measured): half of what a zarr store costs the
         training on 2 cores. None (read through zarr) for a URL or codecs ooc does not write."""
-        decoders = self.__dict__.setdefault("_decoders", {})
-        if split not in decoders:
-            decoders[split] = None if isinstance(self.path, URL) else _decoder(array)
-        return decoders[split]
+        if split not in self._decoders:
+            self._decoders[split] = None if isinstance(self.path, URL) else _decoder(array)
+        return self._decoders[split]
 
     def _file_of(self, split, index):
-        # the default v3 chunk key: c/<sample chunk>/0/0 (rows and columns are one chunk each)
-        return self.path / split / "x" / "c" / str(index // self.chunk_size) / "0" / "0"
+        # the default v3 chunk key: c/<sample chunk>/0/0… (the other axes are one chunk each)
+        return self.path.joinpath(split, "x", "c", str(index // self.chunk_size), *["0"] * len(self.sample_shape))
 
     def _missing(self, split, path, samples):
         error = CorruptStoreError(f"{path}: chunk file is missing (samples {samples.start}–{samples.stop - 1} of split '{split}'; "
@@ -215,7 +226,7 @@ class Store(ChunkedStore):
     def _exists(self, path) -> bool:
         if not isinstance(self.path, URL):
             return os.path.exists(path)
-        if self.__dict__.get("_keys") is None:  # one listing of the store instead of a request per chunk
+        if self._keys is None:  # one listing of the store instead of a request per chunk
             from ooc import remote
 
             self._keys = set(remote.list_files(self.path))
@@ -238,14 +249,6 @@ class Store(ChunkedStore):
             at += stop - start
         return fetched
 
-    def close(self):
-        super().close()
-        self._group = None
-        self._keys = None
-        self._decoders = {}
-
-    def _closed_state(self):
-        return {"_group": None, "_keys": None, "_decoders": {}}
 
 
 def _decoder(array):

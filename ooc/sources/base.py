@@ -1,0 +1,183 @@
+"""What every source shares: the protocol's pieces, file checksums, reading in any order, and the
+two wrappers that change which samples a split holds (``Carved``) and in what order (``Shuffled``)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ooc.errors import OptionError, SourceError
+from ooc.schema import Schema
+
+SPLITS = ("train", "test")
+
+
+class FileSource:
+    """A source read from files: its name, its order and a checksum of its files (what a resumed
+    conversion compares)."""
+
+    path: Path
+    _sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def order(self) -> dict[str, Any]:
+        return {"kind": "source"}
+
+    def _hashed_files(self) -> list[Path]:
+        return [self.path]
+
+    def _file_tag(self, path: Path) -> bytes:
+        """Hashed before each file's bytes; empty where the file names carry no data."""
+        return b""
+
+    def sha256(self) -> str:
+        """Of the source's file bytes as stored, streamed."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            for path in self._hashed_files():
+                digest.update(self._file_tag(path))
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
+
+class RandomAccess:
+    """A source that can read any samples (``read(split, sorted indices)``) and hand out all its
+    targets at once (``targets(split)``, small): it streams in order from ``read``, and can be
+    shuffled at write time or have its test split carved out."""
+
+    def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def targets(self, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        total = self.num_samples(split) if limit is None else min(limit, self.num_samples(split))
+        for first in range(start, total, chunk_size):
+            yield self.read(split, np.arange(first, min(first + chunk_size, total)))
+
+
+class Wrapped(RandomAccess):
+    """A source seen through an index map per split; everything else is the source's."""
+
+    def __init__(self, source, indices: dict[str, np.ndarray]):
+        self.source = source
+        self._indices = indices
+
+    def __getattr__(self, name):  # path, name, schema, sha256: the source's
+        if name.startswith("__") or name == "source":
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self._indices)
+
+    def num_samples(self, split: str) -> int:
+        return len(self._indices[split])
+
+    def targets(self, split: str) -> np.ndarray:
+        base, where = self._base(split)
+        return self.source.targets(base)[where]
+
+    def _base(self, split: str) -> tuple[str, np.ndarray]:
+        return split, self._indices[split]
+
+    def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Samples of this view at ``indices``, read from the source in its sorted order."""
+        base, where = self._base(split)
+        wanted = where[indices]
+        order = np.argsort(wanted, kind="stable")
+        x, y = self.source.read(base, wanted[order])
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return x[inverse], y[inverse]
+
+
+class Carved(Wrapped):
+    """A source with one split, cut into train and test (stratified for classes, seeded)."""
+
+    def __init__(self, source, *, test_fraction: float, seed: int):
+        from sklearn.model_selection import train_test_split
+
+        if not 0 < test_fraction < 1:
+            raise OptionError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+        (split,) = source.splits
+        targets = source.targets(split)
+        everything = np.arange(source.num_samples(split))
+        stratify = targets if source.schema.target_kind == "classes" else None
+        try:
+            train, test = train_test_split(everything, test_size=test_fraction, random_state=seed, stratify=stratify)
+        except ValueError as e:
+            raise OptionError(f"--test-fraction {test_fraction} cannot carve a test split from {len(everything)} samples of "
+                              f"{source.name} ({e})") from None
+        super().__init__(source, {"train": np.sort(train), "test": np.sort(test)})
+        self._split = split
+        self.carved = {"test_fraction": test_fraction, "seed": seed}
+
+    def _base(self, split):
+        return self._split, self._indices[split]
+
+
+class Shuffled(Wrapped):
+    """Every split written in a seeded random order: a source listed class by class (an image folder
+    is) must not give chunks of one class, which the chunk shuffle would feed as whole batches."""
+
+    def __init__(self, source, *, seed: int):
+        indices = {split: np.random.default_rng([seed, i]).permutation(source.num_samples(split))
+                   for i, split in enumerate(source.splits)}
+        super().__init__(source, indices)
+        self.seed = seed
+
+    @property
+    def order(self) -> dict[str, Any]:
+        return {"kind": "shuffled", "seed": self.seed}
+
+
+def read_npy_header(fp, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    except ValueError as e:
+        raise SourceError(f"{where} is not a valid .npy array ({e})") from None
+    if fortran or dtype.hasobject:
+        raise SourceError(f"{where} is a Fortran-ordered or object array; save it with np.save from a C-ordered numeric array")
+    return shape, dtype
+
+
+def read_exact(fp, nbytes: int, where: str) -> bytes:
+    data = fp.read(nbytes)
+    if len(data) != nbytes:
+        raise SourceError(f"{where} is truncated: expected {nbytes} more bytes, got {len(data)}")
+    return data
+
+
+def parse_size(size) -> tuple[int, int] | None:
+    """``--size`` as (height, width): from N, (H, W), or the command line's "N" and "HxW"."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        dims = [int(part) if part.strip().isdigit() else 0 for part in size.lower().split("x")]
+    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        dims = [size]
+    elif isinstance(size, (tuple, list)) and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in size):
+        dims = list(size)
+    else:
+        dims = []
+    if len(dims) not in (1, 2) or min(dims) < 1:
+        raise OptionError(f"--size must be N or HxW in pixels, e.g. 28 or 32x32, got {size!r}")
+    return int(dims[0]), int(dims[-1])
