@@ -4,7 +4,8 @@ A ``Reporter`` holds tasks (a conversion's split, the files of a verify, the pha
 each with a total and a unit. On a terminal it draws a live ``rich.progress`` bar on its stream
 (stderr); anywhere else (CI, ``| tee``, a log file) it writes plain lines, never a carriage return:
 one when a task has gone ``STEP`` further or ``INTERVAL`` seconds longer since its last line (but
-not within ``MIN_GAP`` seconds of it, so a short task does not fill a log), and one when it ends.
+not within ``MIN_GAP`` seconds of it, so a short task does not fill a log, nor before there is a
+rate to tell), and one when it ends.
 Every line carries the same figures: done/total, the rate (units/s, MB/s when bytes are known),
 the elapsed time and the ETA. ``quiet`` silences it all.
 
@@ -138,7 +139,8 @@ class Task:
             self.finish()
             return
         share = self._progress_share()
-        due = force_line or now - self._last_line >= INTERVAL or (share - self._last_fraction >= STEP and now - self._last_line >= MIN_GAP)
+        measured = self.rate()[0] is not None  # a line without a rate (at the baseline) says little: wait for one
+        due = force_line or measured and (now - self._last_line >= INTERVAL or (share - self._last_fraction >= STEP and now - self._last_line >= MIN_GAP))
         self.reporter._show(self, line_due=due)
         if due:
             self._last_line, self._last_fraction = now, share
@@ -168,7 +170,7 @@ class Reporter:
             from rich.progress import BarColumn, Progress, TextColumn
 
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[figures]}"),
-                                 console=Console(file=self.stream), redirect_stdout=False, redirect_stderr=False)
+                                 console=Console(file=self.stream))  # prints of the work go above the bar
             self._bar.start()
         return self
 

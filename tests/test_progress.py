@@ -164,3 +164,32 @@ def test_version():
         done = subprocess.run(command, capture_output=True, text=True)
         assert (done.returncode, done.stdout, done.stderr) == (0, f"ooc {ooc.__version__}\n", "")
     assert ooc.__version__ == "0.1.0"
+
+
+def test_bench_phases(tmp_path, monkeypatch):
+    """The phases ``run_bench`` announces: one at a time, numbered 1..total, then total + 1 at the
+    end; with the measurements stubbed out (the real run is tests/test_bench.py)."""
+    import ooc.bench as bench
+    import ooc.bench_report as bench_report
+
+    def fake_training(store, **options):
+        return {"epoch_seconds": {"median": 1.0}}
+
+    monkeypatch.setattr(bench, "measure_reads", lambda *a, **k: {})
+    monkeypatch.setattr(bench, "measure_training", fake_training)
+    monkeypatch.setattr(bench, "_rounds_summary", lambda *a: {"ratio_to_memory": 1.0, "ratio_rounds": [1.0]})
+    monkeypatch.setattr(bench, "loader_cpu_share", lambda *a: 0.0)
+    monkeypatch.setattr(bench, "measure_fit", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "measure_conversion_jobs", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "measure_scale", lambda *a, **k: None)
+    monkeypatch.setattr(bench_report, "write_plots", lambda *a: None)
+    monkeypatch.setattr(bench_report, "write_markdown", lambda *a: "")
+    seen = []
+    bench.run_bench(out=tmp_path / "out", stores_dir=tmp_path / "stores", formats=["npy", "zarr"], variants=False, source=MNIST,
+                    limit=50, repeats=2, scale_repeat=3, progress=lambda line: None, phase=lambda *p: seen.append(p))
+    names = [name for _, _, name in seen]
+    assert names == ["baseline memory", "baseline npy-memmap", "npy: converting, reading", "zarr: converting, reading",
+                     "training round 1 of 2", "training round 2 of 2", "training with the global shuffle", "model.fit",
+                     "conversion with --jobs", "memory at scale", "done"]
+    assert [(i, total) for i, total, _ in seen] == [(i, 10) for i in range(1, 12)]
+    assert bench.run_bench.__kwdefaults__["phase"] is None  # callers without it keep working
