@@ -28,6 +28,9 @@ from ooc.train import LOOPS, LR_SCHEDULES, ON_ERROR
 app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Train Keras models on data that does not fit in memory.")
 FORMAT_CHOICES = ", ".join(FORMATS)
+DATA_DIR = Path("data")
+STORAGE_OPTION_HELP = ("key=value for the filesystem of a URL --out/--path (fsspec/s3fs), repeatable: endpoint_url=http://127.0.0.1:9000, "
+                       "key=…, secret=…, anon=true, client_kwargs.region_name=…; default: the AWS_* environment variables")
 
 
 def _enum(name: str, values) -> type[StrEnum]:
@@ -85,9 +88,6 @@ def _reporter(quiet: bool):
     from ooc.progress import Reporter
 
     return Reporter(quiet=quiet or _State.quiet)
-DATA_DIR = Path("data")
-STORAGE_OPTION_HELP = ("key=value for the filesystem of a URL --out/--path (fsspec/s3fs), repeatable: endpoint_url=http://127.0.0.1:9000, "
-                       "key=…, secret=…, anon=true, client_kwargs.region_name=…; default: the AWS_* environment variables")
 
 
 def _import_tensorflow_quietly() -> None:
