@@ -16,6 +16,7 @@ such as the samples a resumed conversion kept), and the ETA is what is left at t
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ MB = 1e6
 
 def duration(seconds: float | None) -> str:
     """H:MM:SS, as rich and Keras print durations; ``-:--:--`` when unknown."""
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+    if seconds is None or not math.isfinite(seconds):
         return "-:--:--"
     seconds = max(0, round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

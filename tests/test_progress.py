@@ -154,7 +154,7 @@ def test_compression_choices_are_every_layouts():
 ])
 def test_a_bad_choice_is_one_line(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(monkeypatch, capsys, *args)
+    code, _, err = run(monkeypatch, capsys, *args)
     assert (code, err) == (1, f"ooc: error: {message}\n")
     assert not (tmp_path / "data").exists()
 
@@ -169,8 +169,7 @@ def test_version():
 def test_bench_phases(tmp_path, monkeypatch):
     """The phases ``run_bench`` announces: one at a time, numbered 1..total, then total + 1 at the
     end; with the measurements stubbed out (the real run is tests/test_bench.py)."""
-    import ooc.bench as bench
-    import ooc.bench_report as bench_report
+    from ooc import bench, bench_report
 
     def fake_training(store, **options):
         return {"epoch_seconds": {"median": 1.0}}
