@@ -258,7 +258,8 @@ def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, 
 
 
 def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, stores_dir: Path, n: int, *, rounds: int, epochs: int,
-                            batch_size: int, model: str, seed: int, tradeoff: bool, progress: Callable[[str], None]) -> None:
+                            batch_size: int, model: str, seed: int, tradeoff: bool, progress: Callable[[str], None],
+                            phase: Callable[[str], None] | None = None) -> None:
     """Every store's training runs against in-memory ones, in ``rounds`` interleaved rounds.
 
     Each round takes the stores in turn (the order rotated from round to round) and trains memory,
@@ -271,6 +272,8 @@ def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, sto
     runs: dict[str, dict[str, list]] = {row["name"]: {"memory": [], "warm": [], "cold": []} for row in stores}
     options = dict(epochs=epochs, batch_size=batch_size, model=model, seed=seed)
     for round_ in range(rounds):
+        if phase is not None:
+            phase(f"training round {round_ + 1} of {rounds}")
         progress(f"training, round {round_ + 1} of {rounds}")
         for row in stores[round_ % len(stores):] + stores[:round_ % len(stores)]:
             path, mine = stores_dir / row["name"], runs[row["name"]]
@@ -288,6 +291,8 @@ def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, sto
                  f"{c['ratio_to_memory']:.2f} x cold ({min(c['ratio_rounds']):.2f}–{max(c['ratio_rounds']):.2f}), "
                  f"loader CPU {t['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's")
     if tradeoff:
+        if phase is not None:
+            phase("training with the global shuffle")
         memory_epoch = statistics.median(r["epoch_seconds"]["median"] for mine in runs.values() for r in mine["memory"])
         for row in stores:
             g = row["training_global_shuffle"] = measure_training(open_store(stores_dir / row["name"]), shuffle="global", **options)
@@ -380,9 +385,13 @@ def run_bench(
     remote: bool = False,
     command: str = "",
     progress: Callable[[str], None] = print,
+    phase: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure, then write report.json, report.md and the plots into ``out``; return the report.
-    Stores are converted under ``stores_dir`` and kept there for inspection."""
+    Stores are converted under ``stores_dir`` and kept there for inspection.
+
+    ``progress(line)`` gets the findings as they come; ``phase(index, total, name)`` is called as
+    each of the run's ``total`` phases starts (index from 1), and with ``total + 1`` at the end."""
     for option, value in (("--repeats", repeats), ("--epochs", epochs), ("--batch-size", batch_size), ("--limit", 1 if limit is None else limit)):
         if value < 1:
             raise OptionError(f"{option} must be at least 1, got {value}")
@@ -400,7 +409,15 @@ def run_bench(
     n = memory.num_samples("train")
     raw_bytes = int(np.prod(memory.sample_shape)) * memory.schema.dtype.itemsize  # stored payload per sample
     rows: list[dict[str, Any]] = []
+    phases = 2 + len(targets) + repeats + bool(tradeoff) + 2 + (scale_repeat > 1) + bool(remote)
+    started = [0]
 
+    def next_phase(name: str) -> None:
+        started[0] += 1
+        if phase is not None:
+            phase(started[0], phases, name)
+
+    next_phase("baseline memory")
     progress(f"baseline memory: {n} train samples")
     rows.append({"name": "memory", "kind": "baseline", "training_cold": None, "format": "memory", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: _StoreReader(memory), n, files=None, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
@@ -410,12 +427,14 @@ def run_bench(
     npy = stores_dir / "npy-memmap" / "train_x.npy"
     npy.parent.mkdir(parents=True, exist_ok=True)
     np.save(npy, memory.arrays["train"][0])
+    next_phase("baseline npy-memmap")
     progress("baseline npy-memmap")
     rows.append({"name": "npy-memmap", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
                  "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train"), memory.schema), n, files=npy, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                  "training": None})
 
     for target in targets:
+        next_phase(f"{target.name}: converting, reading")
         progress(f"{target.name}: converting")
         path = stores_dir / target.name
         times = []
@@ -442,7 +461,8 @@ def run_bench(
                          "read": measure_reads(lambda: RecipeReader(path, memory.sample_shape), n, files=path, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
                          "training": None})
     measure_training_rounds(rows, memory, stores_dir, n, rounds=repeats, epochs=epochs, batch_size=batch_size, model=model, seed=seed,
-                            tradeoff=tradeoff, progress=progress)
+                            tradeoff=tradeoff, progress=progress, phase=next_phase)
+    next_phase("model.fit")
     measure_fit(rows, memory, stores_dir, n, epochs=epochs, batch_size=batch_size, model=model, seed=seed, repeats=repeats, progress=progress)
     rows[0]["training"]["ratio_to_memory"] = 1.0
     rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(rows[0]["read"], n, rows[0]["training"], rows[0]["training"])
@@ -454,12 +474,13 @@ def run_bench(
         "config": {"source": str(src.path), "limit": limit, "train_samples": n, "repeats": repeats,
                    "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed, "tradeoff": tradeoff, "scale_repeat": scale_repeat},
         "results": rows,
-        "conversion_jobs": measure_conversion_jobs(stores_dir, src, formats=[t.format for t in targets], limit=limit,
+        "conversion_jobs": next_phase("conversion with --jobs") or measure_conversion_jobs(stores_dir, src, formats=[t.format for t in targets], limit=limit,
                                                    repeats=repeats, progress=progress),
-        "scale": measure_scale(stores_dir, src, limit=limit, repeat=scale_repeat, batch_size=batch_size, model=model,
+        "scale": next_phase("memory at scale") or measure_scale(stores_dir, src, limit=limit, repeat=scale_repeat, batch_size=batch_size, model=model,
                                seed=seed, progress=progress) if scale_repeat > 1 else None,
     }
     if remote:  # the default zarr and parquet stores, read from a local S3-compatible server next to the disk
+        next_phase("stores on S3")
         report["remote"] = measure_remote_reads({t.name: stores_dir / t.name for t in targets if t.name in ("zarr", "parquet")},
                                                 batch_size=batch_size, repeats=repeats, progress=progress)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -467,6 +488,8 @@ def run_bench(
 
     write_plots(report, out)
     (out / "report.md").write_text(write_markdown(report))
+    if phase is not None:
+        phase(phases + 1, phases, "done")
     return report
 
 

@@ -6,25 +6,88 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tempfile
+from enum import StrEnum
 
 import typer
 
+from ooc import __version__
+from ooc.batching import SHUFFLE_MODES
 from ooc.errors import OocError, OptionError, UnknownFormatError
 from ooc.formats import FORMATS, get_format
+from ooc.models import MODELS
 from ooc.remote import is_url
+from ooc.train import LOOPS, LR_SCHEDULES, ON_ERROR
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Train Keras models on data that does not fit in memory.")
 FORMAT_CHOICES = ", ".join(FORMATS)
 DATA_DIR = Path("data")
 STORAGE_OPTION_HELP = ("key=value for the filesystem of a URL --out/--path (fsspec/s3fs), repeatable: endpoint_url=http://127.0.0.1:9000, "
                        "key=…, secret=…, anon=true, client_kwargs.region_name=…; default: the AWS_* environment variables")
+
+
+def _enum(name: str, values) -> type[StrEnum]:
+    return StrEnum(name, {value.replace("-", "_"): value for value in values})
+
+
+# The choices of the options, for --help ([csv|hdf5|…]) and shell completion. The values stay
+# checked where they are used, so a bad one keeps its one-line error ("unknown --store 'x': …").
+Format = _enum("Format", FORMATS)
+Store = _enum("Store", [*FORMATS, "memory"])
+Shuffle = _enum("Shuffle", SHUFFLE_MODES)
+Loop = _enum("Loop", LOOPS)
+LrSchedule = _enum("LrSchedule", LR_SCHEDULES)
+OnError = _enum("OnError", ON_ERROR)
+Model = _enum("Model", MODELS)
+# every layout's compressions (importing the layouts to ask would slow every command; a test keeps
+# this in step); whether one applies to --format is checked by the layout, with its own message
+Compression = _enum("Compression", ["none", "gzip", "lzf", "zstd", "blosc", "snappy"])
+
+
+def choice(enum: type[StrEnum], **option) -> typer.models.OptionInfo:
+    """An option that shows ``[a|b|c]`` in --help and completes those values in the shell, but takes
+    any string: ooc checks it where it is used, with its one-line error (a parse-time refusal would be
+    a usage box and exit 2; the --compression a layout takes depends on --format)."""
+    values = [member.value for member in enum]
+
+    def complete(incomplete: str) -> list[str]:
+        return [value for value in values if value.startswith(incomplete)]
+
+    return typer.Option(*option.pop("param_decls", ()), metavar=f"[{'|'.join(values)}]", autocompletion=complete, **option)
+
+
+class _State:
+    quiet = False  # `ooc --quiet COMMAND`
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"ooc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print ooc's version and exit")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr, for every command (each also takes --quiet)")] = False,
+) -> None:
+    _State.quiet = quiet
+
+
+QUIET_HELP = "no progress on stderr (the result and errors still print)"
+
+
+def _reporter(quiet: bool):
+    from ooc.progress import Reporter
+
+    return Reporter(quiet=quiet or _State.quiet)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -47,22 +110,15 @@ def _import_tensorflow_quietly() -> None:
             os.close(saved)
 
 
-def _progress(split: str, done: int, count: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{split}: {done}/{count} samples", end="\n" if done == count else "", file=sys.stderr, flush=True)
-    elif done == count:
-        print(f"{split}: {count} samples", file=sys.stderr)
-
-
 @app.command()
 def convert(
-    format: Annotated[str, typer.Option("--format", "-f", help=f"layout to write: {FORMAT_CHOICES}")],
+    format: Annotated[str, choice(Format, param_decls=("--format", "-f"), help="layout to write")],
     out: Annotated[Optional[str], typer.Option(help="store directory, or for zarr and parquet a URL: s3://bucket/mnist.zarr [default: data/FORMAT]")] = None,
     source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test, a folder of IDX files (train-images-idx3-ubyte[.gz] …), or an image folder (train/ and test/, one sub-folder of images per class: train/3/xxx.png) [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="convert only the first N samples of each split")] = None,
     chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts: hdf5, zarr, parquet row groups)")] = None,
     shard_size: Annotated[Optional[int], typer.Option(help="samples per file (tfrecord) [default: 4096]")] = None,
-    compression: Annotated[Optional[str], typer.Option(help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip; parquet: none, snappy, zstd, gzip; tfrecord: none, gzip")] = None,
+    compression: Annotated[Optional[str], choice(Compression, help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip; parquet: none, snappy, zstd, gzip; tfrecord: none, gzip")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="stored pixels: uint8 (0-255) or float32 (0-1); binary layouts")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
     repeat: Annotated[int, typer.Option(help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels (stores larger than the source)")] = 1,
@@ -70,6 +126,7 @@ def convert(
     storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
     jobs: Annotated[int, typer.Option(help="write with N local processes (csv, zarr, npy, tfrecord): the same files as one process writes")] = 1,
     dask: Annotated[Optional[str], typer.Option(help="write with the workers of the Dask cluster at this scheduler address (tcp://host:8786); they must see --out at the same path")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ):
     """Convert a dataset (default: the bundled MNIST) to an on-disk layout; run again, it resumes an interrupted conversion."""
     from ooc.convert import convert as run_convert
@@ -81,11 +138,11 @@ def convert(
         _import_tensorflow_quietly()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: resumable, one line
     try:
-        manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
-                               dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), jobs=jobs, dask=dask, progress=_progress)
+        with _reporter(quiet) as reporter:
+            manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
+                                   dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), jobs=jobs, dask=dask,
+                                   progress=reporter.conversion())
     except KeyboardInterrupt as interrupted:
-        if sys.stderr.isatty():
-            print(file=sys.stderr)  # end the progress line
         message = str(interrupted) if isinstance(interrupted, ConversionInterrupted) else \
             f"{out} may be incomplete; re-run the same command to resume, or pass --overwrite to start over"
         print(f"ooc: interrupted: {message}", file=sys.stderr)
@@ -94,7 +151,22 @@ def convert(
         signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     kept = ", ".join(f"{split} {n}" for split, n in manifest.get("resumed", {}).items())
-    print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s" + (f", resuming with {kept} samples kept" if kept else ""))
+    print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s ({_conversion_rate(out, manifest)})"
+          + (f", resuming with {kept} samples kept" if kept else ""))
+
+
+def _conversion_rate(out, manifest: dict) -> str:
+    """``5,321 samples/s, 4.2 MB/s``: the samples this run wrote, and its share of the store's bytes."""
+    from ooc.formats.base import disk_usage
+    from ooc.progress import rate_text
+
+    total = sum(info["count"] for info in manifest["splits"].values())
+    written = total - sum(manifest.get("resumed", {}).values())
+    try:
+        nbytes = disk_usage(out)[0] * written / max(total, 1)
+    except OSError:
+        nbytes = None
+    return rate_text(written, manifest["conversion_seconds"], "samples", nbytes)
 
 
 def _location(path: str, storage_option: list[str] | None):
@@ -113,11 +185,13 @@ def verify(
     path: Annotated[str, typer.Argument(help="store directory or URL")],
     quick: Annotated[bool, typer.Option(help="check every file's size, but the checksums of a random 5 % of the files only (at least 3)")] = False,
     storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ):
     """Re-read every file of a store and check it against the manifest's checksums; exit 1 on any problem."""
     from ooc.verify import verify as run_verify
 
-    report = run_verify(_location(path, storage_option), quick=quick)
+    with _reporter(quiet) as reporter:
+        report = run_verify(_location(path, storage_option), quick=quick, progress=reporter.verification())
     for line in report.problems:
         print(line)
     print(report.summary)
@@ -154,18 +228,18 @@ def info(path: Annotated[str, typer.Argument(help="store directory or URL")],
 
 @app.command()
 def train(
-    store: Annotated[str, typer.Option(help=f"layout to read: {FORMAT_CHOICES}, or memory (the in-memory baseline)")],
+    store: Annotated[str, choice(Store, help="layout to read, or memory (the in-memory baseline)")],
     path: Annotated[Optional[str], typer.Option(help="store directory, or a URL of a zarr or parquet store: s3://bucket/mnist.zarr [default: data/STORE]")] = None,
     storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
     epochs: Annotated[int, typer.Option(help="passes over the training samples")] = 5,
     batch_size: Annotated[int, typer.Option(help="samples per batch")] = 128,
-    model: Annotated[str, typer.Option(help="lenet or lenet-wide")] = "lenet",
+    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet or its wide revision")] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of weights, validation split and batch order")] = 0,
     val_fraction: Annotated[float, typer.Option(help="share of train held out for validation (stratified)")] = 0.1,
     learning_rate: Annotated[float, typer.Option(help="Adam's initial learning rate")] = 2e-3,
-    lr_schedule: Annotated[str, typer.Option(help="cosine (decay to 0 over the run) or constant")] = "cosine",
-    shuffle: Annotated[str, typer.Option(help="chunk (random chunks, then samples within a buffer of chunks: each chunk decoded once per epoch) or global (exact permutation)")] = "chunk",
-    loop: Annotated[str, typer.Option(help="train_on_batch (ooc's loop) or fit (model.fit over a keras PyDataset)")] = "train_on_batch",
+    lr_schedule: Annotated[str, choice(LrSchedule, help="cosine (decay to 0 over the run) or constant")] = "cosine",
+    shuffle: Annotated[str, choice(Shuffle, help="chunk (random chunks, then samples within a buffer of chunks: each chunk decoded once per epoch) or global (exact permutation), or none (in order)")] = "chunk",
+    loop: Annotated[str, choice(Loop, help="train_on_batch (ooc's loop) or fit (model.fit over a keras PyDataset)")] = "train_on_batch",
     report: Annotated[Optional[Path], typer.Option(help="write a JSON report here")] = None,
     model_out: Annotated[Optional[Path], typer.Option(help="where to save the model [default: data/models/STORE-MODEL.keras]")] = None,
     source: Annotated[Optional[Path], typer.Option(help="with --store memory: the .npz to load")] = None,
@@ -173,7 +247,7 @@ def train(
     checkpoint_dir: Annotated[Optional[Path], typer.Option(help="where checkpoints go [default: data/checkpoints/STORE-MODEL]")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="checkpoint every N batches, and at every epoch end; 0: at epoch ends only [default: 200; --loop fit: 0]")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run checkpointed in --checkpoint-dir (same options), exactly as if it had not stopped")] = False,
-    on_error: Annotated[str, typer.Option(help="a sample that cannot be read: raise (stop) or skip (drop it, count it per epoch)")] = "raise",
+    on_error: Annotated[str, choice(OnError, help="a sample that cannot be read: raise (stop) or skip (drop it, count it per epoch)")] = "raise",
 ):
     """Train a LeNet with train_on_batch on batches streamed from a store."""
     from ooc.models import MODELS
@@ -212,11 +286,12 @@ def bench(
     repeats: Annotated[int, typer.Option(help="repetitions of every timing (median, min, max reported)")] = 3,
     epochs: Annotated[int, typer.Option(help="training epochs per target; epochs 2..N are timed")] = 3,
     batch_size: Annotated[int, typer.Option(help="samples per batch, reading and training")] = 512,
-    model: Annotated[str, typer.Option(help="lenet or lenet-wide")] = "lenet",
+    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet or its wide revision")] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
     tradeoff: Annotated[bool, typer.Option(help="also train every store with the exact global shuffle (the trade-off table)")] = True,
     scale_repeat: Annotated[int, typer.Option(help="also compare peak memory of training on Zarr at 1x and at Kx the samples (convert --repeat K); 0 skips")] = 20,
     remote: Annotated[bool, typer.Option(help="also read the zarr and parquet stores from a local S3-compatible server (moto, started for the run) next to the disk")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr: neither the phases nor the findings as they come (the summary and report still print)")] = False,
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
     from ooc.bench import run_bench
@@ -224,13 +299,21 @@ def bench(
 
     _import_tensorflow_quietly()
     command = "ooc " + " ".join(sys.argv[1:])
-    report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
-                       source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
-                       seed=seed, tradeoff=tradeoff, scale_repeat=scale_repeat, remote=remote, command=command, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    with _reporter(quiet) as reporter:
+        report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
+                           source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
+                           seed=seed, tradeoff=tradeoff, scale_repeat=scale_repeat, remote=remote, command=command,
+                           progress=reporter.note, phase=reporter.phases())
     print(summary_table(report))
     print()
     print(recommendation(report))
     print(f"\nreport: {out / 'report.md'}, {out / 'report.json'}, plots in {out}")
+    from ooc.progress import took
+
+    measured = [r["name"] for r in report["results"] if r["kind"] == "store"]
+    print(f"benchmarked {len(measured)} stores ({', '.join(measured)}) on {report['config']['train_samples']:,} train samples "
+          f"in {took(time.perf_counter() - started)}: {out / 'report.md'}")
 
 
 def main() -> None:

@@ -265,10 +265,14 @@ def train(
     return report
 
 
-def _log_epoch(log, record):
+def _log_epoch(log, record, history, epochs):
+    """The epoch's line; its run ETA is the epochs left at the mean time of those done (training time)."""
+    from ooc.progress import duration
+
     val = f" val_loss {record['val_loss']:.4f} val_accuracy {record['val_accuracy']:.4f}" if "val_loss" in record else ""
+    eta = (epochs - record["epoch"]) * sum(r["seconds"] for r in history) / max(len(history), 1)
     log(f"epoch {record['epoch']}: loss {record['loss']:.4f} accuracy {record['accuracy']:.4f}{val}"
-        f" ({record['seconds']:.1f} s, {record['samples_per_second']:.0f} samples/s)")
+        f" ({record['seconds']:.1f} s, {record['samples_per_second']:.0f} samples/s, run ETA {duration(eta)})")
 
 
 def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log, before_epoch,
@@ -336,7 +340,7 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
                   **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds, "cpu_seconds": cpu_seconds,
                   "samples_per_second": p.seen / seconds, "skipped": p.skipped}
         history.append(record)
-        _log_epoch(log, record)
+        _log_epoch(log, record, history, epochs)
         if p.skipped:
             log(f"epoch {epoch + 1}: skipped {p.skipped} unreadable samples (first: {p.first_skip})")
         if val.get("skipped"):
@@ -379,7 +383,7 @@ def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuf
                       **({"val_loss": float(logs["val_loss"]), "val_accuracy": float(logs["val_accuracy"])} if "val_loss" in logs else {}),
                       "seconds": seconds, "cpu_seconds": cpu, "samples_per_second": len(train_idx) / seconds, "skipped": 0}
             history.append(record)
-            _log_epoch(log, record)
+            _log_epoch(log, record, history, epochs)
             if checkpoints is not None:
                 checkpoints.save(self.model, Progress(epoch=epoch + 1, history=history))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ class Report:
     checked: int = 0    # of them, files whose checksum was compared
     bytes: int = 0      # bytes read for checksums
     quick: bool = False
+    seconds: float | None = None  # how long the check took
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -41,14 +44,26 @@ class Report:
         if self.problems:
             return (f"{self.path}: {len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} in {self.files} files; "
                     "re-convert the store (the same `ooc convert` with --overwrite) to repair it")
+        took = "" if self.seconds is None else f"checked in {self.seconds:.1f} s ({self.bytes / 1e6 / max(self.seconds, 1e-9):,.1f} MB/s), "
         if self.quick:
-            return (f"{self.path}: {self.files} files present with their sizes; checksums of {self.checked} of them, "
+            return (f"{self.path}: {took}{self.files} files present with their sizes; checksums of {self.checked} of them, "
                     f"chosen at random ({self.bytes:,} bytes), match")
-        return f"{self.path}: {self.files} files, {self.bytes:,} bytes: every checksum matches"
+        return f"{self.path}: {took}{self.files} files, {self.bytes:,} bytes: every checksum matches"
 
 
-def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random | None = None) -> Report:
-    """Check the store at ``path`` against its manifest's checksums; see the module docstring."""
+def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random | None = None,
+           progress: Callable[[int, int, int, int], None] | None = None) -> Report:
+    """Check the store at ``path`` against its manifest's checksums; see the module docstring.
+
+    ``progress(files_done, files, bytes_done, bytes)`` is called after each file (``bytes``: what
+    the checksums have to read)."""
+    started = time.perf_counter()
+    report = _verify(path, quick=quick, rng=rng, progress=progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _verify(path, *, quick, rng, progress) -> Report:
     path = location(path)  # a URL (s3://…) is checked object by object, through fsspec
     manifest = read_manifest(path)  # a missing or incomplete store raises, naming the fix
     report = Report(path, quick=quick)
@@ -69,9 +84,14 @@ def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random |
         sample = set((rng or random.Random()).sample(names, wanted))
     else:
         sample = set(names)
+    to_read = sum(int(listed[name].split()[1]) for name in sample)
     if isinstance(path, URL):
-        return _verify_remote(path, listed, names, sample, report)
-    for name in names:
+        report = _verify_remote(path, listed, names, sample, report)
+        if progress:
+            progress(len(names), len(names), to_read, to_read)
+        return report
+    bytes_done = 0
+    for done, name in enumerate(names, 1):
         file = path / name
         expected_crc, expected_size = listed[name].split()
         try:
@@ -90,6 +110,9 @@ def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random |
             report.problems.append(f"{file}: missing")
         except OSError as e:
             report.problems.append(f"{file}: cannot read ({e.strerror or e})")
+        if progress:
+            bytes_done += int(expected_size) if name in sample else 0
+            progress(done, len(names), bytes_done, to_read)
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
