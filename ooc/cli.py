@@ -22,6 +22,7 @@ from ooc.batching import SHUFFLE_MODES
 from ooc.errors import OocError, OptionError, UnknownFormatError
 from ooc.formats import FORMATS, get_format
 from ooc.models import MODELS
+from ooc.schema import TARGET_KINDS
 from ooc.remote import is_url
 from ooc.train import LOOPS, LR_SCHEDULES, ON_ERROR
 
@@ -42,6 +43,9 @@ def _enum(name: str, values) -> type[StrEnum]:
 Format = _enum("Format", FORMATS)
 Store = _enum("Store", [*FORMATS, "memory"])
 Shuffle = _enum("Shuffle", SHUFFLE_MODES)
+TargetKind = _enum("TargetKind", TARGET_KINDS)
+Color = _enum("Color", ("auto", "rgb", "gray"))
+Order = _enum("Order", ("auto", "shuffle", "source"))
 Loop = _enum("Loop", LOOPS)
 LrSchedule = _enum("LrSchedule", LR_SCHEDULES)
 OnError = _enum("OnError", ON_ERROR)
@@ -114,12 +118,29 @@ def _import_tensorflow_quietly() -> None:
 def convert(
     format: Annotated[str, choice(Format, param_decls=("--format", "-f"), help="layout to write")],
     out: Annotated[Optional[str], typer.Option(help="store directory, or for zarr and parquet a URL: s3://bucket/mnist.zarr [default: data/FORMAT]")] = None,
-    source: Annotated[Optional[Path], typer.Option(help=".npz with x_train, y_train, x_test, y_test, a folder of IDX files (train-images-idx3-ubyte[.gz] …), or an image folder (train/ and test/, one sub-folder of images per class: train/3/xxx.png) [default: data/mnist.npz, else keras.datasets.mnist]")] = None,
+    source: Annotated[Optional[str], typer.Option(help="what to convert: an ooc store (any layout, or a URL), the recipe's folder of "
+                                                  "per-sample CSV files, an image folder, an IDX folder, .npz, .npy (with --targets), "
+                                                  "HDF5, a Zarr group, a Parquet or CSV table [default: the bundled MNIST]")] = None,
+    targets: Annotated[Optional[Path], typer.Option(help="the recipe's targets CSV ('filename,label' rows), or the targets .npy of an x .npy")] = None,
+    x: Annotated[Optional[str], typer.Option("--x", help="the samples' array in an .npz, HDF5 file or Zarr group; {split} stands for train and test "
+                                            "[default: x_{split}; {split}/x]")] = None,
+    y: Annotated[Optional[str], typer.Option("--y", help="the targets' array, like --x [default: y_{split}; {split}/y]")] = None,
+    target_column: Annotated[Optional[str], typer.Option(help="tables: the column that holds the target; the others are the features")] = None,
+    target_kind: Annotated[Optional[str], choice(TargetKind, help="what the targets are [default: from the data: integers are classes, "
+                                                                  "0/1 vectors one-hot or multi-label, floats regression]")] = None,
+    raw: Annotated[bool, typer.Option(help="uint8 images are read back as they are, not as float32 / 255")] = False,
+    color: Annotated[str, choice(Color, help="image folders: keep colour as the images have it (auto), or make every image rgb or gray")] = "auto",
+    test_fraction: Annotated[Optional[float], typer.Option(help="a source without a test split: the share of samples carved out as test "
+                                                           "(seeded, stratified for classes) [default: 0.1]")] = None,
+    order: Annotated[str, choice(Order, help="the order samples are written in: shuffle (seeded), source, or auto (shuffle a source that can "
+                                             "be read in any order)")] = "auto",
+    seed: Annotated[int, typer.Option(help="seed of the write-time shuffle and of --test-fraction")] = 0,
     limit: Annotated[Optional[int], typer.Option(help="convert only the first N samples of each split")] = None,
     chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts: hdf5, zarr, parquet row groups)")] = None,
     shard_size: Annotated[Optional[int], typer.Option(help="samples per file (tfrecord) [default: 4096]")] = None,
     compression: Annotated[Optional[str], choice(Compression, help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip; parquet: none, snappy, zstd, gzip; tfrecord: none, gzip")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="stored pixels: uint8 (0-255) or float32 (0-1); binary layouts")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="pixels only: store uint8 (0-255, read as float32 / 255) or float32 (value / 255); "
+                                                 "other samples are stored in their own dtype")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
     repeat: Annotated[int, typer.Option(help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels (stores larger than the source)")] = 1,
     size: Annotated[Optional[str], typer.Option(help="image folders: resize every image to N or HxW pixels, e.g. 28 or 32x32 [default: the first image's size, which all must have]")] = None,
@@ -131,7 +152,7 @@ def convert(
     """Convert a dataset (default: the bundled MNIST) to an on-disk layout; run again, it resumes an interrupted conversion."""
     from ooc.convert import convert as run_convert
     from ooc.errors import ConversionInterrupted
-    from ooc.sources import parse_size
+    from ooc.sources import SourceOptions, parse_size
 
     out = _location(out, storage_option) if out else DATA_DIR / format
     if format == "tfrecord":
@@ -139,9 +160,11 @@ def convert(
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: resumable, one line
     try:
         with _reporter(quiet) as reporter:
+            reading = SourceOptions(targets=targets, x=x, y=y, target_column=target_column, target_kind=target_kind, raw=raw,
+                                    color=color, test_fraction=test_fraction, order=order, seed=seed)
             manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
                                    dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), jobs=jobs, dask=dask,
-                                   progress=reporter.conversion())
+                                   progress=reporter.conversion(), source_options=reading)
     except KeyboardInterrupt as interrupted:
         message = str(interrupted) if isinstance(interrupted, ConversionInterrupted) else \
             f"{out} may be incomplete; re-run the same command to resume, or pass --overwrite to start over"
@@ -181,6 +204,24 @@ def _interrupt(signum, frame):
 
 
 @app.command()
+def adopt(
+    path: Annotated[Path, typer.Argument(help="the recipe's folder: train/ (and test/) with one CSV file per sample")],
+    targets: Annotated[Optional[Path], typer.Option(help="the targets CSV of train/ ('filename,label' rows) [default: PATH/train_target.csv or PATH/target.csv]")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(help="without test/: the share of train/ to use as test (seeded, stratified) [default: 0.1]")] = None,
+    seed: Annotated[int, typer.Option(help="seed of --test-fraction")] = 0,
+    target_kind: Annotated[Optional[str], choice(TargetKind, help="what the targets are [default: from the data]")] = None,
+):
+    """Make a csv store of per-sample CSV files where they are: writes the manifest and checksums, no sample."""
+    from ooc.adopt import adopt as run_adopt
+
+    started = time.perf_counter()
+    manifest = run_adopt(path, targets=targets, test_fraction=test_fraction, seed=seed, target_kind=target_kind)
+    counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
+    print(f"adopted {path} as a csv store ({counts}; {len(manifest['checksums']['files'])} files checksummed) in "
+          f"{time.perf_counter() - started:.1f} s: train with `ooc train --store csv --path {path}`")
+
+
+@app.command()
 def verify(
     path: Annotated[str, typer.Argument(help="store directory or URL")],
     quick: Annotated[bool, typer.Option(help="check every file's size, but the checksums of a random 5 % of the files only (at least 3)")] = False,
@@ -199,6 +240,17 @@ def verify(
         raise typer.Exit(1)
 
 
+def _order_text(order: dict) -> str:
+    kind = order.get("kind", "source")
+    text = f"shuffled when written (seed {order.get('seed')})" if kind == "shuffled" else "as the source lists them"
+    if order.get("from"):
+        text += f", copied from {order['from']}"
+    if order.get("grouped_by_class"):
+        text += ("; WARNING: class by class, so chunk-shuffled batches draw from few classes: re-convert with --order shuffle "
+                 "or train with --shuffle global")
+    return text
+
+
 @app.command()
 def info(path: Annotated[str, typer.Argument(help="store directory or URL")],
          storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None):
@@ -214,7 +266,10 @@ def info(path: Annotated[str, typer.Argument(help="store directory or URL")],
     print(f"path:        {store.path}")
     print(f"format:      {store.format_name} (manifest v{m['ooc_manifest_version']}, {m.get('created_by', '?')})")
     print("splits:      " + ", ".join(f"{s} {store.num_samples(s)}" for s in store.splits))
-    print(f"samples:     {'x'.join(map(str, store.sample_shape))} {opts['dtype']}, {store.num_classes} classes")
+    samples, targets = store.schema.describe()
+    print(f"samples:     {samples}")
+    print(f"targets:     {targets}")
+    print(f"order:       {_order_text(m.get('order', {}))}")
     chunking = f"{opts['chunk_size']} samples per chunk" if opts.get("chunk_size") else get_format(store.format_name).OPTIONS.chunking
     print(f"chunking:    {chunking}")
     print(f"compression: {opts['compression']}")
@@ -233,7 +288,9 @@ def train(
     storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
     epochs: Annotated[int, typer.Option(help="passes over the training samples")] = 5,
     batch_size: Annotated[int, typer.Option(help="samples per batch")] = 128,
-    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet or its wide revision")] = "lenet",
+    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
+                                             "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
+                                             "input shape and the task)")] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of weights, validation split and batch order")] = 0,
     val_fraction: Annotated[float, typer.Option(help="share of train held out for validation (stratified)")] = 0.1,
     learning_rate: Annotated[float, typer.Option(help="Adam's initial learning rate")] = 2e-3,
@@ -249,15 +306,13 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue the run checkpointed in --checkpoint-dir (same options), exactly as if it had not stopped")] = False,
     on_error: Annotated[str, choice(OnError, help="a sample that cannot be read: raise (stop) or skip (drop it, count it per epoch)")] = "raise",
 ):
-    """Train a LeNet with train_on_batch on batches streamed from a store."""
-    from ooc.models import MODELS
+    """Train a model on batches streamed from a store; the loss follows the store's target kind."""
     from ooc.stores import MemoryStore, open_store
     from ooc.sources import open_source
-    from ooc.train import train as run_train
+    from ooc.train import TrainConfig, train as run_train
 
     _import_tensorflow_quietly()
-    if model not in MODELS:
-        raise UnknownFormatError(f"unknown --model {model!r}: choose one of {', '.join(MODELS)}")
+    TrainConfig(model=model)  # an unknown model is refused before the store is opened
     if store == "memory":
         data = MemoryStore.from_source(open_source(source), limit=limit)
     elif store in FORMATS:
@@ -268,10 +323,11 @@ def train(
         data = open_store(_location(path, storage_option) if path else DATA_DIR / store, expect_format=store)
     else:
         raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
+    name = Path(model.partition(":")[2] or model).stem if (":" in model or model.endswith(".keras")) else model
     run_train(data, epochs=epochs, batch_size=batch_size, model=model, seed=seed, val_fraction=val_fraction,
               learning_rate=learning_rate, lr_schedule=lr_schedule, shuffle=shuffle, loop=loop, report_path=report,
-              model_path=model_out or DATA_DIR / "models" / f"{store}-{model}.keras", on_error=on_error,
-              checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{model}", checkpoint_every=checkpoint_every,
+              model_path=model_out or DATA_DIR / "models" / f"{store}-{name}.keras", on_error=on_error,
+              checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{name}", checkpoint_every=checkpoint_every,
               resume=resume)
 
 
@@ -286,7 +342,9 @@ def bench(
     repeats: Annotated[int, typer.Option(help="repetitions of every timing (median, min, max reported)")] = 3,
     epochs: Annotated[int, typer.Option(help="training epochs per target; epochs 2..N are timed")] = 3,
     batch_size: Annotated[int, typer.Option(help="samples per batch, reading and training")] = 512,
-    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet or its wide revision")] = "lenet",
+    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
+                                             "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
+                                             "input shape and the task)")] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
     tradeoff: Annotated[bool, typer.Option(help="also train every store with the exact global shuffle (the trade-off table)")] = True,
     scale_repeat: Annotated[int, typer.Option(help="also compare peak memory of training on Zarr at 1x and at Kx the samples (convert --repeat K); 0 skips")] = 20,

@@ -27,7 +27,7 @@ def as_pydataset(store: Store, split: str, *, batch_size: int = 32, shuffle: boo
         def __init__(self):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
             self.epoch = 0
-            self._plan = self._make_plan()
+            self.plan = self._make_plan()
 
         def _make_plan(self):
             return epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
@@ -35,21 +35,21 @@ def as_pydataset(store: Store, split: str, *, batch_size: int = 32, shuffle: boo
                                  chunk_size=store.chunk_size)
 
         def __len__(self):
-            return len(self._plan)
+            return len(self.plan)
 
         def __getitem__(self, index):
-            return store.read(split, self._plan[index])
+            return store.read(split, self.plan[index])
 
         def on_epoch_end(self):
             self.epoch += 1
-            self._plan = self._make_plan()
+            self.plan = self._make_plan()
 
         def set_epoch(self, epoch):
             """Serve ``epoch``'s plan from now on: call it while no batch is being read (a callback's
             ``on_epoch_begin`` runs before fit starts its reader threads)."""
             if epoch != self.epoch:
                 self.epoch = epoch
-                self._plan = self._make_plan()
+                self.plan = self._make_plan()
 
     return StorePyDataset()
 

@@ -113,7 +113,7 @@ def _verify(path, *, quick, rng, progress) -> Report:
         if progress:
             bytes_done += int(expected_size) if name in sample else 0
             progress(done, len(names), bytes_done, to_read)
-    for root, dirs, files in os.walk(path):
+    for root, dirs, files in os.walk(path) if not manifest.get("adopted") else ():  # an adopted folder holds the user's other files
         dirs.sort()
         for name in sorted(files):
             relative = (Path(root) / name).relative_to(path).as_posix()

@@ -182,7 +182,7 @@ def test_option_errors_name_the_option(hdf5_store, tmp_path):
         (dict(learning_rate=0.0), "--learning-rate must be positive, got 0.0"),
         (dict(on_error="ignore"), "unknown --on-error 'ignore': choose one of raise, skip"),
         (dict(shuffle="random"), "unknown --shuffle 'random': choose one of chunk, global, none"),
-        (dict(model="vgg"), "unknown --model 'vgg': choose one of lenet, lenet-wide"),
+        (dict(model="vgg"), "unknown --model 'vgg': choose one of lenet, lenet-wide, mlp, a .keras file or module:function"),
         (dict(loop="fit", on_error="skip"), "--on-error skip needs --loop train_on_batch: model.fit cannot drop unreadable samples from a batch"),
         (dict(resume=True), "--resume needs a --checkpoint-dir to resume from"),
         (dict(model_path=tmp_path / "m.h5"), f"--model-out must end in .keras (the Keras format), got {tmp_path / 'm.h5'}"),

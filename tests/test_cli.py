@@ -33,7 +33,9 @@ def test_convert_info_train(fmt, tmp_path):
     lines = dict(line.split(":", 1) for line in info.stdout.splitlines())
     assert lines["format"].split()[0] == fmt
     assert lines["splits"].strip() == "train 2000, test 2000"
-    assert lines["samples"].strip() == f"28x28 {'float32' if fmt == 'csv' else 'uint8'}, 10 classes"
+    assert lines["samples"].strip() == ("(28, 28, 1) float32" if fmt == "csv" else "(28, 28, 1) uint8, read as float32 / 255")
+    assert lines["targets"].strip() == "10 classes (uint8)"
+    assert lines["order"].strip() == "as the source lists them"
     assert "bytes" in lines["size"] and "per sample" in lines["size"]
 
     trained = ooc("train", "--store", fmt, "--epochs", 1, "--batch-size", 16, "--report", "r.json", cwd=tmp_path)

@@ -90,7 +90,9 @@ def _float32_midpoints(values: np.ndarray) -> np.ndarray:
 
 def test_the_compiled_parser_is_correctly_rounded():
     from ooc.formats.base import U8_TO_FLOAT32
-    from ooc.formats.csv import _PIXEL_TEXT
+    from ooc.formats.csv import as_text
+
+    _PIXEL_TEXT = as_text(U8_TO_FLOAT32)
 
     rng = np.random.default_rng(0)
     low, high = np.array([1e-6, 1e6], np.float32).view(np.uint32)

@@ -123,7 +123,7 @@ def test_interrupted_parallel_conversion_resumes(tmp_path, monkeypatch, small_un
     assert str(caught.value) == f"{out} is incomplete (train 128/300 samples); re-run the same command to resume, or pass --overwrite to start over"
     journal = json.loads((out / PARTIAL_NAME).read_text())
     kept = set(journal["splits"]["train"]["files"])
-    assert {"train/x/c/0/0/0", "train/x/c/1/0/0"} <= kept and "train/x/c/2/0/0" not in kept
+    assert {"train/x/c/0/0/0/0", "train/x/c/1/0/0/0"} <= kept and "train/x/c/2/0/0/0" not in kept
     stamps = {name: (out / name).stat().st_mtime_ns for name in kept}
 
     monkeypatch.setattr(layout.Writer, "absorb_part", original)

@@ -123,8 +123,8 @@ def test_quiet_reporter_writes_nothing():
 CHOICES = {
     "convert": ["[" + "|".join(FORMATS) + "]", "[none|gzip|lzf|zstd|blosc|snappy]"],
     "train": ["[" + "|".join(FORMATS) + "|memory]", "[none|global|chunk]", "[train_on_batch|fit]", "[cosine|constant]",
-              "[raise|skip]", "[lenet|lenet-wide]"],
-    "bench": ["[lenet|lenet-wide]"],
+              "[raise|skip]", "[lenet|lenet-wide|mlp]"],
+    "bench": ["[lenet|lenet-wide|mlp]"],
 }
 
 
@@ -150,7 +150,7 @@ def test_compression_choices_are_every_layouts():
     (("convert", "--format", "zarr", "--compression", "rar"), "--compression 'rar' is not available for zarr: choose one of none, zstd, blosc, gzip"),
     (("convert", "--format", "hdf5", "--compression", "snappy"), "--compression 'snappy' is not available for hdf5: choose one of none, gzip, lzf"),
     (("train", "--store", "lmdb"), f"unknown --store 'lmdb': choose one of {', '.join(FORMATS)}, memory"),
-    (("train", "--store", "memory", "--model", "vgg"), "unknown --model 'vgg': choose one of lenet, lenet-wide"),
+    (("train", "--store", "memory", "--model", "vgg"), "unknown --model 'vgg': choose one of lenet, lenet-wide, mlp, a .keras file or module:function"),
 ])
 def test_a_bad_choice_is_one_line(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

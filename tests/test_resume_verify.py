@@ -105,7 +105,7 @@ def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, mon
     assert verify(out).ok
 
 
-@pytest.mark.parametrize("fmt,damaged", [("zarr", "train/x/c/0/0/0"), ("zarr", "train/y/c/0"), ("csv", "train/001.csv"),
+@pytest.mark.parametrize("fmt,damaged", [("zarr", "train/x/c/0/0/0/0"), ("zarr", "train/y/c/0"), ("csv", "train/001.csv"),
                                          ("csv", "train_target.csv"), ("npy", "train_x.npy"), ("tfrecord", "train-00000-of-00005.tfrecord")])
 def test_resume_starts_a_split_over_when_kept_data_changed(fmt, damaged, tmp_path, monkeypatch):
     """Kept files are re-checked (the journal's checksums, or the CRC of what a file holds so far):

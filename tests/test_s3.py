@@ -109,13 +109,13 @@ def test_verify_and_info_of_a_remote_store(remote_stores, s3_endpoint):
     url = f"s3://{BUCKET}/damaged/zarr"
     ooc.convert(url, format="zarr", source=MNIST, limit=100, chunk_size=32)
     fs = s3fs.S3FileSystem()
-    fs.pipe_file(f"{BUCKET}/damaged/zarr/train/x/c/1/0/0", b"garbage")
-    fs.rm_file(f"{BUCKET}/damaged/zarr/train/x/c/2/0/0")
+    fs.pipe_file(f"{BUCKET}/damaged/zarr/train/x/c/1/0/0/0", b"garbage")
+    fs.rm_file(f"{BUCKET}/damaged/zarr/train/x/c/2/0/0/0")
     fs.pipe_file(f"{BUCKET}/damaged/zarr/stray", b"x")
     problems = verify(url).problems
     assert len(problems) == 3, problems
-    assert problems[0].startswith(f"{url}/train/x/c/1/0/0: truncated to 7 bytes, the manifest says ")
-    assert problems[1] == f"{url}/train/x/c/2/0/0: missing"
+    assert problems[0].startswith(f"{url}/train/x/c/1/0/0/0: truncated to 7 bytes, the manifest says ")
+    assert problems[1] == f"{url}/train/x/c/2/0/0/0: missing"
     assert problems[2] == f"{url}/stray: not in the manifest (a file the conversion did not write)"
     with pytest.raises(CorruptStoreError, match=r"chunk file is missing \(samples 64–95"):
         ooc.open_store(url).read("train", [70])

@@ -1,4 +1,4 @@
-"""Sources (.npz, IDX folders, image folders) stream chunk by chunk and refuse what is not MNIST-shaped."""
+"""Sources (.npz, IDX folders, image folders) stream chunk by chunk, keep what they hold and refuse what ooc cannot store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from PIL import Image
 
 import ooc
 from ooc.errors import OptionError, SourceError
-from ooc.sources import ImageFolderSource, NpzSource, open_source, parse_size
+from ooc.sources import ImageFolderSource, NpzSource, SourceOptions, open_source, parse_size
+
+IN_ORDER = SourceOptions(order="source")
 
 from conftest import MNIST
 
@@ -23,7 +25,7 @@ def test_streams_exactly_what_np_load_reads():
         x, y = d["x_test"], d["y_test"]
     chunks = list(source.iter_chunks("test", 3000))
     assert [len(c[0]) for c in chunks] == [3000, 3000, 3000, 1000]
-    assert np.array_equal(np.concatenate([c[0] for c in chunks]), x)
+    assert np.array_equal(np.concatenate([c[0] for c in chunks]), x[..., None])  # grayscale gains its channel axis
     assert np.array_equal(np.concatenate([c[1] for c in chunks]), y)
     assert [len(c[0]) for c in source.iter_chunks("train", 100, limit=250)] == [100, 100, 50]
 
@@ -31,7 +33,7 @@ def test_streams_exactly_what_np_load_reads():
 def test_bundled_mnist_is_the_real_one():
     source = open_source()
     assert source.sha256() == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
-    assert (source.num_samples("train"), source.num_samples("test"), source.sample_shape) == (60000, 10000, (28, 28))
+    assert (source.num_samples("train"), source.num_samples("test"), source.sample_shape) == (60000, 10000, (28, 28, 1))
 
 
 def _npz(path, **arrays):
@@ -46,16 +48,19 @@ def test_other_npz_sources_convert(tmp_path):
     src = _npz(tmp_path / "small.npz", x_train=x)
     ooc.convert(tmp_path / "s", format="zarr", source=src)
     store = ooc.open_store(tmp_path / "s")
-    assert store.sample_shape == (5, 5) and store.num_classes == 4
+    assert store.sample_shape == (5, 5, 1) and store.num_classes == 4
     assert np.array_equal(store.read("train", [3, 1])[0][..., 0], x[[3, 1]] / np.float32(255))
 
 
 @pytest.mark.parametrize("arrays,message", [
     ({"y_test": None}, r"has no array 'y_test' \(found: x_test, x_train, y_train\); an .npz source needs x_train, y_train, x_test, y_test$"),
-    ({"x_train": np.zeros((4, 5, 5), np.float64)}, r": x_train is float64 of shape \(4, 5, 5\); ooc expects uint8 images of shape \(n, height, width\)$"),
-    ({"y_train": np.zeros(4, np.float32)}, r": y_train is float32 of shape \(4,\); ooc expects integer labels of shape \(n,\)$"),
+    ({"x_train": np.zeros((4, 5, 5), np.complex64)}, r": x_train, y_train: samples are complex64; ooc stores uint8, .*, bool: convert the array first$"),
+    ({"y_train": np.zeros((4, 2, 2), np.int8)}, r": x_train, y_train: targets are int8 of shape \(n, 2, 2\); ooc takes integer classes \(n,\), "
+                                                r"0/1 vectors \(n, k\) for one-hot or multi-label, or floats for regression$"),
     ({"y_train": np.arange(3)}, r": x_train has 4 samples but y_train has 3 labels$"),
-    ({"x_test": np.zeros((2, 6, 6), np.uint8)}, r": train images are \(5, 5\) but test images are \(6, 6\)$"),
+    ({"x_test": np.zeros((2, 6, 6), np.uint8)}, r": train samples are uint8 \(5, 5, 1\) with targets int64 \(\), but test samples are uint8 "
+                                                r"\(6, 6, 1\) with targets int64 \(\)$"),
+    ({"y_train": -np.arange(4)}, r"the train targets hold negative class numbers; classes must be 0, 1, …$"),
 ])
 def test_bad_npz_sources(tmp_path, arrays, message):
     src = _npz(tmp_path / "bad.npz", **arrays)
@@ -139,13 +144,13 @@ def _image_folder(root, classes=("0", "1", "2"), per_class=(4, 2)):
     """MNIST digits as PNGs in train/CLASS/ and test/CLASS/, named so that file order is not
     creation order; returns the pixels and labels each split must convert to."""
     with np.load(MNIST) as d:
-        digits = iter(d["x_train"][:100])
+        digits = iter(d["x_train"][:300])
     expected = {}
     for split, count in zip(("train", "test"), per_class):
         xs, ys = [], []
         for label, name in enumerate(classes):
             (root / split / name).mkdir(parents=True)
-            images = {f"{'zyxwvu'[k]}{k}.png": next(digits) for k in range(count)}
+            images = {f"{'zyxwvu'[k % 6]}{k}.png": next(digits) for k in range(count)}
             for file, image in images.items():
                 Image.fromarray(image).save(root / split / name / file)
             xs += [images[file] for file in sorted(images)]
@@ -160,19 +165,34 @@ def test_image_folder_converts_exactly(tmp_path):
     (folder / "train" / "1" / ".hidden.png").write_bytes(b"not an image either")
     (folder / "train" / ".ipynb_checkpoints").mkdir()
     (folder / "test" / "README").write_text("ignored")
-    manifest = ooc.convert(tmp_path / "s", format="zarr", source=folder)
-    assert manifest["source"]["size"] is None and manifest["source"]["classes"] == ["0", "1", "2"]
+    manifest = ooc.convert(tmp_path / "s", format="zarr", source=folder, source_options=IN_ORDER)
+    assert manifest["source"]["size"] is None and manifest["target"]["class_names"] == ["0", "1", "2"]
+    assert manifest["order"] == {"kind": "source"}
     store = ooc.open_store(tmp_path / "s")
-    assert (store.num_samples("train"), store.num_samples("test"), store.sample_shape) == (12, 6, (28, 28))
+    assert (store.num_samples("train"), store.num_samples("test"), store.sample_shape) == (12, 6, (28, 28, 1))
     for split, (x, y) in expected.items():
         got, labels = store.read(split, np.arange(len(x)))
         assert np.array_equal(np.rint(got[..., 0] * 255).astype(np.uint8), x)
         assert np.array_equal(labels, y)
-    source = open_source(folder)
-    assert isinstance(source, ImageFolderSource) and source.label_dtype("train") == np.uint8
+    source = open_source(folder, IN_ORDER)
+    assert isinstance(source, ImageFolderSource) and source.schema.target_dtype == np.uint8
     chunks = list(source.iter_chunks("train", 5, limit=11))
     assert [len(c[0]) for c in chunks] == [5, 5, 1]
-    assert np.array_equal(np.concatenate([c[0] for c in chunks]), expected["train"][0][:11])
+    assert np.array_equal(np.concatenate([c[0] for c in chunks]), expected["train"][0][:11, ..., None])
+
+
+def test_image_folder_is_shuffled_when_written(tmp_path):
+    """An image folder lists its samples class by class: written as listed, the chunk shuffle would
+    feed batches of one or two classes. By default it is written in a seeded random order."""
+    folder, expected = _image_folder(tmp_path / "images", per_class=(40, 2))
+    manifest = ooc.convert(tmp_path / "s", format="hdf5", source=folder, chunk_size=8)
+    assert manifest["order"] == {"kind": "shuffled", "seed": 0}
+    x, y = ooc.open_store(tmp_path / "s").read("train", np.arange(120))
+    order = np.random.default_rng([0, 0]).permutation(120)
+    assert np.array_equal(y, expected["train"][1][order])
+    assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), expected["train"][0][order])
+    kept = ooc.convert(tmp_path / "k", format="hdf5", source=folder, chunk_size=8, source_options=IN_ORDER)
+    assert kept["order"] == {"kind": "source", "grouped_by_class": True}
 
 
 def test_image_folder_checksum_follows_names_and_bytes(tmp_path):
@@ -191,15 +211,20 @@ def test_image_folder_size_resizes_like_pillow(tmp_path):
             for k in range(2):
                 Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "rgb" / split / name / f"{k}.png")
     files = sorted((tmp_path / "rgb" / "train").glob("*/*.png"))
-    manifest = ooc.convert(tmp_path / "s", format="zarr", source=tmp_path / "rgb", size=28)
+    manifest = ooc.convert(tmp_path / "s", format="zarr", source=tmp_path / "rgb", size=28, source_options=IN_ORDER)
     assert manifest["source"]["size"] == [28, 28]
     store = ooc.open_store(tmp_path / "s")
-    assert store.sample_shape == (28, 28)
-    pixels = np.rint(store.read("train", np.arange(4))[0][..., 0] * 255).astype(np.uint8)
+    assert store.sample_shape == (28, 28, 3)  # colour is kept
+    pixels = np.rint(store.read("train", np.arange(4))[0] * 255).astype(np.uint8)
     for image, file in zip(pixels, files):
-        assert np.array_equal(image, np.asarray(Image.open(file).convert("L").resize((28, 28), Image.Resampling.BILINEAR)))
+        assert np.array_equal(image, np.asarray(Image.open(file).convert("RGB").resize((28, 28), Image.Resampling.BILINEAR)))
+    gray = ooc.convert(tmp_path / "g", format="zarr", source=tmp_path / "rgb", size=28, source_options=SourceOptions(order="source", color="gray"))
+    assert gray["sample_shape"] == [28, 28, 1]
+    pixels = ooc.open_store(tmp_path / "g").read_stored("train", np.arange(4))[0]
+    for image, file in zip(pixels, files):
+        assert np.array_equal(image[..., 0], np.asarray(Image.open(file).convert("L").resize((28, 28), Image.Resampling.BILINEAR)))
     x, _ = next(open_source(tmp_path / "rgb", size="20x30").iter_chunks("test", 10))  # HxW, not WxH
-    assert x.shape == (4, 20, 30)
+    assert x.shape == (4, 20, 30, 3)
 
 
 def test_image_folder_sizes_must_match_without_size(tmp_path):
@@ -238,11 +263,11 @@ def test_wide_pixels_are_refused_not_clipped(tmp_path):
 
 def test_image_folder_class_names(tmp_path):
     folder, _ = _image_folder(tmp_path / "pets", classes=("cat", "dog"))
-    source = open_source(folder)
+    source = open_source(folder, IN_ORDER)
     assert source.classes == ["cat", "dog"]
     assert np.array_equal(next(source.iter_chunks("train", 100))[1], [0] * 4 + [1] * 4)
     folder, _ = _image_folder(tmp_path / "numbers", classes=("2", "10"))  # labels are the numbers, in their order
-    source = open_source(folder)
+    source = open_source(folder, IN_ORDER)
     assert source.classes == ["2", "10"] and np.array_equal(next(source.iter_chunks("test", 100))[1], [2, 2, 10, 10])
 
 
@@ -287,4 +312,4 @@ def test_cli_size(tmp_path):
     assert (bad.returncode, bad.stderr) == (1, "ooc: error: --size must be N or HxW in pixels, e.g. 28 or 32x32, got '28by28'\n")
     done = subprocess.run([*run, "--size", "14x16"], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert ooc.open_store(tmp_path / "s").sample_shape == (14, 16)
+    assert ooc.open_store(tmp_path / "s").sample_shape == (14, 16, 1)

@@ -73,7 +73,7 @@ class Wrapped(RandomAccess):
 
     def __init__(self, source, indices: dict[str, np.ndarray]):
         self.source = source
-        self._indices = indices
+        self.indices = indices
 
     def __getattr__(self, name):  # path, name, schema, sha256: the source's
         if name.startswith("__") or name == "source":
@@ -82,17 +82,17 @@ class Wrapped(RandomAccess):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return tuple(self._indices)
+        return tuple(self.indices)
 
     def num_samples(self, split: str) -> int:
-        return len(self._indices[split])
+        return len(self.indices[split])
 
     def targets(self, split: str) -> np.ndarray:
         base, where = self._base(split)
         return self.source.targets(base)[where]
 
     def _base(self, split: str) -> tuple[str, np.ndarray]:
-        return split, self._indices[split]
+        return split, self.indices[split]
 
     def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Samples of this view at ``indices``, read from the source in its sorted order."""
@@ -127,7 +127,7 @@ class Carved(Wrapped):
         self.carved = {"test_fraction": test_fraction, "seed": seed}
 
     def _base(self, split):
-        return self._split, self._indices[split]
+        return self._split, self.indices[split]
 
 
 class Shuffled(Wrapped):

@@ -42,6 +42,7 @@ class _CsvSplit:
     header: bool
     names: np.ndarray  # file names relative to the folder, in sample order
     values: np.ndarray  # targets, in sample order
+    as_listed: bool  # whether the targets file names them so (no "train/" before the name)
 
 
 @dataclass
@@ -170,8 +171,10 @@ def _read_targets(path: Path, folder: Path, split: str) -> _CsvSplit:
             raise SourceError(f"{path}: column {names.index(n) + 1} holds values that are not numbers; expected rows of 'filename,label'")
     dtype = np.result_type(*[c.dtype for c in columns])
     values = np.stack([c.astype(dtype) for c in columns], axis=1)
-    files = [name.removeprefix(f"{split}/") for name in table.column("file").to_pylist()]
-    present = {name for name in os.listdir(folder) if name.endswith(".csv")} - {path.name}
+    listed = table.column("file").to_pylist()
+    files = [name.removeprefix(f"{split}/") for name in listed]
+    present = {name for name in os.listdir(folder) if name.endswith(".csv")} - {path.name, "target.csv"} \
+        - {pattern.format(split=s) for pattern in TARGET_NAMES for s in SPLITS}
     missing = [name for name in files if name not in present]
     if missing:
         raise SourceError(f"{folder / missing[0]}: no such file, but {path} names it ({len(missing)} missing in all); "
@@ -182,7 +185,7 @@ def _read_targets(path: Path, folder: Path, split: str) -> _CsvSplit:
                           "or move the files away")
     if len(set(files)) != len(files):
         raise SourceError(f"{path} names a file more than once; each sample file needs exactly one row")
-    return _CsvSplit(folder, path, header, np.array(files), values[:, 0] if values.shape[1] == 1 else values)
+    return _CsvSplit(folder, path, header, np.array(files), values[:, 0] if values.shape[1] == 1 else values, files == listed)
 
 
 def _is_number(text: str) -> bool:
