@@ -1,7 +1,8 @@
-"""Shared fixtures: small stores of the real MNIST, one per layout, converted once per session."""
+"""Shared fixtures: small stores of the real MNIST, one per layout, converted once per session when first used."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,32 @@ def mnist():
         return {k: d[k][:LIMIT] for k in ("x_train", "y_train", "x_test", "y_test")}
 
 
+class _Stores(Mapping):
+    """Small MNIST stores by layout, each converted the first time a test asks for it: ``-k zarr``
+    converts zarr only."""
+
+    def __init__(self, base: Path):
+        self._base, self._made = base, {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self._made:
+            options = ooc.get_format(name).OPTIONS
+            chunk = None if options.default_chunk_size is None else CHUNK
+            shard = None if options.default_shard_size is None else CHUNK
+            ooc.convert(self._base / name, format=name, source=MNIST, limit=LIMIT, chunk_size=chunk, shard_size=shard)
+            self._made[name] = self._base / name
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(FORMATS)
+
+    def __len__(self):
+        return len(FORMATS)
+
+
 @pytest.fixture(scope="session")
-def store_dirs(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("stores")
-    dirs = {}
-    for name in FORMATS:
-        options = ooc.get_format(name).OPTIONS
-        chunk = None if options.default_chunk_size is None else CHUNK
-        shard = None if options.default_shard_size is None else CHUNK
-        ooc.convert(base / name, format=name, source=MNIST, limit=LIMIT, chunk_size=chunk, shard_size=shard)
-        dirs[name] = base / name
-    return dirs
+def store_dirs(tmp_path_factory) -> Mapping[str, Path]:
+    return _Stores(tmp_path_factory.mktemp("stores"))
 
 
 @pytest.fixture(params=list(FORMATS))
@@ -49,3 +65,14 @@ def store(fmt, store_dirs):
 def expected_x(x_uint8: np.ndarray) -> np.ndarray:
     """What every layout must return for these source pixels."""
     return (x_uint8.astype(np.float32) / np.float32(255))[..., None]
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """Worker processes for the several-readers tests; spawned: a fresh interpreter per worker, as
+    users' worker processes often are (fork after TensorFlow is unsafe)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor

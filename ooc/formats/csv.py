@@ -52,12 +52,14 @@ def grid(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def as_text(values: np.ndarray) -> np.ndarray:
     """Each value as the shortest text that reads back to it in its dtype (numpy's ``str``), each
-    distinct value formatted once (a pixel chunk has at most 256)."""
-    unique, inverse = np.unique(values, return_inverse=True)
+    distinct value formatted once (a pixel chunk has at most 256). Floats are told apart by their
+    bits, so that -0.0 stays -0.0 (NaN is written "nan": text keeps no NaN payload)."""
+    values = np.ascontiguousarray(values)
     if values.dtype == np.bool_:
-        texts = np.array(["1" if v else "0" for v in unique])
-    else:
-        texts = np.array([str(v) for v in unique])
+        return np.where(values, "1", "0")
+    bits = values.view(f"u{values.dtype.itemsize}") if values.dtype.kind == "f" else values
+    unique, inverse = np.unique(bits, return_inverse=True)
+    texts = np.array([str(v) for v in unique.view(values.dtype)])
     return texts[inverse.reshape(values.shape)]
 
 

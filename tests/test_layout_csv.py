@@ -1,4 +1,5 @@
-"""What the CSV layout puts on disk is the classic recipe's layout, byte for byte."""
+"""The csv layout: the conformance suite, read back with np.loadtxt as the recipe does; what it puts on
+disk is the classic recipe's layout, byte for byte."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import pytest
 import ooc
 from ooc.errors import CorruptStoreError
 
+from conformance import LayoutTests
 from conftest import LIMIT, expected_x
+
+
+class TestCsv(LayoutTests):
+    format = "csv"
+
+    def standard_read(self, path, n):
+        labels = pd.read_csv(path / "train_target.csv", header=None).iloc[:, 1].to_numpy()
+        x = np.stack([np.loadtxt(path / "train" / f"{i + 1:03d}.csv", delimiter=",", dtype=np.float32) for i in range(n)])
+        return x[..., None], labels[:n]
 
 
 def test_files_are_the_recipes(store_dirs, mnist):
