@@ -122,7 +122,7 @@ def convert(
         journal = _open_output(out, overwrite=overwrite)  # refuses before the source is read for its checksum
         started = time.perf_counter()
         identity = {"format": format, "options": options,
-                    "source": {"path": str(source.path), "sha256": source.sha256(), "limit": limit, "repeat": repeat,
+                    "source": {"path": str(getattr(source, "path", source.name)), "sha256": source.sha256(), "limit": limit, "repeat": repeat,
                                "size": None if size is None else list(size), **_read_as(source_options)}}
         if journal is None:
             if not isinstance(out, URL):  # object stores have no directories

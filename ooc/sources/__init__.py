@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ooc.errors import OptionError, SourceError
-from ooc.schema import Schema
+from ooc.schema import TARGET_KINDS, Schema
 from ooc.sources.arrays import ArraySource, NpzSource, open_group, open_npy_pair
 from ooc.sources.base import SPLITS, Carved, RandomAccess, Shuffled, parse_size
 from ooc.sources.images import COLORS, IdxSource, ImageFolderSource, is_image_folder
@@ -112,6 +112,7 @@ def check_source(source) -> Any:
 def open_source(path: str | Path | None = None, options: SourceOptions | None = None, *, size=None):
     """The source at ``path`` (see the module docstring), carved and ordered as ``options`` say."""
     options = options or SourceOptions(size=parse_size(size))
+    _check(options)
     source = _open_path(path, options)
     test_fraction = options.test_fraction
     if "test" not in source.splits:
@@ -121,6 +122,15 @@ def open_source(path: str | Path | None = None, options: SourceOptions | None = 
     elif test_fraction is not None and not isinstance(source, TableSource):
         raise OptionError(f"--test-fraction: {source.name} has a test split of its own; drop the option")
     return _ordered(source, options.order, seed=options.seed)
+
+
+def _check(options: SourceOptions) -> None:
+    for option, value, allowed in (("--target-kind", options.target_kind, (None, *TARGET_KINDS)), ("--color", options.color, COLORS),
+                                   ("--order", options.order, ORDERS)):
+        if value not in allowed:
+            raise OptionError(f"{option} {value!r}: choose one of {', '.join(a for a in allowed if a)}")
+    if (options.x is None) != (options.y is None):
+        raise OptionError("--x and --y go together: name both arrays, the samples' and the targets'")
 
 
 def _ordered(source, order: str, *, seed: int):
@@ -149,17 +159,18 @@ def _open_path(path, options: SourceOptions):
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, y_test")
+    suffix = path.suffix.lower()
+    keys = (options.x, options.y) if options.x and options.y else None
+    if (path.is_dir() and (path / "zarr.json").is_file()) or suffix in (".h5", ".hdf5"):
+        _refuse_size(options, str(path))
+        kind = "hdf5" if suffix in (".h5", ".hdf5") else "zarr"
+        return open_group(path, kind, keys=keys or ("{split}/x", "{split}/y"), raw=options.raw, target_kind=options.target_kind)
     if path.is_dir() and (options.targets is not None or is_recipe_folder(path)):
         _refuse_size(options, str(path))
         return RecipeSource.open(path, targets=options.targets, target_kind=options.target_kind)
     if is_image_folder(path):
         return ImageFolderSource.open(path, size=options.size, color=options.color, need_test=options.test_fraction is None)
     _refuse_size(options, str(path))
-    suffix = path.suffix.lower()
-    keys = (options.x, options.y) if options.x and options.y else None
-    if path.is_dir() and (path / "zarr.json").is_file() or suffix in (".h5", ".hdf5"):
-        kind = "hdf5" if suffix in (".h5", ".hdf5") else "zarr"
-        return open_group(path, kind, keys=keys or ("{split}/x", "{split}/y"), raw=options.raw, target_kind=options.target_kind)
     if suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))) or suffix == ".csv":
         if not options.target_column:
             raise SourceError(f"{path} is a table: name its target column with --target-column NAME")

@@ -161,7 +161,8 @@ class ArraySource(FileSource, RandomAccess):
         return self._files
 
     def _file_tag(self, path: Path) -> bytes:
-        return f"{path.relative_to(self.path).as_posix()}\0".encode() if path != self.path else b""
+        """A file's place in a Zarr group (its chunks are named by it); a file's name otherwise."""
+        return f"{path.relative_to(self.path).as_posix() if path.is_relative_to(self.path) else path.name}\0".encode()
 
     def targets(self, split: str) -> np.ndarray:
         return np.asarray(self._arrays[split][1][:])
