@@ -105,7 +105,10 @@ def build_model(name: str, *, input_shape: tuple[int, ...], task: Task, learning
 def compiled(model, task: Task, learning_rate):
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=task.loss, metrics=[task.metric])
+    # named explicitly: Keras' "accuracy" on 0/1 vectors would be the categorical one, wrong for multi-label
+    metric = {"classes": keras.metrics.SparseCategoricalAccuracy, "onehot": keras.metrics.CategoricalAccuracy,
+              "multilabel": keras.metrics.BinaryAccuracy, "regression": keras.metrics.MeanAbsoluteError}[task.kind]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=task.loss, metrics=[metric(name=task.metric)])
     return model
 
 

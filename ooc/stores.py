@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store
 from ooc.manifest import read_manifest
 from ooc.remote import REMOTE_FORMATS, location, require_local
-from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, schema_for
+from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, TargetTally, schema_for
 
 
 def open_store(path: str | os.PathLike, *, expect_format: str | None = None, storage_options: dict | None = None) -> Store:
@@ -97,8 +96,11 @@ class MemoryStore(Store):
         first_x, first_y = next(iter(arrays.values()))
         if schema is None:
             schema = schema_for(first_x.shape, first_x.dtype, first_y.shape, first_y.dtype, where=name)
-        if schema.target_kind == "classes":
-            schema = replace(schema, num_classes=int(max(y.max(initial=0) for _, y in arrays.values())) + 1)
+        if schema.target_kind in ("classes", "binary") and schema.num_classes is None or schema.target_kind == "binary":
+            tally = TargetTally()  # the number of classes, one-hot or multi-label: what the arrays hold
+            for split, (_, y) in arrays.items():
+                tally.add(schema, y, where=name, split=split)
+            schema = tally.finish(schema)
         manifest = {
             "format": "memory",
             "splits": {split: {"count": len(x)} for split, (x, _) in arrays.items()},
