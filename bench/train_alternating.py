@@ -40,23 +40,46 @@ def main() -> None:
     targets.update({str(p): open_store(p) for p in args.stores})
     keras.utils.set_random_seed(0)
     train_idx, val_idx = split_validation(memory.labels("train"), val_fraction=0.1, seed=0)
-    net = build_model("lenet", input_shape=(*memory.sample_shape, 1), num_classes=memory.num_classes, learning_rate=2e-3)
+    net = build_model(
+        "lenet", input_shape=(*memory.sample_shape, 1), num_classes=memory.num_classes, learning_rate=2e-3
+    )
     seconds: dict[str, list[float]] = {name: [] for name in targets}
     epoch = 0
     for round_ in range(args.rounds):
         for name, store in targets.items():
-            history = _epochs_with_train_on_batch(net, store, train_idx, val_idx, epochs=epoch + 1, batch_size=512, shuffle="chunk",
-                                                  seed=0, log=lambda line: None, before_epoch=None, after_batch=None,
-                                                  progress=Progress(epoch=epoch), checkpoints=None, on_error="raise")
+            history = _epochs_with_train_on_batch(
+                net,
+                store,
+                train_idx,
+                val_idx,
+                epochs=epoch + 1,
+                batch_size=512,
+                shuffle="chunk",
+                seed=0,
+                log=lambda line: None,
+                before_epoch=None,
+                after_batch=None,
+                progress=Progress(epoch=epoch),
+                checkpoints=None,
+                on_error="raise",
+            )
             epoch += 1
             if round_:
                 seconds[name].append(history[-1]["seconds"])
         if round_:
-            print(f"round {round_}: " + " | ".join(f"{name} {s[-1]:.3f} s" for name, s in seconds.items()), flush=True)
-    print("\n| target | epoch s, median | paired ratio to in-memory, median (min–max) |\n| --- | ---: | ---: |")
+            print(
+                f"round {round_}: " + " | ".join(f"{name} {s[-1]:.3f} s" for name, s in seconds.items()),
+                flush=True,
+            )
+    print(
+        "\n| target | epoch s, median | paired ratio to in-memory, median (min–max) |\n| --- | ---: | ---: |"
+    )
     for name, s in seconds.items():
         ratios = [a / b for a, b in zip(s, seconds["memory"])]
-        print(f"| {name} | {statistics.median(s):.3f} | {statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) |")
+        print(
+            f"| {name} | {statistics.median(s):.3f} | {statistics.median(ratios):.3f} "
+            f"({min(ratios):.3f}–{max(ratios):.3f}) |"
+        )
 
 
 if __name__ == "__main__":

@@ -35,20 +35,37 @@ def main() -> None:
     args.reports.mkdir(parents=True, exist_ok=True)
     for store in stores if not args.reuse else []:
         report = args.reports / f"train-{store}.json"
-        cmd = ["ooc", "train", "--store", store, "--model", args.model, "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--report", str(report)]
+        cmd = [
+            "ooc",
+            "train",
+            "--store",
+            store,
+            "--model",
+            args.model,
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--report",
+            str(report),
+        ]
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
     rows = {s: json.loads((args.reports / f"train-{s}.json").read_text()) for s in stores}
-    median = {s: statistics.median(e["seconds"] for e in r["history"][1:] or r["history"]) for s, r in rows.items()}
+    median = {
+        s: statistics.median(e["seconds"] for e in r["history"][1:] or r["history"]) for s, r in rows.items()
+    }
     base = median.get("memory")
     print("| store | epoch time (s, median of epochs 2-N) | ratio to in-memory | samples/s | test accuracy |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for store, report in rows.items():
         ratio = f"{median[store] / base:.2f}" if base else "n/a"
         rate = report["store"]["train_samples"] / median[store]
-        print(f"| {store} | {median[store]:.2f} | {ratio} | {rate:,.0f} | {report['test']['accuracy'] * 100:.2f} % |")
+        print(
+            f"| {store} | {median[store]:.2f} | {ratio} | {rate:,.0f} | "
+            f"{report['test']['accuracy'] * 100:.2f} % |"
+        )
 
 
 if __name__ == "__main__":

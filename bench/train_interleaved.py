@@ -35,7 +35,11 @@ def main() -> None:
             store = memory if name == "memory" else open_store(name)
             run = measure_training(store, epochs=args.epochs, batch_size=512, model="lenet", seed=0)
             epochs[name].append(run["epoch_seconds"]["median"])
-        print(f"round {round_ + 1}: " + " | ".join(f"{name} {times[-1]:.3f} s" for name, times in epochs.items()), flush=True)
+        print(
+            f"round {round_ + 1}: "
+            + " | ".join(f"{name} {times[-1]:.3f} s" for name, times in epochs.items()),
+            flush=True,
+        )
     memory_epoch = statistics.median(epochs["memory"])
     print("\n| target | epoch s, median of rounds | ratio to in-memory |\n| --- | ---: | ---: |")
     for name, times in epochs.items():

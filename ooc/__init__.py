@@ -14,4 +14,16 @@ from ooc.formats import FORMATS, get_format  # noqa: E402
 from ooc.keras_data import as_pydataset, as_tf_dataset  # noqa: E402
 from ooc.stores import MemoryStore, open_store  # noqa: E402
 
-__all__ = ["FORMATS", "adopt", "MemoryStore", "OocError", "as_pydataset", "as_tf_dataset", "batches", "convert", "epoch_batches", "get_format", "open_store"]
+__all__ = [
+    "FORMATS",
+    "adopt",
+    "MemoryStore",
+    "OocError",
+    "as_pydataset",
+    "as_tf_dataset",
+    "batches",
+    "convert",
+    "epoch_batches",
+    "get_format",
+    "open_store",
+]

@@ -24,8 +24,15 @@ from ooc.sources.base import Carved
 from ooc.sources.recipe import RecipeSource
 
 
-def adopt(path: str | os.PathLike, *, targets: str | os.PathLike | None = None, test_fraction: float | None = None,
-          seed: int = 0, target_kind: str | None = None, progress=None) -> dict[str, Any]:
+def adopt(
+    path: str | os.PathLike,
+    *,
+    targets: str | os.PathLike | None = None,
+    test_fraction: float | None = None,
+    seed: int = 0,
+    target_kind: str | None = None,
+    progress=None,
+) -> dict[str, Any]:
     """Write the manifest that makes the recipe's folder at ``path`` a csv store; returns it."""
     started = time.perf_counter()
     root = Path(path).absolute()
@@ -38,24 +45,37 @@ def adopt(path: str | os.PathLike, *, targets: str | os.PathLike | None = None, 
     for split, (entry, rows) in splits.items():
         values = entry.values[rows]
         tally.add(source.schema, values, where=str(entry.targets), split=split)
-        whole = entry.as_listed and len(rows) == len(entry.names) and np.array_equal(rows, np.arange(len(rows)))
+        whole = (
+            entry.as_listed and len(rows) == len(entry.names) and np.array_equal(rows, np.arange(len(rows)))
+        )
         targets_file = entry.targets if whole else _write_targets(root, split, entry.names[rows], values)
-        entries[split] = {"folder": entry.folder.relative_to(root).as_posix() or ".",
-                          "targets": targets_file.relative_to(root).as_posix(),
-                          "header": bool(entry.header) if targets_file == entry.targets else False}
+        entries[split] = {
+            "folder": entry.folder.relative_to(root).as_posix() or ".",
+            "targets": targets_file.relative_to(root).as_posix(),
+            "header": bool(entry.header) if targets_file == entry.targets else False,
+        }
         counts[split] = {"count": len(rows)}
         for file in [targets_file, *(entry.folder / name for name in entry.names[rows])]:
             files[file.relative_to(root).as_posix()] = file_checksum(file)
             if progress:
                 progress(split, len(files), None)
-    manifest = {"format": "csv", "created_by": f"ooc {__version__}", "adopted": True, "splits": counts,
-                **tally.finish(source.schema).to_manifest(),
-                "order": {"kind": "source", **({"grouped_by_class": True} if tally.grouped_by_class() else {})},
-                "options": {"chunk_size": None, "compression": "none", "dtype": "float32"}, "csv": entries,
-                "source": {"path": str(root.absolute()), "adopted": True,
-                           **({"test_fraction": test_fraction or 0.1, "seed": seed} if "test" not in source.splits else {})},
-                "conversion_seconds": round(time.perf_counter() - started, 3),
-                "checksums": {"algorithm": CHECKSUM_ALGORITHM, "files": files}}
+    manifest = {
+        "format": "csv",
+        "created_by": f"ooc {__version__}",
+        "adopted": True,
+        "splits": counts,
+        **tally.finish(source.schema).to_manifest(),
+        "order": {"kind": "source", **({"grouped_by_class": True} if tally.grouped_by_class() else {})},
+        "options": {"chunk_size": None, "compression": "none", "dtype": "float32"},
+        "csv": entries,
+        "source": {
+            "path": str(root.absolute()),
+            "adopted": True,
+            **({"test_fraction": test_fraction or 0.1, "seed": seed} if "test" not in source.splits else {}),
+        },
+        "conversion_seconds": round(time.perf_counter() - started, 3),
+        "checksums": {"algorithm": CHECKSUM_ALGORITHM, "files": files},
+    }
     write_manifest(root, manifest)
     return manifest
 
@@ -77,7 +97,9 @@ def _write_targets(root: Path, split: str, names: np.ndarray, values: np.ndarray
 
     path = target_path(root, split)
     if path.exists():
-        raise StoreExistsError(f"{path} exists; adopting would replace it: move it away, or pass it as --targets")
+        raise StoreExistsError(
+            f"{path} exists; adopting would replace it: move it away, or pass it as --targets"
+        )
     rows = [",".join(row) for row in as_text(values.reshape(len(values), -1))]
     path.write_text("".join(f"{name},{row}\n" for name, row in zip(names, rows)), encoding="ascii")
     return path

@@ -48,7 +48,9 @@ def epoch_batches(
     mode = {True: "global", False: "none"}.get(shuffle, shuffle)
     if mode not in SHUFFLE_MODES:
         raise OptionError(f"unknown shuffle {shuffle!r}: choose one of {', '.join(SHUFFLE_MODES)}")
-    order = np.arange(indices, dtype=np.int64) if np.isscalar(indices) else np.asarray(indices, dtype=np.int64)
+    order = (
+        np.arange(indices, dtype=np.int64) if np.isscalar(indices) else np.asarray(indices, dtype=np.int64)
+    )
     if mode != "none":
         if seed is None:
             raise OptionError("shuffle=True needs a seed, so that the run can be reproduced")
@@ -62,7 +64,7 @@ def epoch_batches(
         else:
             order = order[rng.permutation(len(order))]
     stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
-    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
 def split_sizes(n: int, parts: int) -> list[int]:
@@ -88,7 +90,7 @@ def worker_shard(plan: list[np.ndarray], *, worker: int, workers: int) -> list[n
     for batch in plan:
         sizes = split_sizes(len(batch), workers)
         start = sum(sizes[:worker])
-        shards.append(batch[start:start + sizes[worker]])
+        shards.append(batch[start : start + sizes[worker]])
     return shards
 
 
@@ -121,11 +123,19 @@ def batches(
     ``shard=(worker, workers)`` yields only that worker's part of each batch (``worker_shard``):
     ``batch_size`` is then the global batch size.
     """
-    plan = epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
-                         shuffle=shuffle, seed=seed, epoch=epoch, drop_remainder=drop_remainder,
-                         chunk_size=store.chunk_size)
+    plan = epoch_batches(
+        store.num_samples(split) if indices is None else indices,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        epoch=epoch,
+        drop_remainder=drop_remainder,
+        chunk_size=store.chunk_size,
+    )
     if not 0 <= start_batch <= len(plan):
-        raise OptionError(f"start_batch must be in [0, {len(plan)}] (the epoch has {len(plan)} batches), got {start_batch}")
+        raise OptionError(
+            f"start_batch must be in [0, {len(plan)}] (the epoch has {len(plan)} batches), got {start_batch}"
+        )
     plan = plan[start_batch:]
     if shard is not None:
         plan = worker_shard(plan, worker=shard[0], workers=shard[1])
@@ -150,7 +160,9 @@ class _Prefetched:
         self._stop = threading.Event()
         self._closed = False
         # the thread holds the queue and the event, not self: dropping the iterator closes it
-        thread = threading.Thread(target=_produce, args=(tasks, self._results, self._stop), name="ooc-prefetch", daemon=True)
+        thread = threading.Thread(
+            target=_produce, args=(tasks, self._results, self._stop), name="ooc-prefetch", daemon=True
+        )
         thread.start()
         self._thread = thread
 
@@ -197,7 +209,11 @@ PREFETCH_NICENESS = 19
 def _lower_priority() -> None:
     if sys.platform.startswith("linux"):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + PREFETCH_NICENESS))
+            os.setpriority(
+                os.PRIO_PROCESS,
+                threading.get_native_id(),
+                min(19, os.getpriority(os.PRIO_PROCESS, 0) + PREFETCH_NICENESS),
+            )
         except OSError:  # a sandbox may refuse; the thread then reads at the process's priority
             pass
 

@@ -118,6 +118,7 @@ def evict_from_page_cache(path: Path) -> None:
 
 # -- readers: what a read pass calls for each batch of indices -------------------------------------
 
+
 class MemmapReader:
     """The raw .npy memmap baseline: pages straight from the file, decoded like the stores."""
 
@@ -164,8 +165,17 @@ def read_pass(reader, n: int, *, batch_size: int, shuffle: str, seed: int) -> tu
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None, chunk_size: int | None, batch_size: int,
-                  repeats: int, progress: Callable[[str], None], modes: tuple[str, ...] = READ_MODES) -> dict[str, Any]:
+def measure_reads(
+    open_reader: Callable[[], Any],
+    n: int,
+    *,
+    files: Path | None,
+    chunk_size: int | None,
+    batch_size: int,
+    repeats: int,
+    progress: Callable[[str], None],
+    modes: tuple[str, ...] = READ_MODES,
+) -> dict[str, Any]:
     """Every mode of READ_MODES (warm only without ``files``); cold passes evict ``files`` and reopen
     the reader first (a reopened HDF5 file starts with an empty chunk cache; a closed memmap lets
     its pages go)."""
@@ -197,13 +207,20 @@ def measure_reads(open_reader: Callable[[], Any], n: int, *, files: Path | None,
             peak = max(peak, rss.peak_mb)
         reader.close()
         median = statistics.median(times)
-        results[mode] = {"seconds": summary(times), "cpu_seconds": summary(cpus), "samples_per_second": n / median,
-                         "mb_per_second": n * sample_bytes / median / 1e6, "peak_rss_mb": peak}
+        results[mode] = {
+            "seconds": summary(times),
+            "cpu_seconds": summary(cpus),
+            "samples_per_second": n / median,
+            "mb_per_second": n * sample_bytes / median / 1e6,
+            "peak_rss_mb": peak,
+        }
         progress(f"  read {mode}: {n / median:,.0f} samples/s")
     return results
 
 
-def measure_tf_data(path: Path, *, batch_size: int, repeats: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def measure_tf_data(
+    path: Path, *, batch_size: int, repeats: int, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """Passes over a TFRecord store's train split through its streaming tf.data view (shards
     interleaved, parsed in parallel, shuffled in a buffer), warm and cold: what tf.data users get."""
     from ooc.formats.tfrecord import tf_dataset
@@ -216,12 +233,20 @@ def measure_tf_data(path: Path, *, batch_size: int, repeats: int, progress: Call
             if cold:
                 evict_from_page_cache(path)
             start = time.perf_counter()
-            n = sum(len(y) for _, y in tf_dataset(store, "train", batch_size=batch_size, shuffle_buffer=TF_DATA_SHUFFLE_BUFFER, seed=rep))
+            n = sum(
+                len(y)
+                for _, y in tf_dataset(
+                    store, "train", batch_size=batch_size, shuffle_buffer=TF_DATA_SHUFFLE_BUFFER, seed=rep
+                )
+            )
             if cold or rep:
                 times.append(time.perf_counter() - start)
         median = statistics.median(times)
         results["cold" if cold else "warm"] = {"seconds": summary(times), "samples_per_second": n / median}
-        progress(f"  read through tf.data ({'cold' if cold else 'warm'}, shuffle buffer {TF_DATA_SHUFFLE_BUFFER:,}): {n / median:,.0f} samples/s")
+        progress(
+            f"  read through tf.data ({'cold' if cold else 'warm'}, shuffle buffer "
+            f"{TF_DATA_SHUFFLE_BUFFER:,}): {n / median:,.0f} samples/s"
+        )
     return results
 
 
@@ -237,8 +262,17 @@ class _StoreReader:
         self.store.close()
 
 
-def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, seed: int, shuffle: str = "chunk",
-                     loop: str = "train_on_batch", cold: bool = False) -> dict[str, Any]:
+def measure_training(
+    store: Store,
+    *,
+    epochs: int,
+    batch_size: int,
+    model: str,
+    seed: int,
+    shuffle: str = "chunk",
+    loop: str = "train_on_batch",
+    cold: bool = False,
+) -> dict[str, Any]:
     """One training run; ``cold`` evicts the store's files from the page cache before every epoch."""
     import keras
 
@@ -246,20 +280,48 @@ def measure_training(store: Store, *, epochs: int, batch_size: int, model: str, 
 
     keras.backend.clear_session()
     with PeakRSS() as rss:
-        report = train(store, epochs=epochs, batch_size=batch_size, model=model, seed=seed, shuffle=shuffle, loop=loop, log=lambda line: None,
-                       before_epoch=(lambda epoch: evict_from_page_cache(store.path)) if cold else None)
+        report = train(
+            store,
+            epochs=epochs,
+            batch_size=batch_size,
+            model=model,
+            seed=seed,
+            shuffle=shuffle,
+            loop=loop,
+            log=lambda line: None,
+            before_epoch=(lambda epoch: evict_from_page_cache(store.path)) if cold else None,
+        )
     history = report["history"][1:] or report["history"]  # the first epoch also traces the graph
     median = statistics.median(e["seconds"] for e in history)
-    return {"shuffle": shuffle, "loop": loop, "cold": cold, "epoch_seconds": summary([e["seconds"] for e in history]),
-            "epoch_cpu_seconds": summary([e["cpu_seconds"] for e in history]),
-            "first_epoch_seconds": report["history"][0]["seconds"], "train_samples": report["store"]["train_samples"],
-            "samples_per_second": report["store"]["train_samples"] / median,
-            "test_accuracy": report["test"]["accuracy"], "peak_rss_mb": rss.peak_mb}
+    return {
+        "shuffle": shuffle,
+        "loop": loop,
+        "cold": cold,
+        "epoch_seconds": summary([e["seconds"] for e in history]),
+        "epoch_cpu_seconds": summary([e["cpu_seconds"] for e in history]),
+        "first_epoch_seconds": report["history"][0]["seconds"],
+        "train_samples": report["store"]["train_samples"],
+        "samples_per_second": report["store"]["train_samples"] / median,
+        "test_accuracy": report["test"]["accuracy"],
+        "peak_rss_mb": rss.peak_mb,
+    }
 
 
-def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, stores_dir: Path, n: int, *, rounds: int, epochs: int,
-                            batch_size: int, model: str, seed: int, tradeoff: bool, progress: Callable[[str], None],
-                            phase: Callable[[str], None] | None = None) -> None:
+def measure_training_rounds(
+    rows: list[dict[str, Any]],
+    memory: MemoryStore,
+    stores_dir: Path,
+    n: int,
+    *,
+    rounds: int,
+    epochs: int,
+    batch_size: int,
+    model: str,
+    seed: int,
+    tradeoff: bool,
+    progress: Callable[[str], None],
+    phase: Callable[[str], None] | None = None,
+) -> None:
     """Every store's training runs against in-memory ones, in ``rounds`` interleaved rounds.
 
     Each round takes the stores in turn (the order rotated from round to round) and trains memory,
@@ -275,46 +337,76 @@ def measure_training_rounds(rows: list[dict[str, Any]], memory: MemoryStore, sto
         if phase is not None:
             phase(f"training round {round_ + 1} of {rounds}")
         progress(f"training, round {round_ + 1} of {rounds}")
-        for row in stores[round_ % len(stores):] + stores[:round_ % len(stores)]:
+        for row in stores[round_ % len(stores) :] + stores[: round_ % len(stores)]:
             path, mine = stores_dir / row["name"], runs[row["name"]]
             mine["memory"].append(measure_training(memory, **options))
             mine["warm"].append(measure_training(open_store(path), **options))
             mine["cold"].append(measure_training(open_store(path), cold=True, **options))
             m, w, c = (mine[k][-1]["epoch_seconds"]["median"] for k in ("memory", "warm", "cold"))
-            progress(f"  {row['name']}: memory {m:.2f}, warm {w:.2f} ({w / m:.2f} x), cold {c:.2f} s/epoch ({c / m:.2f} x)")
+            progress(
+                f"  {row['name']}: memory {m:.2f}, warm {w:.2f} ({w / m:.2f} x), cold {c:.2f} s/epoch "
+                f"({c / m:.2f} x)"
+            )
     for row in stores:
         mine = runs[row["name"]]
-        row["training"], row["training_cold"] = (_rounds_summary(mine[kind], mine["memory"]) for kind in ("warm", "cold"))
-        row["training"]["loader_cpu_share"] = loader_cpu_share(row["read"], n, row["training"], rows[0]["training"])
+        row["training"], row["training_cold"] = (
+            _rounds_summary(mine[kind], mine["memory"]) for kind in ("warm", "cold")
+        )
+        row["training"]["loader_cpu_share"] = loader_cpu_share(
+            row["read"], n, row["training"], rows[0]["training"]
+        )
         t, c = row["training"], row["training_cold"]
-        progress(f"{row['name']}: training {t['ratio_to_memory']:.2f} x memory warm ({min(t['ratio_rounds']):.2f}–{max(t['ratio_rounds']):.2f}), "
-                 f"{c['ratio_to_memory']:.2f} x cold ({min(c['ratio_rounds']):.2f}–{max(c['ratio_rounds']):.2f}), "
-                 f"loader CPU {t['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's")
+        progress(
+            f"{row['name']}: training {t['ratio_to_memory']:.2f} x memory warm "
+            f"({min(t['ratio_rounds']):.2f}–{max(t['ratio_rounds']):.2f}), "
+            f"{c['ratio_to_memory']:.2f} x cold ({min(c['ratio_rounds']):.2f}–{max(c['ratio_rounds']):.2f}), "
+            f"loader CPU {t['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's"
+        )
     if tradeoff:
         if phase is not None:
             phase("training with the global shuffle")
-        memory_epoch = statistics.median(r["epoch_seconds"]["median"] for mine in runs.values() for r in mine["memory"])
+        memory_epoch = statistics.median(
+            r["epoch_seconds"]["median"] for mine in runs.values() for r in mine["memory"]
+        )
         for row in stores:
-            g = row["training_global_shuffle"] = measure_training(open_store(stores_dir / row["name"]), shuffle="global", **options)
+            g = row["training_global_shuffle"] = measure_training(
+                open_store(stores_dir / row["name"]), shuffle="global", **options
+            )
             g["ratio_to_memory"] = g["epoch_seconds"]["median"] / memory_epoch
-            progress(f"  {row['name']}: train (global shuffle): {g['epoch_seconds']['median']:.2f} s/epoch ({g['ratio_to_memory']:.2f} x memory)")
+            progress(
+                f"  {row['name']}: train (global shuffle): {g['epoch_seconds']['median']:.2f} s/epoch "
+                f"({g['ratio_to_memory']:.2f} x memory)"
+            )
 
 
 def _rounds_summary(store_runs: list[dict[str, Any]], memory_runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One store's runs of every round as one record: the first run's fields, the epochs of all
     rounds, and the median of the rounds' ratios to their memory runs."""
-    ratios = [s["epoch_seconds"]["median"] / m["epoch_seconds"]["median"] for s, m in zip(store_runs, memory_runs)]
+    ratios = [
+        s["epoch_seconds"]["median"] / m["epoch_seconds"]["median"] for s, m in zip(store_runs, memory_runs)
+    ]
     epoch_medians = [s["epoch_seconds"]["median"] for s in store_runs]
-    return {**store_runs[0], "epoch_seconds": summary(epoch_medians),
-            "epoch_cpu_seconds": summary([s["epoch_cpu_seconds"]["median"] for s in store_runs]),
-            "samples_per_second": store_runs[0]["train_samples"] / statistics.median(epoch_medians),
-            "peak_rss_mb": max(s["peak_rss_mb"] for s in store_runs),
-            "memory_epoch_seconds": summary([m["epoch_seconds"]["median"] for m in memory_runs]),
-            "ratio_rounds": ratios, "ratio_to_memory": statistics.median(ratios)}
+    return {
+        **store_runs[0],
+        "epoch_seconds": summary(epoch_medians),
+        "epoch_cpu_seconds": summary([s["epoch_cpu_seconds"]["median"] for s in store_runs]),
+        "samples_per_second": store_runs[0]["train_samples"] / statistics.median(epoch_medians),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in store_runs),
+        "memory_epoch_seconds": summary([m["epoch_seconds"]["median"] for m in memory_runs]),
+        "ratio_rounds": ratios,
+        "ratio_to_memory": statistics.median(ratios),
+    }
 
 
-def measure_conversion_jobs(stores_dir: Path, source, *, formats: list[str], limit: int | None, repeats: int,
-                            progress: Callable[[str], None]) -> dict[str, Any] | None:
+def measure_conversion_jobs(
+    stores_dir: Path,
+    source,
+    *,
+    formats: list[str],
+    limit: int | None,
+    repeats: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any] | None:
     """Conversion wall time with each of ``JOBS`` (``convert --jobs``; the pool's start-up included),
     repetitions interleaved so that the drift of a shared machine hits every --jobs alike."""
     results = {}
@@ -328,14 +420,33 @@ def measure_conversion_jobs(stores_dir: Path, source, *, formats: list[str], lim
                 manifest = convert(path, format=fmt, source=source, limit=limit, jobs=jobs)
                 times[jobs].append(time.perf_counter() - start)
         total = sum(split["count"] for split in manifest["splits"].values())
-        results[fmt] = {"jobs": {str(jobs): {"seconds": summary(t), "samples_per_second": total / statistics.median(t)} for jobs, t in times.items()}}
+        results[fmt] = {
+            "jobs": {
+                str(jobs): {"seconds": summary(t), "samples_per_second": total / statistics.median(t)}
+                for jobs, t in times.items()
+            }
+        }
         results[fmt]["speedup"] = statistics.median(times[JOBS[0]]) / statistics.median(times[JOBS[-1]])
-        progress(f"{fmt}: converted with --jobs " + ", ".join(f"{jobs}: {total / statistics.median(t):,.0f} samples/s" for jobs, t in times.items()))
+        progress(
+            f"{fmt}: converted with --jobs "
+            + ", ".join(f"{jobs}: {total / statistics.median(t):,.0f} samples/s" for jobs, t in times.items())
+        )
     return results or None
 
 
-def measure_fit(rows: list[dict[str, Any]], memory: MemoryStore, stores_dir: Path, n: int, *, epochs: int, batch_size: int, model: str, seed: int,
-                repeats: int, progress: Callable[[str], None]) -> None:
+def measure_fit(
+    rows: list[dict[str, Any]],
+    memory: MemoryStore,
+    stores_dir: Path,
+    n: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    model: str,
+    seed: int,
+    repeats: int,
+    progress: Callable[[str], None],
+) -> None:
     """``model.fit`` for memory and every store, last: once a process has made a tf.data generator
     dataset (Keras' PyDataset adapter does), TensorFlow 2.21 on Python 3.11 fixes glibc's mmap
     threshold at 128 KiB (``mallopt`` in ``ApplyPython311MemoryPatch``, against tensorflow#65675's
@@ -343,24 +454,41 @@ def measure_fit(rows: list[dict[str, Any]], memory: MemoryStore, stores_dir: Pat
     it would tax every later read pass and ``train_on_batch`` run, which ``ooc train`` never pays. The
     chunk-order read pass is measured again after it: the loader CPU a ``--loop fit`` process pays."""
     progress("model.fit, last (its tf.data generator changes this process's allocator)")
-    memory_fit = rows[0]["training_fit"] = measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
+    memory_fit = rows[0]["training_fit"] = measure_training(
+        memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit"
+    )
     memory_fit["ratio_to_memory"] = 1.0
     progress(f"  memory: train with fit: {memory_fit['epoch_seconds']['median']:.2f} s/epoch")
     for row in rows:
         if row["kind"] != "store":
             continue
         path = stores_dir / row["name"]
-        fit = row["training_fit"] = measure_training(open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
+        fit = row["training_fit"] = measure_training(
+            open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit"
+        )
         fit["ratio_to_memory"] = fit["epoch_seconds"]["median"] / memory_fit["epoch_seconds"]["median"]
         store = open_store(path)
-        read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, chunk_size=store.chunk_size, batch_size=batch_size,
-                             repeats=repeats, progress=lambda line: None, modes=("chunk_warm",))
+        read = measure_reads(
+            lambda: _StoreReader(open_store(path)),
+            n,
+            files=path,
+            chunk_size=store.chunk_size,
+            batch_size=batch_size,
+            repeats=repeats,
+            progress=lambda line: None,
+            modes=("chunk_warm",),
+        )
         fit["loader_cpu_share"] = loader_cpu_share(read, n, row["training"], rows[0]["training"])
-        progress(f"  {row['name']}: train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch ({fit['ratio_to_memory']:.2f} x memory with fit), "
-                 f"loader CPU after fit {fit['loader_cpu_share'] * 100:.1f} %")
+        progress(
+            f"  {row['name']}: train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch "
+            f"({fit['ratio_to_memory']:.2f} x memory with fit), "
+            f"loader CPU after fit {fit['loader_cpu_share'] * 100:.1f} %"
+        )
 
 
-def loader_cpu_share(read: dict[str, Any], n: int, training: dict[str, Any], memory_training: dict[str, Any]) -> float:
+def loader_cpu_share(
+    read: dict[str, Any], n: int, training: dict[str, Any], memory_training: dict[str, Any]
+) -> float:
     """CPU the loader spends on one training epoch's samples (chunk order, warm), as a share of the
     CPU of one in-memory training epoch."""
     per_sample = read["chunk_warm"]["cpu_seconds"]["median"] / n
@@ -392,7 +520,12 @@ def run_bench(
 
     ``progress(line)`` gets the findings as they come; ``phase(index, total, name)`` is called as
     each of the run's ``total`` phases starts (index from 1), and with ``total + 1`` at the end."""
-    for option, value in (("--repeats", repeats), ("--epochs", epochs), ("--batch-size", batch_size), ("--limit", 1 if limit is None else limit)):
+    for option, value in (
+        ("--repeats", repeats),
+        ("--epochs", epochs),
+        ("--batch-size", batch_size),
+        ("--limit", 1 if limit is None else limit),
+    ):
         if value < 1:
             raise OptionError(f"{option} must be at least 1, got {value}")
     if scale_repeat < 0 or scale_repeat == 1:
@@ -402,7 +535,10 @@ def run_bench(
             raise OptionError(f"{option} {folder} is a file; pass a folder")
     targets = targets_for(formats or list(FORMATS), variants=variants)
     if remote and not any(t.name in ("zarr", "parquet") for t in targets):
-        raise OptionError("--remote measures the zarr and parquet stores from an S3 server: include zarr or parquet in --formats")
+        raise OptionError(
+            "--remote measures the zarr and parquet stores from an S3 server: include zarr or parquet in "
+            "--formats"
+        )
     src = as_source(source)
     out.mkdir(parents=True, exist_ok=True)
     memory = MemoryStore.from_source(src, limit=limit)
@@ -419,9 +555,29 @@ def run_bench(
 
     next_phase("baseline memory")
     progress(f"baseline memory: {n} train samples")
-    rows.append({"name": "memory", "kind": "baseline", "training_cold": None, "format": "memory", "options": {}, "conversion": None, "training_global_shuffle": None,
-                 "read": measure_reads(lambda: _StoreReader(memory), n, files=None, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
-                 "training": measure_training(memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed)})
+    rows.append(
+        {
+            "name": "memory",
+            "kind": "baseline",
+            "training_cold": None,
+            "format": "memory",
+            "options": {},
+            "conversion": None,
+            "training_global_shuffle": None,
+            "read": measure_reads(
+                lambda: _StoreReader(memory),
+                n,
+                files=None,
+                chunk_size=None,
+                batch_size=batch_size,
+                repeats=repeats,
+                progress=progress,
+            ),
+            "training": measure_training(
+                memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed
+            ),
+        }
+    )
     progress(f"  train: {rows[0]['training']['epoch_seconds']['median']:.2f} s/epoch")
 
     npy = stores_dir / "npy-memmap" / "train_x.npy"
@@ -429,9 +585,28 @@ def run_bench(
     np.save(npy, memory.arrays["train"][0])
     next_phase("baseline npy-memmap")
     progress("baseline npy-memmap")
-    rows.append({"name": "npy-memmap", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "npy", "options": {}, "conversion": None, "training_global_shuffle": None,
-                 "read": measure_reads(lambda: MemmapReader(npy, memory.labels("train"), memory.schema), n, files=npy, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
-                 "training": None})
+    rows.append(
+        {
+            "name": "npy-memmap",
+            "kind": "baseline",
+            "training_cold": None,
+            "training_fit": None,
+            "format": "npy",
+            "options": {},
+            "conversion": None,
+            "training_global_shuffle": None,
+            "read": measure_reads(
+                lambda: MemmapReader(npy, memory.labels("train"), memory.schema),
+                n,
+                files=npy,
+                chunk_size=None,
+                batch_size=batch_size,
+                repeats=repeats,
+                progress=progress,
+            ),
+            "training": None,
+        }
+    )
 
     for target in targets:
         next_phase(f"{target.name}: converting, reading")
@@ -446,43 +621,148 @@ def run_bench(
         store = open_store(path)
         apparent, allocated = disk_usage(path)
         total = sum(store.num_samples(s) for s in store.splits)
-        conversion = {"seconds": summary(times), "samples_per_second": total / statistics.median(times),
-                      "bytes": apparent, "bytes_on_disk": allocated, "bytes_per_sample": allocated / total,
-                      "ratio_to_raw": allocated / (total * raw_bytes)}
-        progress(f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s converted")
-        read = measure_reads(lambda: _StoreReader(open_store(path)), n, files=path, chunk_size=store.chunk_size, batch_size=batch_size, repeats=repeats, progress=progress)
-        rows.append({"name": target.name, "kind": "store", "format": target.format, "options": store.options,
-                     "conversion": conversion, "read": read, "training": None, "training_cold": None, "training_fit": None,
-                     "training_global_shuffle": None,
-                     "tf_data": measure_tf_data(path, batch_size=batch_size, repeats=repeats, progress=progress) if target.format == "tfrecord" else None})
+        conversion = {
+            "seconds": summary(times),
+            "samples_per_second": total / statistics.median(times),
+            "bytes": apparent,
+            "bytes_on_disk": allocated,
+            "bytes_per_sample": allocated / total,
+            "ratio_to_raw": allocated / (total * raw_bytes),
+        }
+        progress(
+            f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s "
+            "converted"
+        )
+        read = measure_reads(
+            lambda: _StoreReader(open_store(path)),
+            n,
+            files=path,
+            chunk_size=store.chunk_size,
+            batch_size=batch_size,
+            repeats=repeats,
+            progress=progress,
+        )
+        rows.append(
+            {
+                "name": target.name,
+                "kind": "store",
+                "format": target.format,
+                "options": store.options,
+                "conversion": conversion,
+                "read": read,
+                "training": None,
+                "training_cold": None,
+                "training_fit": None,
+                "training_global_shuffle": None,
+                "tf_data": measure_tf_data(path, batch_size=batch_size, repeats=repeats, progress=progress)
+                if target.format == "tfrecord"
+                else None,
+            }
+        )
         if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
             progress("baseline recipe-loadtxt (on the csv store)")
-            rows.append({"name": "recipe-loadtxt", "kind": "baseline", "training_cold": None, "training_fit": None, "format": "csv", "options": {}, "conversion": None, "training_global_shuffle": None,
-                         "read": measure_reads(lambda: RecipeReader(path, memory.sample_shape), n, files=path, chunk_size=None, batch_size=batch_size, repeats=repeats, progress=progress),
-                         "training": None})
-    measure_training_rounds(rows, memory, stores_dir, n, rounds=repeats, epochs=epochs, batch_size=batch_size, model=model, seed=seed,
-                            tradeoff=tradeoff, progress=progress, phase=next_phase)
+            rows.append(
+                {
+                    "name": "recipe-loadtxt",
+                    "kind": "baseline",
+                    "training_cold": None,
+                    "training_fit": None,
+                    "format": "csv",
+                    "options": {},
+                    "conversion": None,
+                    "training_global_shuffle": None,
+                    "read": measure_reads(
+                        lambda: RecipeReader(path, memory.sample_shape),
+                        n,
+                        files=path,
+                        chunk_size=None,
+                        batch_size=batch_size,
+                        repeats=repeats,
+                        progress=progress,
+                    ),
+                    "training": None,
+                }
+            )
+    measure_training_rounds(
+        rows,
+        memory,
+        stores_dir,
+        n,
+        rounds=repeats,
+        epochs=epochs,
+        batch_size=batch_size,
+        model=model,
+        seed=seed,
+        tradeoff=tradeoff,
+        progress=progress,
+        phase=next_phase,
+    )
     next_phase("model.fit")
-    measure_fit(rows, memory, stores_dir, n, epochs=epochs, batch_size=batch_size, model=model, seed=seed, repeats=repeats, progress=progress)
+    measure_fit(
+        rows,
+        memory,
+        stores_dir,
+        n,
+        epochs=epochs,
+        batch_size=batch_size,
+        model=model,
+        seed=seed,
+        repeats=repeats,
+        progress=progress,
+    )
     rows[0]["training"]["ratio_to_memory"] = 1.0
-    rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(rows[0]["read"], n, rows[0]["training"], rows[0]["training"])
+    rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(
+        rows[0]["read"], n, rows[0]["training"], rows[0]["training"]
+    )
 
     report = {
         "ooc_bench_version": REPORT_VERSION,
         "command": command,
         "machine": machine_info(),
-        "config": {"source": str(src.path), "limit": limit, "train_samples": n, "repeats": repeats,
-                   "batch_size": batch_size, "epochs": epochs, "model": model, "seed": seed, "tradeoff": tradeoff, "scale_repeat": scale_repeat},
+        "config": {
+            "source": str(src.path),
+            "limit": limit,
+            "train_samples": n,
+            "repeats": repeats,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "model": model,
+            "seed": seed,
+            "tradeoff": tradeoff,
+            "scale_repeat": scale_repeat,
+        },
         "results": rows,
-        "conversion_jobs": next_phase("conversion with --jobs") or measure_conversion_jobs(stores_dir, src, formats=[t.format for t in targets], limit=limit,
-                                                   repeats=repeats, progress=progress),
-        "scale": next_phase("memory at scale") or measure_scale(stores_dir, src, limit=limit, repeat=scale_repeat, batch_size=batch_size, model=model,
-                               seed=seed, progress=progress) if scale_repeat > 1 else None,
+        "conversion_jobs": next_phase("conversion with --jobs")
+        or measure_conversion_jobs(
+            stores_dir,
+            src,
+            formats=[t.format for t in targets],
+            limit=limit,
+            repeats=repeats,
+            progress=progress,
+        ),
+        "scale": next_phase("memory at scale")
+        or measure_scale(
+            stores_dir,
+            src,
+            limit=limit,
+            repeat=scale_repeat,
+            batch_size=batch_size,
+            model=model,
+            seed=seed,
+            progress=progress,
+        )
+        if scale_repeat > 1
+        else None,
     }
     if remote:  # the default zarr and parquet stores, read from a local S3-compatible server next to the disk
         next_phase("stores on S3")
-        report["remote"] = measure_remote_reads({t.name: stores_dir / t.name for t in targets if t.name in ("zarr", "parquet")},
-                                                batch_size=batch_size, repeats=repeats, progress=progress)
+        report["remote"] = measure_remote_reads(
+            {t.name: stores_dir / t.name for t in targets if t.name in ("zarr", "parquet")},
+            batch_size=batch_size,
+            repeats=repeats,
+            progress=progress,
+        )
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     from ooc.bench_report import write_markdown, write_plots
 
@@ -502,12 +782,26 @@ def machine_info() -> dict[str, Any]:
             versions[module] = __import__(module).__version__
         except ImportError:
             versions[module] = None
-    return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-            "python": platform.python_version(), "platform": platform.platform(), "versions": versions}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
-def measure_scale(stores_dir: Path, source, *, limit, repeat: int, batch_size: int, model: str, seed: int,
-                  progress: Callable[[str], None]) -> dict[str, Any]:
+def measure_scale(
+    stores_dir: Path,
+    source,
+    *,
+    limit,
+    repeat: int,
+    batch_size: int,
+    model: str,
+    seed: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     """Peak memory of one training epoch on a Zarr store, and on one ``repeat`` times larger
     (``convert --repeat``), each in a fresh ``ooc train`` process so that nothing else counts."""
     import subprocess
@@ -520,17 +814,44 @@ def measure_scale(stores_dir: Path, source, *, limit, repeat: int, batch_size: i
         convert(path, format="zarr", source=source, limit=limit, repeat=copies)
         report_path = path.with_name(path.name + "-train.json")
         progress(f"scale: training 1 epoch on {open_store(path).num_samples('train')} samples")
-        cmd = [sys.executable, "-m", "ooc", "train", "--store", "zarr", "--path", str(path), "--epochs", "1",
-               "--batch-size", str(batch_size), "--model", model, "--seed", str(seed), "--report", str(report_path),
-               "--model-out", str(path.with_name(path.name + ".keras"))]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ooc",
+            "train",
+            "--store",
+            "zarr",
+            "--path",
+            str(path),
+            "--epochs",
+            "1",
+            "--batch-size",
+            str(batch_size),
+            "--model",
+            model,
+            "--seed",
+            str(seed),
+            "--report",
+            str(report_path),
+            "--model-out",
+            str(path.with_name(path.name + ".keras")),
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         report = json.loads(report_path.read_text())
-        runs[copies] = {"train_samples": report["store"]["train_samples"], "peak_rss_mb": report["peak_rss_mb"],
-                        "epoch_seconds": report["history"][0]["seconds"],
-                        "samples_per_second": report["history"][0]["samples_per_second"]}
+        runs[copies] = {
+            "train_samples": report["store"]["train_samples"],
+            "peak_rss_mb": report["peak_rss_mb"],
+            "epoch_seconds": report["history"][0]["seconds"],
+            "samples_per_second": report["history"][0]["samples_per_second"],
+        }
         progress(f"  peak RSS {report['peak_rss_mb']:,.0f} MB")
     small, large = runs[1], runs[repeat]
-    return {"repeat": repeat, "small": small, "large": large, "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"]}
+    return {
+        "repeat": repeat,
+        "small": small,
+        "large": large,
+        "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+    }
 
 
 # -- reading from object storage (``ooc bench --remote``) ----------------------------------------------
@@ -551,8 +872,11 @@ class LocalS3Server:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{port}"
-        self._process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         try:
             while True:
@@ -561,14 +885,21 @@ class LocalS3Server:
                     break
                 except OSError:
                     if self._process.poll() is not None or time.monotonic() > deadline:
-                        raise OptionError("--remote: could not start moto's S3 server (python -m moto.server); pip install 'moto[server]'") from None
+                        raise OptionError(
+                            "--remote: could not start moto's S3 server (python -m moto.server); pip install "
+                            "'moto[server]'"
+                        ) from None
                     time.sleep(0.1)
         except BaseException:  # Ctrl-C while waiting too: never leave the server running
             self._stop()
             raise
         # explicit options, not the environment: the measurement never touches a real account
-        self.storage_options = {"endpoint_url": self.endpoint, "key": "bench", "secret": "bench",
-                                "client_kwargs": {"region_name": "us-east-1"}}
+        self.storage_options = {
+            "endpoint_url": self.endpoint,
+            "key": "bench",
+            "secret": "bench",
+            "client_kwargs": {"region_name": "us-east-1"},
+        }
         return self
 
     def __exit__(self, *exc):
@@ -585,8 +916,9 @@ class LocalS3Server:
             self._process.wait()
 
 
-def measure_remote_reads(stores: dict[str, Path], *, batch_size: int, repeats: int,
-                         progress: Callable[[str], None]) -> dict[str, Any]:
+def measure_remote_reads(
+    stores: dict[str, Path], *, batch_size: int, repeats: int, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """Shuffled reads (chunk and global shuffle, warm) of each local zarr/parquet store, and of the
     same store uploaded to a local S3-compatible server over HTTP, measured back to back."""
     from ooc.remote import URL
@@ -596,8 +928,13 @@ def measure_remote_reads(stores: dict[str, Path], *, batch_size: int, repeats: i
         base = URL(f"s3://{REMOTE_BUCKET}", server.storage_options)
         import boto3  # comes with moto; s3fs's mkdir would send us-east-1 as a location constraint, which S3 refuses
 
-        boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
-                     region_name="us-east-1").create_bucket(Bucket=REMOTE_BUCKET)
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=REMOTE_BUCKET)
         for name, path in stores.items():
             url = base / name
             local = open_store(path)
@@ -608,12 +945,23 @@ def measure_remote_reads(stores: dict[str, Path], *, batch_size: int, repeats: i
             apparent, _ = disk_usage(url)
             row = {"name": name, "format": local.format_name, "bytes": apparent, "train_samples": n}
             for where, store_path in (("local", path), ("remote", url)):
-                reads = measure_reads(lambda: _StoreReader(open_store(store_path)), n, files=None, chunk_size=local.chunk_size,
-                                      batch_size=batch_size, repeats=repeats, progress=lambda line: None)
+                reads = measure_reads(
+                    lambda: _StoreReader(open_store(store_path)),
+                    n,
+                    files=None,
+                    chunk_size=local.chunk_size,
+                    batch_size=batch_size,
+                    repeats=repeats,
+                    progress=lambda line: None,
+                )
                 row[where] = {mode: reads[mode] for mode in REMOTE_READ_MODES}
-            progress(f"  {name}: shuffled warm samples/s, chunk / global: local {row['local']['chunk_warm']['samples_per_second']:,.0f} / "
-                     f"{row['local']['global_warm']['samples_per_second']:,.0f}, S3 {row['remote']['chunk_warm']['samples_per_second']:,.0f} / "
-                     f"{row['remote']['global_warm']['samples_per_second']:,.0f}")
+            progress(
+                f"  {name}: shuffled warm samples/s, chunk / global: local "
+                f"{row['local']['chunk_warm']['samples_per_second']:,.0f} / "
+                f"{row['local']['global_warm']['samples_per_second']:,.0f}, S3 "
+                f"{row['remote']['chunk_warm']['samples_per_second']:,.0f} / "
+                f"{row['remote']['global_warm']['samples_per_second']:,.0f}"
+            )
             remote.close()
             rows.append(row)
     return {"server": "moto standalone server (python -m moto.server) on 127.0.0.1, HTTP", "results": rows}

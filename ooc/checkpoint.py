@@ -35,9 +35,19 @@ STATE_NAME = "state.json"
 CHECKPOINT_VERSION = 1
 
 # The config a checkpoint must share with the run resuming it, and the option that sets each entry.
-OPTIONS = {"format": "--store", "store": "--path", "model": "--model", "epochs": "--epochs", "batch_size": "--batch-size",
-           "seed": "--seed", "val_fraction": "--val-fraction", "learning_rate": "--learning-rate",
-           "lr_schedule": "--lr-schedule", "shuffle": "--shuffle", "loop": "--loop"}
+OPTIONS = {
+    "format": "--store",
+    "store": "--path",
+    "model": "--model",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "val_fraction": "--val-fraction",
+    "learning_rate": "--learning-rate",
+    "lr_schedule": "--lr-schedule",
+    "shuffle": "--shuffle",
+    "loop": "--loop",
+}
 
 
 @dataclass
@@ -62,9 +72,13 @@ def store_identity(store) -> dict[str, Any]:
     from ooc.remote import is_url
 
     path = store.path if is_url(store.path) else Path(store.path)  # a URL stays as it is
-    return {"format": store.format_name, "store": str(path.resolve()) if isinstance(path, Path) and path.is_dir() else str(path),
-            "train_samples": store.num_samples("train"), "store_options": store.options,
-            "source_sha256": store.manifest.get("source", {}).get("sha256")}
+    return {
+        "format": store.format_name,
+        "store": str(path.resolve()) if isinstance(path, Path) and path.is_dir() else str(path),
+        "train_samples": store.num_samples("train"),
+        "store_options": store.options,
+        "source_sha256": store.manifest.get("source", {}).get("sha256"),
+    }
 
 
 class Checkpointer:
@@ -95,9 +109,15 @@ class Checkpointer:
         model_file = f"model-{self._sequence:06d}.keras"
         net.save(self.directory / model_file)
         _fsync(self.directory / model_file)
-        state = {"ooc_checkpoint_version": CHECKPOINT_VERSION, "sequence": self._sequence, "model_file": model_file,
-                 "config": self.config, "optimizer_iterations": int(net.optimizer.iterations.numpy()),
-                 "rng": rng_state(net), **asdict(progress)}
+        state = {
+            "ooc_checkpoint_version": CHECKPOINT_VERSION,
+            "sequence": self._sequence,
+            "model_file": model_file,
+            "config": self.config,
+            "optimizer_iterations": int(net.optimizer.iterations.numpy()),
+            "rng": rng_state(net),
+            **asdict(progress),
+        }
         tmp = self.directory / (STATE_NAME + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1)
@@ -116,23 +136,38 @@ class Checkpointer:
 
         path = self.directory / STATE_NAME
         if not path.is_file():
-            raise CheckpointError(f"nothing to resume: {self.directory} holds no checkpoint ({STATE_NAME}); drop --resume to start the run afresh")
+            raise CheckpointError(
+                f"nothing to resume: {self.directory} holds no checkpoint ({STATE_NAME}); drop --resume to "
+                "start the run afresh"
+            )
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
             version, model_file, saved = state["ooc_checkpoint_version"], state["model_file"], state["config"]
             progress = Progress(**{f.name: state[f.name] for f in fields(Progress)})
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); drop --resume to start the run afresh") from None
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); drop --resume to start the "
+                "run afresh"
+            ) from None
         if version != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path} has checkpoint version {version!r}; this ooc resumes version {CHECKPOINT_VERSION}: drop --resume to start the run afresh")
+            raise CheckpointError(
+                f"{path} has checkpoint version {version!r}; this ooc resumes version {CHECKPOINT_VERSION}: "
+                "drop --resume to start the run afresh"
+            )
         self._check_config(saved)
         model_path = self.directory / model_file
         try:
             net = keras.saving.load_model(model_path)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            raise CheckpointError(f"{model_path}: cannot load the checkpoint's model ({type(e).__name__}: {e}); drop --resume to start the run afresh") from None
+            raise CheckpointError(
+                f"{model_path}: cannot load the checkpoint's model ({type(e).__name__}: {e}); drop --resume "
+                "to start the run afresh"
+            ) from None
         if int(net.optimizer.iterations.numpy()) != state.get("optimizer_iterations"):
-            raise CheckpointError(f"{model_path} holds an optimizer at step {int(net.optimizer.iterations.numpy())}, {path} says {state.get('optimizer_iterations')}; drop --resume to start the run afresh")
+            raise CheckpointError(
+                f"{model_path} holds an optimizer at step {int(net.optimizer.iterations.numpy())}, {path} "
+                f"says {state.get('optimizer_iterations')}; drop --resume to start the run afresh"
+            )
         restore_rng(net, state.get("rng", []))
         return net, progress
 
@@ -141,12 +176,21 @@ class Checkpointer:
         for key, option in OPTIONS.items():
             if saved.get(key) != self.config.get(key):
                 was = f"{option} {saved.get(key)}"
-                raise CheckpointError(f"{where}: it was made with {was}, not {option} {self.config.get(key)}; pass {was} or drop --resume to start afresh")
+                raise CheckpointError(
+                    f"{where}: it was made with {was}, not {option} {self.config.get(key)}; pass {was} or "
+                    "drop --resume to start afresh"
+                )
         if saved.get("train_samples") != self.config.get("train_samples"):
-            raise CheckpointError(f"{where}: it was made on {saved.get('train_samples')} train samples, {self.config['store']} now has {self.config.get('train_samples')}; drop --resume to start afresh")
+            raise CheckpointError(
+                f"{where}: it was made on {saved.get('train_samples')} train samples, {self.config['store']} "
+                f"now has {self.config.get('train_samples')}; drop --resume to start afresh"
+            )
         for key, what in (("store_options", "options"), ("source_sha256", "source (sha256)")):
             if key in saved and saved[key] != self.config.get(key):
-                raise CheckpointError(f"{where}: {self.config['store']} was re-converted since (its {what} changed); drop --resume to start afresh")
+                raise CheckpointError(
+                    f"{where}: {self.config['store']} was re-converted since (its {what} changed); drop "
+                    "--resume to start afresh"
+                )
 
 
 def rng_state(net) -> list[list[int]]:
@@ -157,7 +201,10 @@ def rng_state(net) -> list[list[int]]:
 def restore_rng(net, state: list[list[int]]) -> None:
     generators = [v for v in net.variables if "seed_generator" in v.path]
     if len(generators) != len(state):
-        raise CheckpointError(f"the checkpoint holds {len(state)} random generator states, the model has {len(generators)}; drop --resume to start the run afresh")
+        raise CheckpointError(
+            f"the checkpoint holds {len(state)} random generator states, the model has {len(generators)}; "
+            "drop --resume to start the run afresh"
+        )
     for variable, value in zip(generators, state):
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
@@ -178,12 +225,17 @@ def _lock(directory: Path) -> int:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise CheckpointError(f"--checkpoint-dir {directory}: cannot use it ({e.strerror}); pass another --checkpoint-dir") from None
+        raise CheckpointError(
+            f"--checkpoint-dir {directory}: cannot use it ({e.strerror}); pass another --checkpoint-dir"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise CheckpointError(f"another ooc train is checkpointing into {directory}; wait for it to end, or pass another --checkpoint-dir") from None
+        raise CheckpointError(
+            f"another ooc train is checkpointing into {directory}; wait for it to end, or pass another "
+            "--checkpoint-dir"
+        ) from None
     _HELD_LOCKS[key] = fd
     return fd
 

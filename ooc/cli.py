@@ -22,16 +22,22 @@ from ooc.batching import SHUFFLE_MODES
 from ooc.errors import OocError, OptionError, UnknownFormatError
 from ooc.formats import FORMATS, get_format
 from ooc.models import MODELS
-from ooc.schema import TARGET_KINDS
 from ooc.remote import is_url
+from ooc.schema import TARGET_KINDS
 from ooc.train import LOOPS, LR_SCHEDULES, ON_ERROR
 
-app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Train Keras models on data that does not fit in memory.")
+app = typer.Typer(
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Train Keras models on data that does not fit in memory.",
+)
 FORMAT_CHOICES = ", ".join(FORMATS)
 DATA_DIR = Path("data")
-STORAGE_OPTION_HELP = ("key=value for the filesystem of a URL --out/--path (fsspec/s3fs), repeatable: endpoint_url=http://127.0.0.1:9000, "
-                       "key=…, secret=…, anon=true, client_kwargs.region_name=…; default: the AWS_* environment variables")
+STORAGE_OPTION_HELP = (
+    "key=value for the filesystem of a URL --out/--path (fsspec/s3fs), repeatable: "
+    "endpoint_url=http://127.0.0.1:9000, "
+    "key=…, secret=…, anon=true, client_kwargs.region_name=…; default: the AWS_* environment variables"
+)
 
 
 def _enum(name: str, values) -> type[StrEnum]:
@@ -64,7 +70,9 @@ def choice(enum: type[StrEnum], **option) -> typer.models.OptionInfo:
     def complete(incomplete: str) -> list[str]:
         return [value for value in values if value.startswith(incomplete)]
 
-    return typer.Option(*option.pop("param_decls", ()), metavar=f"[{'|'.join(values)}]", autocompletion=complete, **option)
+    return typer.Option(
+        *option.pop("param_decls", ()), metavar=f"[{'|'.join(values)}]", autocompletion=complete, **option
+    )
 
 
 class _State:
@@ -79,8 +87,18 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print ooc's version and exit")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr, for every command (each also takes --quiet)")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print ooc's version and exit"
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="no progress on stderr, for every command (each also takes --quiet)"
+        ),
+    ] = False,
 ) -> None:
     _State.quiet = quiet
 
@@ -117,39 +135,139 @@ def _import_tensorflow_quietly() -> None:
 @app.command()
 def convert(
     format: Annotated[str, choice(Format, param_decls=("--format", "-f"), help="layout to write")],
-    out: Annotated[Optional[str], typer.Option(help="store directory, or for zarr and parquet a URL: s3://bucket/mnist.zarr [default: data/FORMAT]")] = None,
-    source: Annotated[Optional[str], typer.Option(help="what to convert: an ooc store (any layout, or a URL), the recipe's folder of "
-                                                  "per-sample CSV files, an image folder, an IDX folder, .npz, .npy (with --targets), "
-                                                  "HDF5, a Zarr group, a Parquet or CSV table [default: the bundled MNIST]")] = None,
-    targets: Annotated[Optional[Path], typer.Option(help="the recipe's targets CSV ('filename,label' rows), or the targets .npy of an x .npy")] = None,
-    x: Annotated[Optional[str], typer.Option("--x", help="the samples' array in an .npz, HDF5 file or Zarr group; {split} stands for train and test "
-                                            "[default: x_{split}; {split}/x]")] = None,
-    y: Annotated[Optional[str], typer.Option("--y", help="the targets' array, like --x [default: y_{split}; {split}/y]")] = None,
-    target_column: Annotated[Optional[str], typer.Option(help="tables: the column that holds the target; the others are the features")] = None,
-    target_kind: Annotated[Optional[str], choice(TargetKind, help="what the targets are [default: from the data: integers are classes, "
-                                                                  "0/1 vectors one-hot or multi-label, floats regression]")] = None,
-    raw: Annotated[bool, typer.Option(help="uint8 images are read back as they are, not as float32 / 255")] = False,
-    color: Annotated[str, choice(Color, help="image folders: keep colour as the images have it (auto), or make every image rgb or gray")] = "auto",
-    test_fraction: Annotated[Optional[float], typer.Option(help="a source without a test split: the share of samples carved out as test "
-                                                           "(seeded, stratified for classes) [default: 0.1]")] = None,
-    order: Annotated[str, choice(Order, help="the order samples are written in: shuffle (seeded), source, or auto (shuffle a source that can "
-                                             "be read in any order)")] = "auto",
+    out: Annotated[
+        Optional[str],
+        typer.Option(
+            help="store directory, or for zarr and parquet a URL: s3://bucket/mnist.zarr [default: "
+            "data/FORMAT]"
+        ),
+    ] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            help="what to convert: an ooc store (any layout, or a URL), the recipe's folder of "
+            "per-sample CSV files, an image folder, an IDX folder, .npz, .npy (with --targets), "
+            "HDF5, a Zarr group, a Parquet or CSV table [default: the bundled MNIST]"
+        ),
+    ] = None,
+    targets: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="the recipe's targets CSV ('filename,label' rows), or the targets .npy of an x .npy"
+        ),
+    ] = None,
+    x: Annotated[
+        Optional[str],
+        typer.Option(
+            "--x",
+            help="the samples' array in an .npz, HDF5 file or Zarr group; {split} stands for train and test "
+            "[default: x_{split}; {split}/x]",
+        ),
+    ] = None,
+    y: Annotated[
+        Optional[str],
+        typer.Option("--y", help="the targets' array, like --x [default: y_{split}; {split}/y]"),
+    ] = None,
+    target_column: Annotated[
+        Optional[str],
+        typer.Option(help="tables: the column that holds the target; the others are the features"),
+    ] = None,
+    target_kind: Annotated[
+        Optional[str],
+        choice(
+            TargetKind,
+            help="what the targets are [default: from the data: integers are classes, "
+            "0/1 vectors one-hot or multi-label, floats regression]",
+        ),
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option(help="uint8 images are read back as they are, not as float32 / 255")
+    ] = False,
+    color: Annotated[
+        str,
+        choice(
+            Color,
+            help="image folders: keep colour as the images have it (auto), or make every image rgb or gray",
+        ),
+    ] = "auto",
+    test_fraction: Annotated[
+        Optional[float],
+        typer.Option(
+            help="a source without a test split: the share of samples carved out as test "
+            "(seeded, stratified for classes) [default: 0.1]"
+        ),
+    ] = None,
+    order: Annotated[
+        str,
+        choice(
+            Order,
+            help="the order samples are written in: shuffle (seeded), source, or auto (shuffle a source that "
+            "can "
+            "be read in any order)",
+        ),
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="seed of the write-time shuffle and of --test-fraction")] = 0,
-    limit: Annotated[Optional[int], typer.Option(help="convert only the first N samples of each split")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(help="samples per chunk (chunked layouts: hdf5, zarr, parquet row groups)")] = None,
-    shard_size: Annotated[Optional[int], typer.Option(help="samples per file (tfrecord) [default: 4096]")] = None,
-    compression: Annotated[Optional[str], choice(Compression, help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip; parquet: none, snappy, zstd, gzip; tfrecord: none, gzip")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="pixels only: store uint8 (0-255, read as float32 / 255) or float32 (value / 255); "
-                                                 "other samples are stored in their own dtype")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="convert only the first N samples of each split")
+    ] = None,
+    chunk_size: Annotated[
+        Optional[int],
+        typer.Option(help="samples per chunk (chunked layouts: hdf5, zarr, parquet row groups)"),
+    ] = None,
+    shard_size: Annotated[
+        Optional[int], typer.Option(help="samples per file (tfrecord) [default: 4096]")
+    ] = None,
+    compression: Annotated[
+        Optional[str],
+        choice(
+            Compression,
+            help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip; parquet: none, snappy, zstd, gzip; "
+            "tfrecord: none, gzip",
+        ),
+    ] = None,
+    dtype: Annotated[
+        Optional[str],
+        typer.Option(
+            help="pixels only: store uint8 (0-255, read as float32 / 255) or float32 (value / 255); "
+            "other samples are stored in their own dtype"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
-    repeat: Annotated[int, typer.Option(help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels (stores larger than the source)")] = 1,
-    size: Annotated[Optional[str], typer.Option(help="image folders: resize every image to N or HxW pixels, e.g. 28 or 32x32 [default: the first image's size, which all must have]")] = None,
-    storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
-    jobs: Annotated[int, typer.Option(help="write with N local processes (csv, zarr, npy, tfrecord): the same files as one process writes")] = 1,
-    dask: Annotated[Optional[str], typer.Option(help="write with the workers of the Dask cluster at this scheduler address (tcp://host:8786); they must see --out at the same path")] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            help="write K copies of the train split, each after the first randomly shifted by up to 2 pixels "
+            "(stores larger than the source)"
+        ),
+    ] = 1,
+    size: Annotated[
+        Optional[str],
+        typer.Option(
+            help="image folders: resize every image to N or HxW pixels, e.g. 28 or 32x32 [default: the first "
+            "image's size, which all must have]"
+        ),
+    ] = None,
+    storage_option: Annotated[
+        Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)
+    ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            help="write with N local processes (csv, zarr, npy, tfrecord): the same files as one process "
+            "writes"
+        ),
+    ] = 1,
+    dask: Annotated[
+        Optional[str],
+        typer.Option(
+            help="write with the workers of the Dask cluster at this scheduler address (tcp://host:8786); "
+            "they must see --out at the same path"
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ):
-    """Convert a dataset (default: the bundled MNIST) to an on-disk layout; run again, it resumes an interrupted conversion."""
+    """Convert a dataset (default: the bundled MNIST) to an on-disk layout; run again, it resumes an interrupted
+    conversion."""
     from ooc.convert import convert as run_convert
     from ooc.errors import ConversionInterrupted
     from ooc.sources import SourceOptions, parse_size
@@ -160,22 +278,52 @@ def convert(
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: resumable, one line
     try:
         with _reporter(quiet) as reporter:
-            reading = SourceOptions(targets=targets, x=x, y=y, target_column=target_column, target_kind=target_kind, raw=raw,
-                                    color=color, test_fraction=test_fraction, order=order, seed=seed)
-            manifest = run_convert(out, format=format, source=source, limit=limit, chunk_size=chunk_size, shard_size=shard_size, compression=compression,
-                                   dtype=dtype, overwrite=overwrite, repeat=repeat, size=parse_size(size), jobs=jobs, dask=dask,
-                                   progress=reporter.conversion(), source_options=reading)
+            reading = SourceOptions(
+                targets=targets,
+                x=x,
+                y=y,
+                target_column=target_column,
+                target_kind=target_kind,
+                raw=raw,
+                color=color,
+                test_fraction=test_fraction,
+                order=order,
+                seed=seed,
+            )
+            manifest = run_convert(
+                out,
+                format=format,
+                source=source,
+                limit=limit,
+                chunk_size=chunk_size,
+                shard_size=shard_size,
+                compression=compression,
+                dtype=dtype,
+                overwrite=overwrite,
+                repeat=repeat,
+                size=parse_size(size),
+                jobs=jobs,
+                dask=dask,
+                progress=reporter.conversion(),
+                source_options=reading,
+            )
     except KeyboardInterrupt as interrupted:
-        message = str(interrupted) if isinstance(interrupted, ConversionInterrupted) else \
-            f"{out} may be incomplete; re-run the same command to resume, or pass --overwrite to start over"
+        message = (
+            str(interrupted)
+            if isinstance(interrupted, ConversionInterrupted)
+            else f"{out} may be incomplete; re-run the same command to resume, or pass --overwrite to start "
+            "over"
+        )
         print(f"ooc: interrupted: {message}", file=sys.stderr)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     kept = ", ".join(f"{split} {n}" for split, n in manifest.get("resumed", {}).items())
-    print(f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s ({_conversion_rate(out, manifest)})"
-          + (f", resuming with {kept} samples kept" if kept else ""))
+    print(
+        f"wrote {format} store {out} ({counts}) in {manifest['conversion_seconds']:.1f} s "
+        f"({_conversion_rate(out, manifest)})" + (f", resuming with {kept} samples kept" if kept else "")
+    )
 
 
 def _conversion_rate(out, manifest: dict) -> str:
@@ -205,27 +353,54 @@ def _interrupt(signum, frame):
 
 @app.command()
 def adopt(
-    path: Annotated[Path, typer.Argument(help="the recipe's folder: train/ (and test/) with one CSV file per sample")],
-    targets: Annotated[Optional[Path], typer.Option(help="the targets CSV of train/ ('filename,label' rows) [default: PATH/train_target.csv or PATH/target.csv]")] = None,
-    test_fraction: Annotated[Optional[float], typer.Option(help="without test/: the share of train/ to use as test (seeded, stratified) [default: 0.1]")] = None,
+    path: Annotated[
+        Path, typer.Argument(help="the recipe's folder: train/ (and test/) with one CSV file per sample")
+    ],
+    targets: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="the targets CSV of train/ ('filename,label' rows) [default: PATH/train_target.csv or "
+            "PATH/target.csv]"
+        ),
+    ] = None,
+    test_fraction: Annotated[
+        Optional[float],
+        typer.Option(
+            help="without test/: the share of train/ to use as test (seeded, stratified) [default: 0.1]"
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of --test-fraction")] = 0,
-    target_kind: Annotated[Optional[str], choice(TargetKind, help="what the targets are [default: from the data]")] = None,
+    target_kind: Annotated[
+        Optional[str], choice(TargetKind, help="what the targets are [default: from the data]")
+    ] = None,
 ):
     """Make a csv store of per-sample CSV files where they are: writes the manifest and checksums, no sample."""
     from ooc.adopt import adopt as run_adopt
 
     started = time.perf_counter()
-    manifest = run_adopt(path, targets=targets, test_fraction=test_fraction, seed=seed, target_kind=target_kind)
+    manifest = run_adopt(
+        path, targets=targets, test_fraction=test_fraction, seed=seed, target_kind=target_kind
+    )
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    print(f"adopted {path} as a csv store ({counts}; {len(manifest['checksums']['files'])} files checksummed) in "
-          f"{time.perf_counter() - started:.1f} s: train with `ooc train --store csv --path {path}`")
+    print(
+        f"adopted {path} as a csv store ({counts}; {len(manifest['checksums']['files'])} files checksummed) "
+        "in "
+        f"{time.perf_counter() - started:.1f} s: train with `ooc train --store csv --path {path}`"
+    )
 
 
 @app.command()
 def verify(
     path: Annotated[str, typer.Argument(help="store directory or URL")],
-    quick: Annotated[bool, typer.Option(help="check every file's size, but the checksums of a random 5 % of the files only (at least 3)")] = False,
-    storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="check every file's size, but the checksums of a random 5 % of the files only (at least 3)"
+        ),
+    ] = False,
+    storage_option: Annotated[
+        Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ):
     """Re-read every file of a store and check it against the manifest's checksums; exit 1 on any problem."""
@@ -242,18 +417,29 @@ def verify(
 
 def _order_text(order: dict) -> str:
     kind = order.get("kind", "source")
-    text = f"shuffled when written (seed {order.get('seed')})" if kind == "shuffled" else "as the source lists them"
+    text = (
+        f"shuffled when written (seed {order.get('seed')})"
+        if kind == "shuffled"
+        else "as the source lists them"
+    )
     if order.get("from"):
         text += f", copied from {order['from']}"
     if order.get("grouped_by_class"):
-        text += ("; WARNING: class by class, so chunk-shuffled batches draw from few classes: re-convert with --order shuffle "
-                 "or train with --shuffle global")
+        text += (
+            "; WARNING: class by class, so chunk-shuffled batches draw from few classes: re-convert with "
+            "--order shuffle "
+            "or train with --shuffle global"
+        )
     return text
 
 
 @app.command()
-def info(path: Annotated[str, typer.Argument(help="store directory or URL")],
-         storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None):
+def info(
+    path: Annotated[str, typer.Argument(help="store directory or URL")],
+    storage_option: Annotated[
+        Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)
+    ] = None,
+):
     """Show what is in a store: format, splits, counts, dtype, chunking, compression, size."""
     from ooc.formats.base import disk_usage
     from ooc.stores import open_store
@@ -264,52 +450,121 @@ def info(path: Annotated[str, typer.Argument(help="store directory or URL")],
     total = sum(store.num_samples(s) for s in store.splits)
     opts = store.options
     print(f"path:        {store.path}")
-    print(f"format:      {store.format_name} (manifest v{m['ooc_manifest_version']}, {m.get('created_by', '?')})")
+    print(
+        f"format:      {store.format_name} (manifest v{m['ooc_manifest_version']}, "
+        f"{m.get('created_by', '?')})"
+    )
     print("splits:      " + ", ".join(f"{s} {store.num_samples(s)}" for s in store.splits))
     samples, targets = store.schema.describe()
     print(f"samples:     {samples}")
     print(f"targets:     {targets}")
     print(f"order:       {_order_text(m.get('order', {}))}")
-    chunking = f"{opts['chunk_size']} samples per chunk" if opts.get("chunk_size") else get_format(store.format_name).OPTIONS.chunking
+    chunking = (
+        f"{opts['chunk_size']} samples per chunk"
+        if opts.get("chunk_size")
+        else get_format(store.format_name).OPTIONS.chunking
+    )
     print(f"chunking:    {chunking}")
     print(f"compression: {opts['compression']}")
-    print(f"size:        {apparent:,} bytes ({allocated:,} on disk, {allocated / max(total, 1):,.0f} per sample)")
+    print(
+        f"size:        {apparent:,} bytes ({allocated:,} on disk, {allocated / max(total, 1):,.0f} per "
+        "sample)"
+    )
     src = m.get("source", {})
-    print(f"source:      {src.get('path')} (sha256 {src.get('sha256')}" + (f", limit {src['limit']}" if src.get("limit") else "") + ")")
+    print(
+        f"source:      {src.get('path')} (sha256 {src.get('sha256')}"
+        + (f", limit {src['limit']}" if src.get("limit") else "")
+        + ")"
+    )
     sums = m.get("checksums")
-    print(f"checksums:   {sums['algorithm']} of {len(sums['files'])} files (check them with `ooc verify {path}`)" if sums
-          else "checksums:   none (converted before ooc recorded them; re-convert with --overwrite to add them)")
+    print(
+        f"checksums:   {sums['algorithm']} of {len(sums['files'])} files (check them with `ooc verify "
+        f"{path}`)"
+        if sums
+        else "checksums:   none (converted before ooc recorded them; re-convert with --overwrite to add them)"
+    )
 
 
 @app.command()
 def train(
     store: Annotated[str, choice(Store, help="layout to read, or memory (the in-memory baseline)")],
-    path: Annotated[Optional[str], typer.Option(help="store directory, or a URL of a zarr or parquet store: s3://bucket/mnist.zarr [default: data/STORE]")] = None,
-    storage_option: Annotated[Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)] = None,
+    path: Annotated[
+        Optional[str],
+        typer.Option(
+            help="store directory, or a URL of a zarr or parquet store: s3://bucket/mnist.zarr [default: "
+            "data/STORE]"
+        ),
+    ] = None,
+    storage_option: Annotated[
+        Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)
+    ] = None,
     epochs: Annotated[int, typer.Option(help="passes over the training samples")] = 5,
     batch_size: Annotated[int, typer.Option(help="samples per batch")] = 128,
-    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
-                                             "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
-                                             "input shape and the task)")] = "lenet",
+    model: Annotated[
+        str,
+        choice(
+            Model,
+            help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
+            "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
+            "input shape and the task)",
+        ),
+    ] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of weights, validation split and batch order")] = 0,
-    val_fraction: Annotated[float, typer.Option(help="share of train held out for validation (stratified)")] = 0.1,
+    val_fraction: Annotated[
+        float, typer.Option(help="share of train held out for validation (stratified)")
+    ] = 0.1,
     learning_rate: Annotated[float, typer.Option(help="Adam's initial learning rate")] = 2e-3,
-    lr_schedule: Annotated[str, choice(LrSchedule, help="cosine (decay to 0 over the run) or constant")] = "cosine",
-    shuffle: Annotated[str, choice(Shuffle, help="chunk (random chunks, then samples within a buffer of chunks: each chunk decoded once per epoch) or global (exact permutation), or none (in order)")] = "chunk",
-    loop: Annotated[str, choice(Loop, help="train_on_batch (ooc's loop) or fit (model.fit over a keras PyDataset)")] = "train_on_batch",
+    lr_schedule: Annotated[
+        str, choice(LrSchedule, help="cosine (decay to 0 over the run) or constant")
+    ] = "cosine",
+    shuffle: Annotated[
+        str,
+        choice(
+            Shuffle,
+            help="chunk (random chunks, then samples within a buffer of chunks: each chunk decoded once per "
+            "epoch) or global (exact permutation), or none (in order)",
+        ),
+    ] = "chunk",
+    loop: Annotated[
+        str, choice(Loop, help="train_on_batch (ooc's loop) or fit (model.fit over a keras PyDataset)")
+    ] = "train_on_batch",
     report: Annotated[Optional[Path], typer.Option(help="write a JSON report here")] = None,
-    model_out: Annotated[Optional[Path], typer.Option(help="where to save the model [default: data/models/STORE-MODEL.keras]")] = None,
+    model_out: Annotated[
+        Optional[Path], typer.Option(help="where to save the model [default: data/models/STORE-MODEL.keras]")
+    ] = None,
     source: Annotated[Optional[Path], typer.Option(help="with --store memory: the .npz to load")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="with --store memory: first N samples of each split")] = None,
-    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="where checkpoints go [default: data/checkpoints/STORE-MODEL]")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="checkpoint every N batches, and at every epoch end; 0: at epoch ends only [default: 200; --loop fit: 0]")] = None,
-    resume: Annotated[bool, typer.Option(help="continue the run checkpointed in --checkpoint-dir (same options), exactly as if it had not stopped")] = False,
-    on_error: Annotated[str, choice(OnError, help="a sample that cannot be read: raise (stop) or skip (drop it, count it per epoch)")] = "raise",
+    limit: Annotated[
+        Optional[int], typer.Option(help="with --store memory: first N samples of each split")
+    ] = None,
+    checkpoint_dir: Annotated[
+        Optional[Path], typer.Option(help="where checkpoints go [default: data/checkpoints/STORE-MODEL]")
+    ] = None,
+    checkpoint_every: Annotated[
+        Optional[int],
+        typer.Option(
+            help="checkpoint every N batches, and at every epoch end; 0: at epoch ends only [default: 200; "
+            "--loop fit: 0]"
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="continue the run checkpointed in --checkpoint-dir (same options), exactly as if it had not "
+            "stopped"
+        ),
+    ] = False,
+    on_error: Annotated[
+        str,
+        choice(
+            OnError, help="a sample that cannot be read: raise (stop) or skip (drop it, count it per epoch)"
+        ),
+    ] = "raise",
 ):
     """Train a model on batches streamed from a store; the loss follows the store's target kind."""
-    from ooc.stores import MemoryStore, open_store
     from ooc.sources import open_source
-    from ooc.train import TrainConfig, train as run_train
+    from ooc.stores import MemoryStore, open_store
+    from ooc.train import TrainConfig
+    from ooc.train import train as run_train
 
     _import_tensorflow_quietly()
     TrainConfig(model=model)  # an unknown model is refused before the store is opened
@@ -317,39 +572,93 @@ def train(
         data = MemoryStore.from_source(open_source(source), limit=limit)
     elif store in FORMATS:
         if source is not None or limit is not None:
-            raise OocError("--source and --limit go with --store memory; a store on disk was limited when converted")
+            raise OocError(
+                "--source and --limit go with --store memory; a store on disk was limited when converted"
+            )
         if path is not None and not is_url(path) and Path(path).is_file():
-            raise OptionError(f"--path {path} is a file; pass the store directory (what `ooc convert --out` wrote)")
+            raise OptionError(
+                f"--path {path} is a file; pass the store directory (what `ooc convert --out` wrote)"
+            )
         data = open_store(_location(path, storage_option) if path else DATA_DIR / store, expect_format=store)
     else:
         raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
-    name = Path(model.partition(":")[2] or model).stem if (":" in model or model.endswith(".keras")) else model
-    run_train(data, epochs=epochs, batch_size=batch_size, model=model, seed=seed, val_fraction=val_fraction,
-              learning_rate=learning_rate, lr_schedule=lr_schedule, shuffle=shuffle, loop=loop, report_path=report,
-              model_path=model_out or DATA_DIR / "models" / f"{store}-{name}.keras", on_error=on_error,
-              checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{name}", checkpoint_every=checkpoint_every,
-              resume=resume)
+    name = (
+        Path(model.partition(":")[2] or model).stem if (":" in model or model.endswith(".keras")) else model
+    )
+    run_train(
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        model=model,
+        seed=seed,
+        val_fraction=val_fraction,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+        shuffle=shuffle,
+        loop=loop,
+        report_path=report,
+        model_path=model_out or DATA_DIR / "models" / f"{store}-{name}.keras",
+        on_error=on_error,
+        checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{name}",
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
 
 
 @app.command()
 def bench(
-    formats: Annotated[str, typer.Option(help=f"comma-separated layouts to measure [default: {FORMAT_CHOICES}]")] = ",".join(FORMATS),
-    variants: Annotated[bool, typer.Option(help="also measure notable options (compression, chunk size) beside the defaults")] = True,
-    out: Annotated[Path, typer.Option(help="folder for report.md, report.json and the plots")] = Path("bench/results"),
-    stores_dir: Annotated[Path, typer.Option(help="where the measured stores are converted")] = DATA_DIR / "bench",
+    formats: Annotated[
+        str, typer.Option(help=f"comma-separated layouts to measure [default: {FORMAT_CHOICES}]")
+    ] = ",".join(FORMATS),
+    variants: Annotated[
+        bool, typer.Option(help="also measure notable options (compression, chunk size) beside the defaults")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="folder for report.md, report.json and the plots")] = Path(
+        "bench/results"
+    ),
+    stores_dir: Annotated[Path, typer.Option(help="where the measured stores are converted")] = DATA_DIR
+    / "bench",
     source: Annotated[Optional[Path], typer.Option(help=".npz source [default: the bundled MNIST]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="first N samples of each split")] = None,
     repeats: Annotated[int, typer.Option(help="repetitions of every timing (median, min, max reported)")] = 3,
     epochs: Annotated[int, typer.Option(help="training epochs per target; epochs 2..N are timed")] = 3,
     batch_size: Annotated[int, typer.Option(help="samples per batch, reading and training")] = 512,
-    model: Annotated[str, choice(Model, help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
-                                             "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
-                                             "input shape and the task)")] = "lenet",
+    model: Annotated[
+        str,
+        choice(
+            Model,
+            help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
+            "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
+            "input shape and the task)",
+        ),
+    ] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
-    tradeoff: Annotated[bool, typer.Option(help="also train every store with the exact global shuffle (the trade-off table)")] = True,
-    scale_repeat: Annotated[int, typer.Option(help="also compare peak memory of training on Zarr at 1x and at Kx the samples (convert --repeat K); 0 skips")] = 20,
-    remote: Annotated[bool, typer.Option(help="also read the zarr and parquet stores from a local S3-compatible server (moto, started for the run) next to the disk")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr: neither the phases nor the findings as they come (the summary and report still print)")] = False,
+    tradeoff: Annotated[
+        bool, typer.Option(help="also train every store with the exact global shuffle (the trade-off table)")
+    ] = True,
+    scale_repeat: Annotated[
+        int,
+        typer.Option(
+            help="also compare peak memory of training on Zarr at 1x and at Kx the samples (convert --repeat "
+            "K); 0 skips"
+        ),
+    ] = 20,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            help="also read the zarr and parquet stores from a local S3-compatible server (moto, started for "
+            "the run) next to the disk"
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="no progress on stderr: neither the phases nor the findings as they come (the summary and "
+            "report still print)",
+        ),
+    ] = False,
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
     from ooc.bench import run_bench
@@ -359,10 +668,25 @@ def bench(
     command = "ooc " + " ".join(sys.argv[1:])
     started = time.perf_counter()
     with _reporter(quiet) as reporter:
-        report = run_bench(out=out, stores_dir=stores_dir, formats=[f for f in formats.split(",") if f], variants=variants,
-                           source=source, limit=limit, repeats=repeats, batch_size=batch_size, epochs=epochs, model=model,
-                           seed=seed, tradeoff=tradeoff, scale_repeat=scale_repeat, remote=remote, command=command,
-                           progress=reporter.note, phase=reporter.phases())
+        report = run_bench(
+            out=out,
+            stores_dir=stores_dir,
+            formats=[f for f in formats.split(",") if f],
+            variants=variants,
+            source=source,
+            limit=limit,
+            repeats=repeats,
+            batch_size=batch_size,
+            epochs=epochs,
+            model=model,
+            seed=seed,
+            tradeoff=tradeoff,
+            scale_repeat=scale_repeat,
+            remote=remote,
+            command=command,
+            progress=reporter.note,
+            phase=reporter.phases(),
+        )
     print(summary_table(report))
     print()
     print(recommendation(report))
@@ -370,8 +694,11 @@ def bench(
     from ooc.progress import took
 
     measured = [r["name"] for r in report["results"] if r["kind"] == "store"]
-    print(f"benchmarked {len(measured)} stores ({', '.join(measured)}) on {report['config']['train_samples']:,} train samples "
-          f"in {took(time.perf_counter() - started)}: {out / 'report.md'}")
+    print(
+        f"benchmarked {len(measured)} stores ({', '.join(measured)}) on {report['config']['train_samples']:,} "
+        "train samples "
+        f"in {took(time.perf_counter() - started)}: {out / 'report.md'}"
+    )
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, replace
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,15 @@ from ooc import __version__
 from ooc.errors import ConversionInterrupted, OocError, OptionError, SourceError, StoreExistsError, WriteError
 from ooc.formats import get_format
 from ooc.formats.base import ParallelParts, Resumable
-from ooc.manifest import (CHECKSUM_ALGORITHM, MANIFEST_NAME, PARTIAL_NAME, file_checksum, is_bookkeeping, manifest_path,
-                          write_manifest)
+from ooc.manifest import (
+    CHECKSUM_ALGORITHM,
+    MANIFEST_NAME,
+    PARTIAL_NAME,
+    file_checksum,
+    is_bookkeeping,
+    manifest_path,
+    write_manifest,
+)
 from ooc.remote import REMOTE_FORMATS, URL, location, require_local
 from ooc.schema import Schema, TargetTally, check_chunk
 from ooc.sources import RepeatedSource, Source, SourceOptions, as_source, parse_size
@@ -94,7 +101,9 @@ def convert(
     next run to resume. A source that cannot be converted removes the partial store.
     """
     layout = get_format(format)
-    options = layout.OPTIONS.resolve(format, chunk_size=chunk_size, compression=compression, shard_size=shard_size)
+    options = layout.OPTIONS.resolve(
+        format, chunk_size=chunk_size, compression=compression, shard_size=shard_size
+    )
     if limit is not None and limit < 1:
         raise OptionError(f"--limit must be a positive number of samples, got {limit}")
     if repeat < 1:
@@ -105,8 +114,10 @@ def convert(
         raise OptionError("pass --jobs N (local processes) or --dask ADDRESS (a Dask cluster), not both")
     if (jobs > 1 or dask is not None) and not issubclass(layout.Writer, ParallelParts):
         what = f"--jobs {jobs}" if dask is None else f"--dask {dask}"
-        raise OptionError(f"{what}: {format} cannot be written in parallel: it is {layout.Writer.one_process_because}; "
-                          f"convert it with one process: {'--jobs 1 (the default)' if dask is None else 'without --dask'}")
+        raise OptionError(
+            f"{what}: {format} cannot be written in parallel: it is {layout.Writer.one_process_because}; "
+            f"convert it with one process: {'--jobs 1 (the default)' if dask is None else 'without --dask'}"
+        )
     size = parse_size(size)
     source_options = replace(source_options or SourceOptions(), size=size)
     source = as_source(source, options=source_options)
@@ -117,18 +128,34 @@ def convert(
     out = location(out, storage_options)  # a URL (s3://…) stays a string carrying its storage options
     if isinstance(out, URL):
         _check_remote(out, format, jobs=jobs, dask=dask)
-    pool = _Pool(jobs, dask) if jobs > 1 or dask is not None else None  # connects to --dask before anything is written
+    pool = (
+        _Pool(jobs, dask) if jobs > 1 or dask is not None else None
+    )  # connects to --dask before anything is written
     try:
         journal = _open_output(out, overwrite=overwrite)  # refuses before the source is read for its checksum
         started = time.perf_counter()
-        identity = {"format": format, "options": options,
-                    "source": {"path": str(getattr(source, "path", source.name)), "sha256": source.sha256(), "limit": limit, "repeat": repeat,
-                               "size": None if size is None else list(size), **_read_as(source_options)}}
+        identity = {
+            "format": format,
+            "options": options,
+            "source": {
+                "path": str(getattr(source, "path", source.name)),
+                "sha256": source.sha256(),
+                "limit": limit,
+                "repeat": repeat,
+                "size": None if size is None else list(size),
+                **_read_as(source_options),
+            },
+        }
         if journal is None:
             if not isinstance(out, URL):  # object stores have no directories
                 with _naming(lambda: out):
                     out.mkdir(parents=True, exist_ok=True)
-            journal = {"ooc_journal_version": JOURNAL_VERSION, **identity, "targets": TargetTally().to_json(), "splits": {}}
+            journal = {
+                "ooc_journal_version": JOURNAL_VERSION,
+                **identity,
+                "targets": TargetTally().to_json(),
+                "splits": {},
+            }
             _write_journal(out, journal)
         else:
             _check_resumable(out, journal, identity)
@@ -142,7 +169,11 @@ def convert(
         writer = layout.Writer(out, **options)
         for split in source.splits:
             copies = repeat if split == "train" else 1
-            count = source.num_samples(split) if limit is None else min(limit, source.num_samples(split) // copies) * copies
+            count = (
+                source.num_samples(split)
+                if limit is None
+                else min(limit, source.num_samples(split) // copies) * copies
+            )
             resuming = split in journal["splits"]
             kept = _open_split(out, writer, journal, split, count, stored)
             if resuming and kept:
@@ -153,9 +184,27 @@ def convert(
                 continue  # finished by the interrupted run
             done = kept
             if pool is not None:  # the same units, written by workers; committed here in order
-                _write_parallel(pool, out, writer, journal, source, split, count, kept, format=format, options=options,
-                                limit=limit, progress=progress, tally=tally, stored=stored)
-            for x, y in source.iter_chunks(split, _read_step(options["chunk_size"]), limit, start=kept) if pool is None else ():
+                _write_parallel(
+                    pool,
+                    out,
+                    writer,
+                    journal,
+                    source,
+                    split,
+                    count,
+                    kept,
+                    format=format,
+                    options=options,
+                    limit=limit,
+                    progress=progress,
+                    tally=tally,
+                    stored=stored,
+                )
+            for x, y in (
+                source.iter_chunks(split, _read_step(options["chunk_size"]), limit, start=kept)
+                if pool is None
+                else ()
+            ):
                 x = _as_stored(source, stored, x, y, split=split, start=done)
                 tally.add(source.schema, y, where=source.name, split=split)
                 with _naming(lambda: writer.path_of(split, done)):
@@ -189,8 +238,12 @@ def convert(
     except KeyboardInterrupt:
         _stop(pool)  # first: no worker writes on once this returns
         _abort(writer)
-        fix = ("re-run the same command with --overwrite to start over (conversions to object storage do not resume)" if isinstance(out, URL)
-               else "re-run the same command to resume, or pass --overwrite to start over")
+        fix = (
+            "re-run the same command with --overwrite to start over (conversions to object storage do not "
+            "resume)"
+            if isinstance(out, URL)
+            else "re-run the same command to resume, or pass --overwrite to start over"
+        )
         raise ConversionInterrupted(f"{out} is incomplete ({_committed(journal)}); {fix}") from None
     except OocError as error:
         _stop(pool)
@@ -208,8 +261,11 @@ def convert(
 def _read_as(options: SourceOptions) -> dict[str, Any]:
     """The source options that change what is read (for the manifest, and to refuse resuming with others)."""
     defaults = asdict(SourceOptions())
-    return {key: str(value) if isinstance(value, os.PathLike) else value for key, value in asdict(options).items()
-            if key != "size" and value != defaults[key]}
+    return {
+        key: str(value) if isinstance(value, os.PathLike) else value
+        for key, value in asdict(options).items()
+        if key != "size" and value != defaults[key]
+    }
 
 
 def _as_stored(source, stored: Schema, x: np.ndarray, y: np.ndarray, *, split: str, start: int) -> np.ndarray:
@@ -232,7 +288,12 @@ def _open_split(out: Path, writer, journal: dict[str, Any], split: str, count: i
         with _naming(lambda: writer.path_of(split, done)):
             start = writer.resume_split(split, count, schema, done, entry["state"] if done else {})
         kept = entry if start == done and start else {}  # gone back: what is final gets checksummed again
-    journal["splits"][split] = {"count": count, "done": start, "state": kept.get("state", {}), "files": kept.get("files", {})}
+    journal["splits"][split] = {
+        "count": count,
+        "done": start,
+        "state": kept.get("state", {}),
+        "files": kept.get("files", {}),
+    }
     _write_journal(out, journal)
     return start
 
@@ -261,6 +322,7 @@ def _commit(out: Path, writer, journal: dict[str, Any], split: str, done: int) -
 # process does: the journal only ever names completed ranges, so an interrupted parallel conversion
 # resumes like any other, with any --jobs.
 
+
 class _Pool:
     """Where tasks run: ``jobs`` local processes (spawned: fresh interpreters, like a cluster's), or
     the workers of the Dask cluster at ``address`` (which must see ``out`` at the same path)."""
@@ -271,7 +333,9 @@ class _Pool:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint)
+            self._executor = ProcessPoolExecutor(
+                jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+            )
             self.width = jobs
             return
         try:
@@ -281,8 +345,10 @@ class _Pool:
         try:
             self._client = Client(address, timeout="10s", set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as e:
-            raise OptionError(f"--dask {address}: cannot connect to a Dask scheduler ({' '.join(str(e).split())}); "
-                              "start one (`dask scheduler` and `dask worker`) or fix the address") from None
+            raise OptionError(
+                f"--dask {address}: cannot connect to a Dask scheduler ({' '.join(str(e).split())}); "
+                "start one (`dask scheduler` and `dask worker`) or fix the address"
+            ) from None
         self.width = max(1, sum(self._client.nthreads().values()))
         self._futures = set()
 
@@ -315,7 +381,9 @@ class _Pool:
 
 
 def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the workers
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # Ctrl-C reaches the whole process group: the parent stops the workers
 
 
 def _stop(pool: _Pool | None) -> None:
@@ -323,9 +391,23 @@ def _stop(pool: _Pool | None) -> None:
         pool.stop()
 
 
-def _write_parallel(pool: _Pool, out: Path, writer, journal: dict[str, Any], source, split: str, count: int, kept: int,
-                    *, format: str, options: dict[str, Any], limit: int | None, progress, tally: TargetTally,
-                    stored: Schema) -> None:
+def _write_parallel(
+    pool: _Pool,
+    out: Path,
+    writer,
+    journal: dict[str, Any],
+    source,
+    split: str,
+    count: int,
+    kept: int,
+    *,
+    format: str,
+    options: dict[str, Any],
+    limit: int | None,
+    progress,
+    tally: TargetTally,
+    stored: Schema,
+) -> None:
     step = _read_step(options["chunk_size"])
     unit = writer.part_unit(step)
     spec = writer.part_spec(split)
@@ -338,8 +420,25 @@ def _write_parallel(pool: _Pool, out: Path, writer, journal: dict[str, Any], sou
             stop = min(start + unit, count)
             # an absolute path: a --dask worker resolves it in its own working directory
             target = out if isinstance(out, URL) else out.absolute()
-            pending.append((start, pool.submit(_write_unit, format, str(target), options, source, stored, limit, split, step,
-                                               start, stop, spec)))
+            pending.append(
+                (
+                    start,
+                    pool.submit(
+                        _write_unit,
+                        format,
+                        str(target),
+                        options,
+                        source,
+                        stored,
+                        limit,
+                        split,
+                        step,
+                        start,
+                        stop,
+                        spec,
+                    ),
+                )
+            )
 
     for _ in range(2 * pool.width):
         submit()
@@ -356,8 +455,19 @@ def _write_parallel(pool: _Pool, out: Path, writer, journal: dict[str, Any], sou
         submit()
 
 
-def _write_unit(format: str, out: str, options: dict[str, Any], source, stored: Schema, limit: int | None, split: str,
-                step: int, start: int, stop: int, spec: dict[str, Any]) -> tuple[np.ndarray, Any]:
+def _write_unit(
+    format: str,
+    out: str,
+    options: dict[str, Any],
+    source,
+    stored: Schema,
+    limit: int | None,
+    split: str,
+    step: int,
+    start: int,
+    stop: int,
+    spec: dict[str, Any],
+) -> tuple[np.ndarray, Any]:
     """A task, in a worker: read samples ``[start, stop)`` of ``split`` and write their pieces; returns
     their labels and what the layout's ``absorb_part`` needs."""
     writer = get_format(format).Writer(Path(out), **options)
@@ -375,7 +485,7 @@ def _write_unit(format: str, out: str, options: dict[str, Any], source, stored: 
     if n < stop - start:
         raise SourceError(f"{source.name}: split {split} ended at sample {start + n}, expected {stop}")
     x, y = (np.concatenate(xs), np.concatenate(ys)) if len(xs) > 1 else (xs[0], ys[0])
-    x, y = x[:stop - start], y[:stop - start]
+    x, y = x[: stop - start], y[: stop - start]
     x = _as_stored(source, stored, x, y, split=split, start=start)
     with _naming(lambda: writer.path_of(split, start)):
         result = writer.write_part(split, start, x, y, spec)
@@ -399,8 +509,12 @@ def _checksums(out: Path, journal: dict[str, Any]) -> dict[str, str]:
         from ooc import remote
 
         with _naming(lambda: out):
-            return remote.checksums(out, [name for name in remote.list_files(out) if not is_bookkeeping(name)])
-    known = {name: checksum for entry in journal["splits"].values() for name, checksum in entry["files"].items()}
+            return remote.checksums(
+                out, [name for name in remote.list_files(out) if not is_bookkeeping(name)]
+            )
+    known = {
+        name: checksum for entry in journal["splits"].values() for name, checksum in entry["files"].items()
+    }
     files = {}
     for root, dirs, names in os.walk(out):
         dirs.sort()
@@ -434,24 +548,34 @@ def _write_journal(out: Path, journal: dict[str, Any]) -> None:
 
 def _check_resumable(out: Path, journal: dict[str, Any], identity: dict[str, Any]) -> None:
     """Refuse to resume a journal written for another store, naming what differs."""
+
     def shown(value):
-        return "none" if value is None else "x".join(map(str, value)) if isinstance(value, list) else str(value)
+        return (
+            "none" if value is None else "x".join(map(str, value)) if isinstance(value, list) else str(value)
+        )
 
     differences = []
     if journal.get("format") != identity["format"]:  # then the options differ too, as a matter of course
         differences.append(f"--format {journal.get('format')}, not {identity['format']}")
     for key, value in identity["options"].items() if not differences else ():
         if journal.get("options", {}).get(key) != value:
-            differences.append(f"--{key.replace('_', '-')} {shown(journal.get('options', {}).get(key))}, not {shown(value)}")
+            differences.append(
+                f"--{key.replace('_', '-')} {shown(journal.get('options', {}).get(key))}, not {shown(value)}"
+            )
     old, new = journal.get("source", {}), identity["source"]
     if old.get("sha256") != new["sha256"]:
-        differences.append(f"--source {old.get('path')} (sha256 {str(old.get('sha256'))[:12]}…), not {new['path']} (sha256 {new['sha256'][:12]}…)")
+        differences.append(
+            f"--source {old.get('path')} (sha256 {str(old.get('sha256'))[:12]}…), not {new['path']} (sha256 "
+            f"{new['sha256'][:12]}…)"
+        )
     for key in sorted({"limit", "repeat", "size"} | set(old) | set(new) - {"path", "sha256"}):
         if old.get(key) != new.get(key):
             differences.append(f"--{key.replace('_', '-')} {shown(old.get(key))}, not {shown(new.get(key))}")
     if differences:
-        raise StoreExistsError(f"{out} holds an interrupted conversion with other arguments ({'; '.join(differences)}); "
-                               "re-run it with those to resume, or pass --overwrite to start over")
+        raise StoreExistsError(
+            f"{out} holds an interrupted conversion with other arguments ({'; '.join(differences)}); "
+            "re-run it with those to resume, or pass --overwrite to start over"
+        )
 
 
 @contextmanager
@@ -495,7 +619,10 @@ def remove_store(path: Path, *, overwrite: bool = True) -> None:
     if path.is_dir() and any(path.iterdir()):
         complete, partial = manifest_path(path).exists(), (path / PARTIAL_NAME).exists()
         if not (complete or partial):
-            raise StoreExistsError(f"{path} exists, is not empty and is not an ooc store (no {MANIFEST_NAME}); refusing to touch it, choose another --out or remove it yourself")
+            raise StoreExistsError(
+                f"{path} exists, is not empty and is not an ooc store (no {MANIFEST_NAME}); refusing to touch "
+                "it, choose another --out or remove it yourself"
+            )
         if not overwrite:
             what = "a store" if complete else "an interrupted conversion"
             raise StoreExistsError(f"{path} already holds {what}; pass --overwrite to replace it")
@@ -515,12 +642,18 @@ def _open_output(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             journal = None
         if not isinstance(journal, dict) or journal.get("ooc_journal_version") != JOURNAL_VERSION:
-            raise StoreExistsError(f"{out} holds an interrupted conversion that cannot be resumed (its {PARTIAL_NAME} is not "
-                                   "a journal this ooc can read); pass --overwrite to start over")
+            raise StoreExistsError(
+                f"{out} holds an interrupted conversion that cannot be resumed (its {PARTIAL_NAME} is not "
+                "a journal this ooc can read); pass --overwrite to start over"
+            )
         return journal
-    if out.is_dir() and not partial.exists():  # killed while writing its first journal: nothing else was written
+    if (
+        out.is_dir() and not partial.exists()
+    ):  # killed while writing its first journal: nothing else was written
         leftovers = list(out.iterdir())
-        if leftovers and all(p.is_file() and is_bookkeeping(p.name) and p.name != MANIFEST_NAME for p in leftovers):
+        if leftovers and all(
+            p.is_file() and is_bookkeeping(p.name) and p.name != MANIFEST_NAME for p in leftovers
+        ):
             for p in leftovers:
                 p.unlink()
     remove_store(out, overwrite=overwrite)
@@ -529,11 +662,14 @@ def _open_output(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
 
 # -- stores on object storage (see ooc.remote) ----------------------------------------------------------
 
+
 def _check_remote(out: URL, format: str, *, jobs: int, dask: str | None) -> None:
     if format not in REMOTE_FORMATS:
         require_local(format, out)
     if jobs > 1 or dask is not None:
-        raise OptionError(f"{out}: --jobs and --dask write local files only; convert to object storage with one process")
+        raise OptionError(
+            f"{out}: --jobs and --dask write local files only; convert to object storage with one process"
+        )
 
 
 def _remove_remote(out: URL, *, overwrite: bool) -> None:
@@ -545,18 +681,25 @@ def _remove_remote(out: URL, *, overwrite: bool) -> None:
     try:
         names = remote.list_files(out)
     except OSError as e:  # no such bucket, no access, endpoint unreachable
-        raise WriteError(f"{out}: cannot list ({' '.join(str(e).split())[:200]}); check the URL and the credentials "
-                         "(AWS_* variables or --storage-option)") from None
+        raise WriteError(
+            f"{out}: cannot list ({' '.join(str(e).split())[:200]}); check the URL and the credentials "
+            "(AWS_* variables or --storage-option)"
+        ) from None
     if not names:
         return None
     complete, partial = MANIFEST_NAME in names, PARTIAL_NAME in names
     if not (complete or partial):
-        raise StoreExistsError(f"{out} holds objects and is not an ooc store (no {MANIFEST_NAME}); refusing to touch it, choose another --out or remove them yourself")
+        raise StoreExistsError(
+            f"{out} holds objects and is not an ooc store (no {MANIFEST_NAME}); refusing to touch it, choose "
+            "another --out or remove them yourself"
+        )
     if not overwrite:
         if complete:
             raise StoreExistsError(f"{out} already holds a store; pass --overwrite to replace it")
-        raise StoreExistsError(f"{out} holds an interrupted conversion; conversions to object storage do not resume: "
-                               "pass --overwrite to start over")
+        raise StoreExistsError(
+            f"{out} holds an interrupted conversion; conversions to object storage do not resume: "
+            "pass --overwrite to start over"
+        )
     with _naming(lambda: out):
         remote.remove(out, recursive=True)
     return None

@@ -42,7 +42,10 @@ def tf_config(environ: Mapping[str, str] | None = None) -> dict:
     except ValueError as e:
         raise OptionError(f"TF_CONFIG is not JSON ({e}); see README, 'Several workers'") from None
     if not isinstance(config, dict) or not isinstance(config.get("cluster", {}), dict):
-        raise OptionError('TF_CONFIG must be a JSON object like {"cluster": {"worker": ["host1:port", …]}, "task": {"type": "worker", "index": 0}}')
+        raise OptionError(
+            "TF_CONFIG must be a JSON object like "
+            '{"cluster": {"worker": ["host1:port", …]}, "task": {"type": "worker", "index": 0}}'
+        )
     return config
 
 
@@ -64,7 +67,10 @@ def strategy_from_env(environ: Mapping[str, str] | None = None):
     if cluster_size(config) > 1:
         task = config.get("task", {})
         if not isinstance(task, dict) or "type" not in task or "index" not in task:
-            raise OptionError('TF_CONFIG describes a cluster but not this process\'s place in it: add "task": {"type": "worker", "index": K}')
+            raise OptionError(
+                'TF_CONFIG describes a cluster but not this process\'s place in it: add "task": '
+                '{"type": "worker", "index": K}'
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
@@ -107,7 +113,9 @@ class DistributedStep:
         self.pad = max(-(-local_batch // self.local_replicas), 1)
         if not net.optimizer.built:  # a resumed model's optimizer is built (under the scope) by loading it
             with strategy.scope():
-                net.optimizer.build(net.trainable_variables)  # its slots are mirrored variables, made here, not in the step
+                net.optimizer.build(
+                    net.trainable_variables
+                )  # its slots are mirrored variables, made here, not in the step
         sum_ = tf.distribute.ReduceOp.SUM
 
         def replica_step(x, y, weight):
@@ -115,7 +123,9 @@ class DistributedStep:
             with tf.GradientTape() as tape:
                 probs = net(x, training=True)
                 per_sample = keras.losses.sparse_categorical_crossentropy(y, probs) * weight
-                loss = tf.math.divide_no_nan(tf.reduce_sum(per_sample), count)  # = compute_average_loss(…, global_batch_size=count)
+                loss = tf.math.divide_no_nan(
+                    tf.reduce_sum(per_sample), count
+                )  # = compute_average_loss(…, global_batch_size=count)
             grads = tape.gradient(loss, net.trainable_variables)
             net.optimizer.apply_gradients(zip(grads, net.trainable_variables))
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1), y), tf.float32) * weight)
@@ -133,7 +143,7 @@ class DistributedStep:
         parts, start = [], 0
         for size in split_sizes(len(y), self.local_replicas):
             xs, ys = np.zeros((self.pad, *x.shape[1:]), np.float32), np.zeros(self.pad, np.int64)
-            xs[:size], ys[:size] = x[start:start + size], y[start:start + size]
+            xs[:size], ys[:size] = x[start : start + size], y[start : start + size]
             parts.append((xs, ys, (np.arange(self.pad) < size).astype(np.float32)))
             start += size
         local = self.local_replicas
@@ -142,7 +152,9 @@ class DistributedStep:
             xs, ys, weight = parts[context.replica_id_in_sync_group % local]
             return tf.constant(xs), tf.constant(ys), tf.constant(weight)
 
-        loss_sum, correct, seen = self._step(self.strategy.experimental_distribute_values_from_function(value)).numpy()
+        loss_sum, correct, seen = self._step(
+            self.strategy.experimental_distribute_values_from_function(value)
+        ).numpy()
         return float(loss_sum), float(correct), round(float(seen))
 
 
@@ -151,5 +163,8 @@ def local_predict(net):
     ``strategy.run`` and gathers across workers, which every worker would have to join."""
     import tensorflow as tf
 
-    forward = tf.function(lambda x: net(x, training=False), input_signature=[tf.TensorSpec((None, *net.input_shape[1:]), tf.float32)])
+    forward = tf.function(
+        lambda x: net(x, training=False),
+        input_signature=[tf.TensorSpec((None, *net.input_shape[1:]), tf.float32)],
+    )
     return lambda x: forward(tf.constant(x)).numpy()

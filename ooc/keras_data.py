@@ -17,9 +17,18 @@ from ooc.batching import batches, epoch_batches
 from ooc.formats.base import Store
 
 
-def as_pydataset(store: Store, split: str, *, batch_size: int = 32, shuffle: bool | str = False, seed: int | None = None,
-                 indices: np.ndarray | None = None, drop_remainder: bool = False, workers: int = 1,
-                 max_queue_size: int = 4):
+def as_pydataset(
+    store: Store,
+    split: str,
+    *,
+    batch_size: int = 32,
+    shuffle: bool | str = False,
+    seed: int | None = None,
+    indices: np.ndarray | None = None,
+    drop_remainder: bool = False,
+    workers: int = 1,
+    max_queue_size: int = 4,
+):
     """A ``keras.utils.PyDataset`` of ``(x, y)`` batches; ``workers`` > 1 reads batches in threads."""
     import keras
 
@@ -30,9 +39,15 @@ def as_pydataset(store: Store, split: str, *, batch_size: int = 32, shuffle: boo
             self.plan = self._make_plan()
 
         def _make_plan(self):
-            return epoch_batches(store.num_samples(split) if indices is None else indices, batch_size=batch_size,
-                                 shuffle=shuffle, seed=seed, epoch=self.epoch, drop_remainder=drop_remainder,
-                                 chunk_size=store.chunk_size)
+            return epoch_batches(
+                store.num_samples(split) if indices is None else indices,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                seed=seed,
+                epoch=self.epoch,
+                drop_remainder=drop_remainder,
+                chunk_size=store.chunk_size,
+            )
 
         def __len__(self):
             return len(self.plan)
@@ -54,19 +69,37 @@ def as_pydataset(store: Store, split: str, *, batch_size: int = 32, shuffle: boo
     return StorePyDataset()
 
 
-def as_tf_dataset(store: Store, split: str, *, batch_size: int = 32, shuffle: bool | str = False, seed: int | None = None,
-                  indices: np.ndarray | None = None, drop_remainder: bool = False):
+def as_tf_dataset(
+    store: Store,
+    split: str,
+    *,
+    batch_size: int = 32,
+    shuffle: bool | str = False,
+    seed: int | None = None,
+    indices: np.ndarray | None = None,
+    drop_remainder: bool = False,
+):
     """A ``tf.data.Dataset`` of ``(x, y)`` batches; each iteration over it is the next epoch."""
     import tensorflow as tf
 
     epochs = itertools.count()
 
     def generate():
-        yield from batches(store, split, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=next(epochs),
-                           indices=indices, drop_remainder=drop_remainder)
+        yield from batches(
+            store,
+            split,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            epoch=next(epochs),
+            indices=indices,
+            drop_remainder=drop_remainder,
+        )
 
     schema = store.schema
     y_dtype = tf.int64 if schema.target_kind == "classes" else tf.as_dtype(schema.target_dtype)
-    signature = (tf.TensorSpec((None, *schema.sample_shape), tf.as_dtype(schema.read_dtype)),
-                 tf.TensorSpec((None, *schema.target_shape), y_dtype))
+    signature = (
+        tf.TensorSpec((None, *schema.sample_shape), tf.as_dtype(schema.read_dtype)),
+        tf.TensorSpec((None, *schema.target_shape), y_dtype),
+    )
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

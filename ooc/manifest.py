@@ -57,7 +57,12 @@ def write_manifest(store_path: str | os.PathLike, manifest: dict[str, Any]) -> N
     if isinstance(final, URL):
         from ooc import remote
 
-        remote.write_bytes(final, (json.dumps({"ooc_manifest_version": MANIFEST_VERSION, **manifest}, indent=2) + "\n").encode("utf-8"))
+        remote.write_bytes(
+            final,
+            (json.dumps({"ooc_manifest_version": MANIFEST_VERSION, **manifest}, indent=2) + "\n").encode(
+                "utf-8"
+            ),
+        )
         return
     tmp = final.with_name(final.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -78,7 +83,10 @@ def read_manifest(store_path: str | os.PathLike) -> dict[str, Any]:
         raise StoreNotFoundError(f"{path} is a file, not an ooc store directory")
     mpath = manifest_path(path)
     if not mpath.exists() and (path / PARTIAL_NAME).exists():
-        raise StoreNotFoundError(f"{path} is an incomplete ooc store (its conversion was interrupted); re-run the same `ooc convert --out {path}` to resume it, or add --overwrite to start over")
+        raise StoreNotFoundError(
+            f"{path} is an incomplete ooc store (its conversion was interrupted); re-run the same `ooc "
+            f"convert --out {path}` to resume it, or add --overwrite to start over"
+        )
     if not mpath.exists():
         raise StoreNotFoundError(
             f"{path} is not an ooc store (no {MANIFEST_NAME}); create one with `ooc convert --out PATH`"
@@ -95,11 +103,19 @@ def _read_remote(path: URL) -> bytes:
     except FileNotFoundError:
         pass
     except OSError as e:  # no such bucket, no access, endpoint unreachable
-        raise StoreNotFoundError(f"{path}: cannot read {MANIFEST_NAME} ({' '.join(str(e).split())[:200]}); check the URL and the credentials "
-                                 "(AWS_* variables or --storage-option)") from None
+        raise StoreNotFoundError(
+            f"{path}: cannot read {MANIFEST_NAME} ({' '.join(str(e).split())[:200]}); check the URL and the "
+            "credentials "
+            "(AWS_* variables or --storage-option)"
+        ) from None
     if remote.exists(path / PARTIAL_NAME):
-        raise StoreNotFoundError(f"{path} is an incomplete ooc store (its conversion was interrupted); re-run the `ooc convert --out {path}` with --overwrite to start over")
-    raise StoreNotFoundError(f"{path}: no ooc store there (no {MANIFEST_NAME}); create one with `ooc convert --out {path}`")
+        raise StoreNotFoundError(
+            f"{path} is an incomplete ooc store (its conversion was interrupted); re-run the `ooc convert "
+            f"--out {path}` with --overwrite to start over"
+        )
+    raise StoreNotFoundError(
+        f"{path}: no ooc store there (no {MANIFEST_NAME}); create one with `ooc convert --out {path}`"
+    )
 
 
 def _check_read(mpath, data: bytes) -> dict[str, Any]:
@@ -116,6 +132,8 @@ def _check_read(mpath, data: bytes) -> dict[str, Any]:
             "and older: upgrade ooc"
         )
     if version < MANIFEST_VERSION:
-        raise CorruptStoreError(f"{mpath} has manifest version {version}, from an ooc that stored MNIST-shaped pixels only; "
-                                f"re-convert the store with `ooc convert --overwrite` (this ooc reads version {MANIFEST_VERSION})")
+        raise CorruptStoreError(
+            f"{mpath} has manifest version {version}, from an ooc that stored MNIST-shaped pixels only; "
+            f"re-convert the store with `ooc convert --overwrite` (this ooc reads version {MANIFEST_VERSION})"
+        )
     return manifest

@@ -30,19 +30,25 @@ class Task:
     target_shape: tuple[int, ...]
 
     @classmethod
-    def of(cls, schema: Schema) -> "Task":
+    def of(cls, schema: Schema) -> Task:
         kind = "multilabel" if schema.target_kind == "binary" else schema.target_kind
         outputs = schema.num_classes if kind == "classes" else int(np.prod(schema.target_shape))
         return cls(kind, int(outputs), schema.target_shape)
 
     @property
     def loss(self) -> str:
-        return {"classes": "sparse_categorical_crossentropy", "onehot": "categorical_crossentropy",
-                "multilabel": "binary_crossentropy", "regression": "mean_squared_error"}[self.kind]
+        return {
+            "classes": "sparse_categorical_crossentropy",
+            "onehot": "categorical_crossentropy",
+            "multilabel": "binary_crossentropy",
+            "regression": "mean_squared_error",
+        }[self.kind]
 
     @property
     def activation(self) -> str | None:
-        return {"classes": "softmax", "onehot": "softmax", "multilabel": "sigmoid", "regression": None}[self.kind]
+        return {"classes": "softmax", "onehot": "softmax", "multilabel": "sigmoid", "regression": None}[
+            self.kind
+        ]
 
     @property
     def metric(self) -> str:
@@ -60,7 +66,9 @@ class Task:
             return float(-np.log(picked).sum()), float((p.argmax(axis=1) == y).sum())
         t = np.asarray(y, np.float64).reshape(len(y), -1)
         if self.kind == "onehot":
-            loss = -(t * np.log(np.clip(p / p.sum(axis=1, keepdims=True), _EPSILON, 1 - _EPSILON))).sum(axis=1)
+            loss = -(t * np.log(np.clip(p / p.sum(axis=1, keepdims=True), _EPSILON, 1 - _EPSILON))).sum(
+                axis=1
+            )
             return float(loss.sum()), float((p.argmax(axis=1) == t.argmax(axis=1)).sum())
         if self.kind == "multilabel":
             q = np.clip(p, _EPSILON, 1 - _EPSILON)
@@ -85,16 +93,35 @@ def build_model(name: str, *, input_shape: tuple[int, ...], task: Task, learning
         return layers.Dense(units, activation="relu", kernel_initializer="he_normal")
 
     if name in ("lenet", "lenet-wide") and len(input_shape) != 3:
-        raise OptionError(f"--model {name} takes images (height, width, channels); the store holds samples of shape "
-                          f"{tuple(input_shape)}: choose --model mlp, or your own model")
+        raise OptionError(
+            f"--model {name} takes images (height, width, channels); the store holds samples of shape "
+            f"{tuple(input_shape)}: choose --model mlp, or your own model"
+        )
     if name == "lenet":
-        body = [conv(6), layers.MaxPooling2D(2), conv(16), layers.MaxPooling2D(2), layers.Flatten(), dense(120), dense(64)]
+        body = [
+            conv(6),
+            layers.MaxPooling2D(2),
+            conv(16),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            dense(120),
+            dense(64),
+        ]
     elif name == "lenet-wide":
-        body = [conv(20), layers.MaxPooling2D(2), conv(50), layers.MaxPooling2D(2), layers.Flatten(), dense(500)]
+        body = [
+            conv(20),
+            layers.MaxPooling2D(2),
+            conv(50),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            dense(500),
+        ]
     elif name == "mlp":
         body = [layers.Flatten(), dense(256), dense(128)]
     else:
-        raise OptionError(f"unknown --model {name!r}: choose one of {', '.join(MODELS)}, a .keras file or module:function")
+        raise OptionError(
+            f"unknown --model {name!r}: choose one of {', '.join(MODELS)}, a .keras file or module:function"
+        )
     head = [layers.Dense(task.outputs, activation=task.activation, kernel_initializer="he_normal")]
     if task.kind == "regression" and len(task.target_shape) != 1:
         head.append(layers.Reshape(task.target_shape or ()))
@@ -106,9 +133,15 @@ def compiled(model, task: Task, learning_rate):
     import keras
 
     # named explicitly: Keras' "accuracy" on 0/1 vectors would be the categorical one, wrong for multi-label
-    metric = {"classes": keras.metrics.SparseCategoricalAccuracy, "onehot": keras.metrics.CategoricalAccuracy,
-              "multilabel": keras.metrics.BinaryAccuracy, "regression": keras.metrics.MeanAbsoluteError}[task.kind]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=task.loss, metrics=[metric(name=task.metric)])
+    metric = {
+        "classes": keras.metrics.SparseCategoricalAccuracy,
+        "onehot": keras.metrics.CategoricalAccuracy,
+        "multilabel": keras.metrics.BinaryAccuracy,
+        "regression": keras.metrics.MeanAbsoluteError,
+    }[task.kind]
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss=task.loss, metrics=[metric(name=task.metric)]
+    )
     return model
 
 
@@ -127,18 +160,26 @@ def resolve_model(spec: Any, *, input_shape: tuple[int, ...], task: Task, learni
         try:
             build = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as e:
-            raise OptionError(f"--model {spec}: cannot import it ({e}); pass module:function of an importable module") from None
+            raise OptionError(
+                f"--model {spec}: cannot import it ({e}); pass module:function of an importable module"
+            ) from None
         model = build(input_shape, task)
     elif isinstance(spec, keras.Model):
         model = spec
     elif callable(spec):
         model = spec(input_shape, task)
     else:
-        raise OptionError(f"unknown --model {spec!r}: choose one of {', '.join(MODELS)}, a .keras file or module:function")
+        raise OptionError(
+            f"unknown --model {spec!r}: choose one of {', '.join(MODELS)}, a .keras file or module:function"
+        )
     if not isinstance(model, keras.Model):
         raise OptionError(f"--model {spec}: built a {type(model).__name__}, not a keras.Model")
     _check_fits(model, input_shape, task, spec)
-    return model if getattr(model, "optimizer", None) is not None and model.compiled else compiled(model, task, learning_rate)
+    return (
+        model
+        if getattr(model, "optimizer", None) is not None and model.compiled
+        else compiled(model, task, learning_rate)
+    )
 
 
 def _check_fits(model, input_shape, task: Task, spec) -> None:
@@ -146,12 +187,27 @@ def _check_fits(model, input_shape, task: Task, spec) -> None:
     got_in = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     want_out = (task.outputs,) if task.kind == "classes" else task.target_shape
     got_out = tuple(model.output_shape[1:]) if not isinstance(model.output_shape, list) else None
-    if got_in is None or any(a is not None and a != b for a, b in zip(got_in, want_in)) or len(got_in) != len(want_in):
-        raise OptionError(f"--model {model.name}: takes input of shape {got_in}, the store's samples are {want_in}")
+    if (
+        got_in is None
+        or any(a is not None and a != b for a, b in zip(got_in, want_in))
+        or len(got_in) != len(want_in)
+    ):
+        raise OptionError(
+            f"--model {model.name}: takes input of shape {got_in}, the store's samples are {want_in}"
+        )
     if got_out != want_out:
-        raise OptionError(f"--model {model.name}: gives output of shape {got_out}, the store's {task.kind} targets need {want_out}")
+        raise OptionError(
+            f"--model {model.name}: gives output of shape {got_out}, the store's {task.kind} targets need "
+            f"{want_out}"
+        )
 
 
 def model_name(spec: Any) -> str:
     """What reports and checkpoints call the model."""
-    return spec if isinstance(spec, str) else str(spec) if isinstance(spec, Path) else getattr(spec, "name", None) or getattr(spec, "__name__", "model")
+    return (
+        spec
+        if isinstance(spec, str)
+        else str(spec)
+        if isinstance(spec, Path)
+        else getattr(spec, "name", None) or getattr(spec, "__name__", "model")
+    )

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-INTERVAL = 5.0   # seconds: a plain line at least this often while a task moves
-STEP = 0.10      # share of a task: or after this much more of it
-MIN_GAP = 1.0    # seconds: but never two lines of a task closer than this (except its last)
+INTERVAL = 5.0  # seconds: a plain line at least this often while a task moves
+STEP = 0.10  # share of a task: or after this much more of it
+MIN_GAP = 1.0  # seconds: but never two lines of a task closer than this (except its last)
 MB = 1e6
 
 
@@ -52,9 +52,18 @@ def rate_text(count: float, seconds: float, unit: str = "samples", nbytes: float
 class Task:
     """One piece of long work; ``update`` it with how much is done, ``finish`` it once."""
 
-    def __init__(self, reporter: Reporter, description: str, total: int, *, unit: str = "samples",
-                 total_bytes: int | None = None, baseline_on_first_update: bool = False, started: float | None = None,
-                 run_eta: bool = False):
+    def __init__(
+        self,
+        reporter: Reporter,
+        description: str,
+        total: int,
+        *,
+        unit: str = "samples",
+        total_bytes: int | None = None,
+        baseline_on_first_update: bool = False,
+        started: float | None = None,
+        run_eta: bool = False,
+    ):
         self.reporter, self.description, self.total, self.unit = reporter, description, total, unit
         self.run_eta = run_eta  # phases of a run: the lines say elapsed and the run's ETA only
         self.total_bytes = total_bytes
@@ -104,7 +113,9 @@ class Task:
         parts[0] += f" ({self._progress_share() * 100:.0f} %)"
         units, nbytes = self.rate()
         if units is not None:
-            parts.append(f"{units:,.0f} {self.unit}/s" + (f", {nbytes / MB:,.1f} MB/s" if nbytes is not None else ""))
+            parts.append(
+                f"{units:,.0f} {self.unit}/s" + (f", {nbytes / MB:,.1f} MB/s" if nbytes is not None else "")
+            )
         parts.append(f"elapsed {duration(self.elapsed)}")
         parts.append(f"ETA {duration(self.eta())}")
         return ", ".join(parts)
@@ -114,17 +125,32 @@ class Task:
         units, nbytes = self.rate()
         if self.run_eta:
             return f"{self.done:,} {self.unit} in {took(self.elapsed)}"
-        if units is None and self.elapsed > 0:  # one update only (a split of one chunk): its rate from the start
+        if (
+            units is None and self.elapsed > 0
+        ):  # one update only (a split of one chunk): its rate from the start
             units = self.done / self.elapsed
             nbytes = None if self.done_bytes is None else self.done_bytes / self.elapsed
-        text = f"{self.done:,} {self.unit}" + (f", {(self.done_bytes or 0) / MB:,.1f} MB" if self.done_bytes is not None else "")
+        text = f"{self.done:,} {self.unit}" + (
+            f", {(self.done_bytes or 0) / MB:,.1f} MB" if self.done_bytes is not None else ""
+        )
         text += f" in {took(self.elapsed)}"
         if units is not None:
-            text += f" ({units:,.0f} {self.unit}/s" + (f", {nbytes / MB:,.1f} MB/s" if nbytes is not None else "") + ")"
+            text += (
+                f" ({units:,.0f} {self.unit}/s"
+                + (f", {nbytes / MB:,.1f} MB/s" if nbytes is not None else "")
+                + ")"
+            )
         return text
 
     # the updates
-    def update(self, done: int, *, done_bytes: int | None = None, description: str | None = None, force_line: bool = False) -> None:
+    def update(
+        self,
+        done: int,
+        *,
+        done_bytes: int | None = None,
+        description: str | None = None,
+        force_line: bool = False,
+    ) -> None:
         if self.finished:
             return
         self.done = done
@@ -136,12 +162,25 @@ class Task:
         if self._wait_for_baseline:
             self._wait_for_baseline = False
             self._base = (now, done, self.done_bytes or 0)
-        if self.total and done >= self.total and (self.total_bytes is None or (self.done_bytes or 0) >= self.total_bytes):
+        if (
+            self.total
+            and done >= self.total
+            and (self.total_bytes is None or (self.done_bytes or 0) >= self.total_bytes)
+        ):
             self.finish()
             return
         share = self._progress_share()
-        measured = self.rate()[0] is not None  # a line without a rate (at the baseline) says little: wait for one
-        due = force_line or measured and (now - self._last_line >= INTERVAL or (share - self._last_fraction >= STEP and now - self._last_line >= MIN_GAP))
+        measured = (
+            self.rate()[0] is not None
+        )  # a line without a rate (at the baseline) says little: wait for one
+        due = (
+            force_line
+            or measured
+            and (
+                now - self._last_line >= INTERVAL
+                or (share - self._last_fraction >= STEP and now - self._last_line >= MIN_GAP)
+            )
+        )
         self.reporter._show(self, line_due=due)
         if due:
             self._last_line, self._last_fraction = now, share
@@ -170,13 +209,19 @@ class Reporter:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[figures]}"),
-                                 console=Console(file=self.stream))  # prints of the work go above the bar
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[figures]}"),
+                console=Console(file=self.stream),
+            )  # prints of the work go above the bar
             self._bar.start()
         return self
 
     def __exit__(self, kind, *exc) -> None:
-        if kind is None:  # a task the work did not bring to its total (a verify that found a file missing) ends here
+        if (
+            kind is None
+        ):  # a task the work did not bring to its total (a verify that found a file missing) ends here
             for task in self.tasks:
                 task.finish()
         if self._bar is not None:
@@ -206,10 +251,18 @@ class Reporter:
         if self.quiet:
             return
         if self._bar is not None:
-            self._bar.update(task._id, description=task.description, completed=task.done if task.total else 1,
-                             figures=task.summary() if last else task.figures())
+            self._bar.update(
+                task._id,
+                description=task.description,
+                completed=task.done if task.total else 1,
+                figures=task.summary() if last else task.figures(),
+            )
         elif line_due:
-            print(f"{task.description}: {task.summary() if last else task.figures()}", file=self.stream, flush=True)
+            print(
+                f"{task.description}: {task.summary() if last else task.figures()}",
+                file=self.stream,
+                flush=True,
+            )
 
     # adapters to the library's callbacks
     def conversion(self, what: str = "convert") -> Callable[[str, int, int], None]:
@@ -223,7 +276,9 @@ class Reporter:
         def progress(split: str, done: int, count: int) -> None:
             task = tasks.get(split)
             if task is None:
-                task = tasks[split] = self.task(f"{what} {split}", count, baseline_on_first_update=True, started=clock[0])
+                task = tasks[split] = self.task(
+                    f"{what} {split}", count, baseline_on_first_update=True, started=clock[0]
+                )
             task.update(done)
             if task.finished or done >= count:
                 task.finish()
@@ -256,7 +311,9 @@ class Reporter:
         def progress(files_done: int, files: int, bytes_done: int, nbytes: int) -> None:
             task = state.get("files")
             if task is None:
-                task = state["files"] = self.task(what, files, unit="files", total_bytes=nbytes, started=started)
+                task = state["files"] = self.task(
+                    what, files, unit="files", total_bytes=nbytes, started=started
+                )
             task.update(files_done, done_bytes=bytes_done)
 
         return progress

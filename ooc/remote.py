@@ -46,10 +46,10 @@ class URL(str):
         self.storage_options = dict(storage_options or getattr(url, "storage_options", None) or {})
         return self
 
-    def __truediv__(self, name: str) -> "URL":
+    def __truediv__(self, name: str) -> URL:
         return URL(f"{self}/{name}", self.storage_options)
 
-    def joinpath(self, *names: str) -> "URL":
+    def joinpath(self, *names: str) -> URL:
         url = self
         for name in names:
             url = url / name
@@ -77,7 +77,9 @@ def filesystem(url: URL) -> tuple[Any, str]:
     try:
         from fsspec.core import url_to_fs
     except ImportError:
-        raise OptionError(f"{url}: remote stores need fsspec and the filesystem's package; pip install 'ooc[s3]'") from None
+        raise OptionError(
+            f"{url}: remote stores need fsspec and the filesystem's package; pip install 'ooc[s3]'"
+        ) from None
     try:
         return url_to_fs(str(url), **url.storage_options)
     except ImportError as e:
@@ -100,7 +102,9 @@ def location(path: str | os.PathLike, storage_options: dict[str, Any] | None = N
 def require_local(fmt: str, path: Any) -> None:
     """Refuse a URL for a layout that reads and writes local files only."""
     if is_url(path):
-        raise OptionError(f"{path}: {fmt} supports local paths only; convert to zarr or parquet for object storage")
+        raise OptionError(
+            f"{path}: {fmt} supports local paths only; convert to zarr or parquet for object storage"
+        )
 
 
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -110,7 +114,9 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise OptionError(f"--storage-option {pair!r} is not key=value (e.g. endpoint_url=http://127.0.0.1:9000)")
+            raise OptionError(
+                f"--storage-option {pair!r} is not key=value (e.g. endpoint_url=http://127.0.0.1:9000)"
+            )
         target = options
         *parents, leaf = key.strip().split(".")
         for parent in parents:
@@ -137,6 +143,7 @@ def _value(text: str) -> Any:
 
 # -- object helpers used by the manifest, the journal, conversion and verify ----------------------------
 
+
 def exists(url: URL) -> bool:
     return url.fs.exists(url.key)
 
@@ -160,15 +167,18 @@ def list_files(url: URL) -> dict[str, int]:
     url.fs.invalidate_cache()
     root = url.key.rstrip("/") + "/"
     found = url.fs.find(url.key, detail=True)
-    return {name[len(root):]: int(info["size"]) for name, info in sorted(found.items())
-            if name.startswith(root) and info.get("type", "file") == "file"}
+    return {
+        name[len(root) :]: int(info["size"])
+        for name, info in sorted(found.items())
+        if name.startswith(root) and info.get("type", "file") == "file"
+    }
 
 
 def checksums(url: URL, names: list[str], batch: int = 64) -> dict[str, str]:
     """``"<crc32 hex> <size>"`` of objects below ``url``, fetched ``batch`` at a time concurrently."""
     fs, root, result = url.fs, url.key.rstrip("/"), {}
     for i in range(0, len(names), batch):
-        part = names[i:i + batch]
+        part = names[i : i + batch]
         contents = fs.cat([f"{root}/{name}" for name in part], on_error="return")
         for name in part:
             data = contents[f"{root}/{name}"]

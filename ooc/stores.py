@@ -14,7 +14,9 @@ from ooc.remote import REMOTE_FORMATS, location, require_local
 from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, TargetTally, schema_for
 
 
-def open_store(path: str | os.PathLike, *, expect_format: str | None = None, storage_options: dict | None = None) -> Store:
+def open_store(
+    path: str | os.PathLike, *, expect_format: str | None = None, storage_options: dict | None = None
+) -> Store:
     """The store at ``path``, of whatever layout its manifest names.
 
     ``expect_format`` guards against training on another layout than the caller meant. ``path`` may
@@ -28,7 +30,10 @@ def open_store(path: str | os.PathLike, *, expect_format: str | None = None, sto
     _check_manifest(path, manifest)
     fmt = manifest["format"]
     if expect_format is not None and fmt != expect_format:
-        raise FormatMismatchError(f"{path} holds a {fmt} store, not {expect_format}: pass --store {fmt}, or --path to a {expect_format} store")
+        raise FormatMismatchError(
+            f"{path} holds a {fmt} store, not {expect_format}: pass --store {fmt}, or --path to a "
+            f"{expect_format} store"
+        )
     if fmt not in REMOTE_FORMATS:
         require_local(fmt, path)
     return get_format(fmt).Store(path, manifest)
@@ -40,7 +45,9 @@ def _check_manifest(path, manifest: dict) -> None:
     where = f"{os.fspath(path)}/ooc.json"
 
     def bad(field, wanted):
-        return CorruptStoreError(f"{where}: '{field}' is {manifest.get(field)!r:.60}, expected {wanted}; re-convert the store")
+        return CorruptStoreError(
+            f"{where}: '{field}' is {manifest.get(field)!r:.60}, expected {wanted}; re-convert the store"
+        )
 
     def whole(value, least):
         return isinstance(value, int) and not isinstance(value, bool) and value >= least
@@ -48,42 +55,68 @@ def _check_manifest(path, manifest: dict) -> None:
     if not isinstance(manifest["format"], str) or manifest["format"] not in FORMATS:
         raise bad("format", f"one of {', '.join(FORMATS)}")
     splits = manifest["splits"]
-    if not isinstance(splits, dict) or not splits or not all(
-            isinstance(k, str) and isinstance(v, dict) and whole(v.get("count"), 0) for k, v in splits.items()):
+    if (
+        not isinstance(splits, dict)
+        or not splits
+        or not all(
+            isinstance(k, str) and isinstance(v, dict) and whole(v.get("count"), 0) for k, v in splits.items()
+        )
+    ):
         raise bad("splits", 'a mapping like {"train": {"count": 60000}, ...}')
     shape = manifest.get("sample_shape")
     if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK or not all(whole(d, 1) for d in shape):
         raise bad("sample_shape", f"a list of 1 to {MAX_RANK} positive sizes, like [28, 28, 1]")
     x = manifest.get("x")
-    if not isinstance(x, dict) or x.get("dtype") not in SAMPLE_DTYPES or x.get("decode") not in DECODES \
-            or (x.get("decode") == "pixels" and x.get("dtype") != "uint8"):
-        raise bad("x", f'{{"dtype": one of {", ".join(SAMPLE_DTYPES)}, "decode": "pixels" (uint8 only) or "none"}}')
+    if (
+        not isinstance(x, dict)
+        or x.get("dtype") not in SAMPLE_DTYPES
+        or x.get("decode") not in DECODES
+        or (x.get("decode") == "pixels" and x.get("dtype") != "uint8")
+    ):
+        raise bad(
+            "x", f'{{"dtype": one of {", ".join(SAMPLE_DTYPES)}, "decode": "pixels" (uint8 only) or "none"}}'
+        )
     _check_target(manifest.get("target"), bad, whole)
     options = manifest.get("options")
     layout = get_format(manifest["format"]).OPTIONS
     if not isinstance(options, dict):
         raise bad("options", "a mapping of chunk_size, compression and dtype")
     chunk, shard = options.get("chunk_size"), options.get("shard_size")
-    if (layout.default_chunk_size is None) != (chunk is None) or (chunk is not None and not whole(chunk, 1)) \
-            or (layout.default_shard_size is not None and not whole(shard, 1)):
+    if (
+        (layout.default_chunk_size is None) != (chunk is None)
+        or (chunk is not None and not whole(chunk, 1))
+        or (layout.default_shard_size is not None and not whole(shard, 1))
+    ):
         raise bad("options", f"the {manifest['format']} options ooc writes")
     try:
-        layout.resolve(manifest["format"], chunk_size=chunk, compression=options.get("compression"),
-                       shard_size=shard if layout.default_shard_size else None)
+        layout.resolve(
+            manifest["format"],
+            chunk_size=chunk,
+            compression=options.get("compression"),
+            shard_size=shard if layout.default_shard_size else None,
+        )
     except OptionError as e:
-        raise CorruptStoreError(f"{where}: options are not valid for {manifest['format']} ({e}); re-convert the store") from None
+        raise CorruptStoreError(
+            f"{where}: options are not valid for {manifest['format']} ({e}); re-convert the store"
+        ) from None
     if not isinstance(options.get("compression"), str) or options.get("dtype") != x["dtype"]:
         raise bad("options", "compression and dtype names, the dtype that of x")
 
 
 def _check_target(target, bad, whole) -> None:
     wanted = '{"kind": classes|onehot|multilabel|regression, "shape": [...], "dtype": ..., "num_classes": N}'
-    if not isinstance(target, dict) or target.get("kind") not in TARGET_KINDS or not isinstance(target.get("shape"), list) \
-            or not all(whole(d, 1) for d in target["shape"]) or target.get("dtype") not in (*SAMPLE_DTYPES, "int64"):
+    if (
+        not isinstance(target, dict)
+        or target.get("kind") not in TARGET_KINDS
+        or not isinstance(target.get("shape"), list)
+        or not all(whole(d, 1) for d in target["shape"])
+        or target.get("dtype") not in (*SAMPLE_DTYPES, "int64")
+    ):
         raise bad("target", wanted)
     kind, shape, classes = target["kind"], target["shape"], target.get("num_classes")
-    if (kind == "classes" and (shape or not whole(classes, 1))) or \
-            (kind in ("onehot", "multilabel") and (len(shape) != 1 or classes != shape[0])):
+    if (kind == "classes" and (shape or not whole(classes, 1))) or (
+        kind in ("onehot", "multilabel") and (len(shape) != 1 or classes != shape[0])
+    ):
         raise bad("target", wanted)
 
 
@@ -92,11 +125,21 @@ class MemoryStore(Store):
 
     format_name = "memory"
 
-    def __init__(self, arrays: dict[str, tuple[np.ndarray, np.ndarray]], *, name: str = "memory", schema: Schema | None = None):
+    def __init__(
+        self,
+        arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+        *,
+        name: str = "memory",
+        schema: Schema | None = None,
+    ):
         first_x, first_y = next(iter(arrays.values()))
         if schema is None:
             schema = schema_for(first_x.shape, first_x.dtype, first_y.shape, first_y.dtype, where=name)
-        if schema.target_kind in ("classes", "binary") and schema.num_classes is None or schema.target_kind == "binary":
+        if (
+            schema.target_kind in ("classes", "binary")
+            and schema.num_classes is None
+            or schema.target_kind == "binary"
+        ):
             tally = TargetTally()  # the number of classes, one-hot or multi-label: what the arrays hold
             for split, (_, y) in arrays.items():
                 tally.add(schema, y, where=name, split=split)
@@ -111,7 +154,7 @@ class MemoryStore(Store):
         self.arrays = arrays
 
     @classmethod
-    def from_source(cls, source, *, limit: int | None = None) -> "MemoryStore":
+    def from_source(cls, source, *, limit: int | None = None) -> MemoryStore:
         arrays = {}
         for split in source.splits:
             chunks = list(source.iter_chunks(split, 1 << 14, limit))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
 import json
 import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,26 @@ def split_validation(labels: np.ndarray, *, val_fraction: float, seed: int) -> t
     if val_fraction == 0:
         return indices, indices[:0]
     try:
-        train_idx, val_idx = train_test_split(indices, test_size=val_fraction, stratify=labels, random_state=seed)
+        train_idx, val_idx = train_test_split(
+            indices, test_size=val_fraction, stratify=labels, random_state=seed
+        )
     except ValueError as e:
-        raise OptionError(f"--val-fraction {val_fraction} cannot be stratified over {len(labels)} samples ({e})") from None
+        raise OptionError(
+            f"--val-fraction {val_fraction} cannot be stratified over {len(labels)} samples ({e})"
+        ) from None
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def evaluate(model, store: Store, split: str, *, indices: np.ndarray | None = None, batch_size: int = 512,
-             on_error: str = "raise", predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+def evaluate(
+    model,
+    store: Store,
+    split: str,
+    *,
+    indices: np.ndarray | None = None,
+    batch_size: int = 512,
+    on_error: str = "raise",
+    predict: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Mean loss and metric (accuracy; mae for regression) over a split (or a subset), read from the
     store batch by batch.
 
@@ -52,7 +64,9 @@ def evaluate(model, store: Store, split: str, *, indices: np.ndarray | None = No
     predict = predict or model.predict_on_batch
     task = Task.of(store.schema)
     loss_sum, metric_sum, seen, skipped, first_skip = 0.0, 0.0, 0, 0, None
-    for _, x, y, bad, first in batches(store, split, batch_size=batch_size, indices=indices, read=batch_reader(store, on_error)):
+    for _, x, y, bad, first in batches(
+        store, split, batch_size=batch_size, indices=indices, read=batch_reader(store, on_error)
+    ):
         skipped, first_skip = skipped + bad, first_skip or first
         if not len(y):
             continue
@@ -68,6 +82,7 @@ def batch_reader(store: Store, on_error: str = "raise"):
 
     With ``on_error="skip"``, a batch whose read raises ``CorruptStoreError`` is read again sample by
     sample and the samples that fail are dropped: a broken file costs its own samples, not its batch."""
+
     def read(split: str, indices: np.ndarray):
         try:
             return (indices, *store.read(split, indices), 0, None)
@@ -77,10 +92,14 @@ def batch_reader(store: Store, on_error: str = "raise"):
         parts, first = [], None
         for i in range(len(indices)):
             try:
-                parts.append(store.read(split, indices[i:i + 1]))
+                parts.append(store.read(split, indices[i : i + 1]))
             except CorruptStoreError as error:
                 first = first or str(error)
-        x, y = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts else store.read(split, indices[:0])
+        x, y = (
+            (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+            if parts
+            else store.read(split, indices[:0])
+        )
         return indices, x, y, len(indices) - len(parts), first
 
     return read
@@ -105,18 +124,38 @@ class TrainConfig:
     def __post_init__(self):
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be a positive number of samples, got {self.batch_size}"),
+            (
+                self.batch_size >= 1,
+                f"--batch-size must be a positive number of samples, got {self.batch_size}",
+            ),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
             (self.learning_rate > 0, f"--learning-rate must be positive, got {self.learning_rate}"),
             (self.loop in LOOPS, f"unknown --loop {self.loop!r}: choose one of {', '.join(LOOPS)}"),
-            (self.lr_schedule in LR_SCHEDULES, f"unknown --lr-schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"),
-            (not isinstance(self.shuffle, str) or self.shuffle in SHUFFLE_MODES,
-             f"unknown --shuffle {self.shuffle!r}: choose one of chunk, global, none"),
-            (self.on_error in ON_ERROR, f"unknown --on-error {self.on_error!r}: choose one of {', '.join(ON_ERROR)}"),
-            (not (self.loop == "fit" and self.on_error == "skip"),
-             "--on-error skip needs --loop train_on_batch: model.fit cannot drop unreadable samples from a batch"),
-            (not isinstance(self.model, str) or self.model in MODELS or self.model.endswith(".keras") or ":" in self.model,
-             f"unknown --model {self.model!r}: choose one of {', '.join(MODELS)}, a .keras file or module:function"),
+            (
+                self.lr_schedule in LR_SCHEDULES,
+                f"unknown --lr-schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}",
+            ),
+            (
+                not isinstance(self.shuffle, str) or self.shuffle in SHUFFLE_MODES,
+                f"unknown --shuffle {self.shuffle!r}: choose one of chunk, global, none",
+            ),
+            (
+                self.on_error in ON_ERROR,
+                f"unknown --on-error {self.on_error!r}: choose one of {', '.join(ON_ERROR)}",
+            ),
+            (
+                not (self.loop == "fit" and self.on_error == "skip"),
+                "--on-error skip needs --loop train_on_batch: model.fit cannot drop unreadable samples from a "
+                "batch",
+            ),
+            (
+                not isinstance(self.model, str)
+                or self.model in MODELS
+                or self.model.endswith(".keras")
+                or ":" in self.model,
+                f"unknown --model {self.model!r}: choose one of {', '.join(MODELS)}, a .keras file or "
+                "module:function",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -139,22 +178,42 @@ class Outputs:
 
     def check(self, config: TrainConfig) -> None:
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
-            raise OptionError(f"--checkpoint-every must be a number of batches (0: at epoch ends only), got {self.checkpoint_every}")
+            raise OptionError(
+                "--checkpoint-every must be a number of batches (0: at epoch ends only), got "
+                f"{self.checkpoint_every}"
+            )
         if config.loop == "fit" and self.checkpoint_every:
-            raise OptionError(f"--checkpoint-every {self.checkpoint_every} needs --loop train_on_batch: --loop fit checkpoints at "
-                              "epoch ends only (pass --checkpoint-every 0)")
+            raise OptionError(
+                f"--checkpoint-every {self.checkpoint_every} needs --loop train_on_batch: --loop fit "
+                "checkpoints at "
+                "epoch ends only (pass --checkpoint-every 0)"
+            )
         if self.resume and self.checkpoint_dir is None:
             raise OptionError("--resume needs a --checkpoint-dir to resume from")
         if self.model_path is not None and Path(self.model_path).suffix != ".keras":
             raise OptionError(f"--model-out must end in .keras (the Keras format), got {self.model_path}")
         if self.report_path is not None and Path(self.report_path).is_dir():
-            raise OptionError(f"--report {self.report_path} is a directory; pass a file name, e.g. {Path(self.report_path) / 'report.json'}")
+            raise OptionError(
+                f"--report {self.report_path} is a directory; pass a file name, e.g. "
+                f"{Path(self.report_path) / 'report.json'}"
+            )
 
 
-def train(store: Store, *, before_epoch: Callable[[int], None] | None = None,
-          after_batch: Callable[[int, int, np.ndarray], None] | None = None, strategy: Any = "auto",
-          after_training: Callable[[Any], None] | None = None, log: Callable[[str], None] = print,
-          checkpoint_dir=None, checkpoint_every=None, resume=False, model_path=None, report_path=None, **options) -> dict[str, Any]:
+def train(
+    store: Store,
+    *,
+    before_epoch: Callable[[int], None] | None = None,
+    after_batch: Callable[[int, int, np.ndarray], None] | None = None,
+    strategy: Any = "auto",
+    after_training: Callable[[Any], None] | None = None,
+    log: Callable[[str], None] = print,
+    checkpoint_dir=None,
+    checkpoint_every=None,
+    resume=False,
+    model_path=None,
+    report_path=None,
+    **options,
+) -> dict[str, Any]:
     """Train a model (``options``: ``TrainConfig``'s fields) on the store's train split, report per
     epoch, evaluate on its test split; returns the report.
 
@@ -185,30 +244,72 @@ def train(store: Store, *, before_epoch: Callable[[int], None] | None = None,
     cluster = _Cluster.of(strategy, config, store, log)
     outputs = cluster.restrict(outputs, log)
     keras.utils.set_random_seed(config.seed)
-    train_idx, val_idx = split_validation(store.labels("train") if store.schema.target_kind == "classes" else
-                                          np.zeros(store.num_samples("train"), np.int8), val_fraction=config.val_fraction, seed=config.seed)
+    train_idx, val_idx = split_validation(
+        store.labels("train")
+        if store.schema.target_kind == "classes"
+        else np.zeros(store.num_samples("train"), np.int8),
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
     checkpoints = _checkpointer(store, config, outputs, log)
     with cluster.scope():
-        net, progress, resumed_at = _start(store, config, outputs, checkpoints, steps=-(-len(train_idx) // config.batch_size), log=log)
+        net, progress, resumed_at = _start(
+            store, config, outputs, checkpoints, steps=-(-len(train_idx) // config.batch_size), log=log
+        )
     net.summary(print_fn=lambda line, *args, **kwargs: log(line))
-    log(f"training {net.name} on {len(train_idx)} samples of {store.path} ({store.format_name}), validating on {len(val_idx)}")
+    log(
+        f"training {net.name} on {len(train_idx)} samples of {store.path} ({store.format_name}), validating "
+        f"on {len(val_idx)}"
+    )
     distributed = cluster.step_for(net, config, log)
 
     started = time.perf_counter()
     run_epochs = _epochs_with_fit if config.loop == "fit" else _epochs_with_train_on_batch
-    history = run_epochs(net, store, train_idx, val_idx, epochs=config.epochs, batch_size=config.batch_size, shuffle=config.shuffle,
-                         seed=config.seed, log=log, before_epoch=before_epoch, after_batch=after_batch, progress=progress,
-                         checkpoints=checkpoints, on_error=config.on_error, **distributed)
+    history = run_epochs(
+        net,
+        store,
+        train_idx,
+        val_idx,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=config.shuffle,
+        seed=config.seed,
+        log=log,
+        before_epoch=before_epoch,
+        after_batch=after_batch,
+        progress=progress,
+        checkpoints=checkpoints,
+        on_error=config.on_error,
+        **distributed,
+    )
     metric = Task.of(store.schema).metric
-    test = evaluate(net, store, "test", batch_size=max(config.batch_size, 512), on_error=config.on_error, predict=distributed.get("predict"))
+    test = evaluate(
+        net,
+        store,
+        "test",
+        batch_size=max(config.batch_size, 512),
+        on_error=config.on_error,
+        predict=distributed.get("predict"),
+    )
     wall = time.perf_counter() - started
     log(f"test: loss {test['loss']:.4f} {metric} {test[metric]:.4f} ({wall:.1f} s in all)")
     if test.get("skipped"):
         log(f"test: skipped {test['skipped']} unreadable samples (first: {test['first_skip']})")
     report = {
-        "store": {"path": str(store.path), "format": store.format_name, "options": store.options,
-                  "train_samples": len(train_idx), "val_samples": len(val_idx), "test_samples": store.num_samples("test")},
-        "model": {"name": net.name, "spec": model_name(config.model), "parameters": int(net.count_params()), "task": Task.of(store.schema).kind},
+        "store": {
+            "path": str(store.path),
+            "format": store.format_name,
+            "options": store.options,
+            "train_samples": len(train_idx),
+            "val_samples": len(val_idx),
+            "test_samples": store.num_samples("test"),
+        },
+        "model": {
+            "name": net.name,
+            "spec": model_name(config.model),
+            "parameters": int(net.count_params()),
+            "task": Task.of(store.schema).kind,
+        },
         "config": config.identity(),
         "history": history,
         "test": test,
@@ -217,7 +318,11 @@ def train(store: Store, *, before_epoch: Callable[[int], None] | None = None,
         **cluster.report(),
     }
     if checkpoints is not None:
-        report["checkpoint"] = {"dir": str(checkpoints.directory), "every": checkpoints.every, "resumed_at": resumed_at}
+        report["checkpoint"] = {
+            "dir": str(checkpoints.directory),
+            "every": checkpoints.every,
+            "resumed_at": resumed_at,
+        }
     if after_training is not None:
         after_training(net)
     _write_outputs(net, report, outputs, log)
@@ -227,12 +332,19 @@ def train(store: Store, *, before_epoch: Callable[[int], None] | None = None,
 def _checkpointer(store, config: TrainConfig, outputs: Outputs, log) -> Checkpointer | None:
     if outputs.checkpoint_dir is None:
         return None
-    every = (DEFAULT_CHECKPOINT_EVERY if config.loop == "train_on_batch" else 0) if outputs.checkpoint_every is None else outputs.checkpoint_every
+    every = (
+        (DEFAULT_CHECKPOINT_EVERY if config.loop == "train_on_batch" else 0)
+        if outputs.checkpoint_every is None
+        else outputs.checkpoint_every
+    )
     identity = config.identity()
     del identity["on_error"]  # a resumed run may skip what the first one raised on
     checkpoints = Checkpointer(outputs.checkpoint_dir, {**store_identity(store), **identity}, every=every)
     if not outputs.resume and checkpoints.exists():
-        log(f"{outputs.checkpoint_dir} holds the checkpoint of an earlier run: this run's first checkpoint replaces it (--resume continues it instead)")
+        log(
+            f"{outputs.checkpoint_dir} holds the checkpoint of an earlier run: this run's first checkpoint "
+            "replaces it (--resume continues it instead)"
+        )
     return checkpoints
 
 
@@ -243,15 +355,23 @@ def _start(store, config: TrainConfig, outputs: Outputs, checkpoints, *, steps: 
     if outputs.resume:
         net, progress = checkpoints.load()
         if progress.epoch < config.epochs:
-            log(f"resuming from {outputs.checkpoint_dir}: epoch {progress.epoch + 1}/{config.epochs} after {progress.batch} of its {steps} batches")
+            log(
+                f"resuming from {outputs.checkpoint_dir}: epoch {progress.epoch + 1}/{config.epochs} after "
+                f"{progress.batch} of its {steps} batches"
+            )
         else:
             log(f"resuming from {outputs.checkpoint_dir}: all {config.epochs} epochs are done; evaluating")
         return net, progress, {"epochs_done": progress.epoch, "batches_done": progress.batch}
     # Short runs (5 epochs of 512 are ~500 steps) gain ~0.2 points of test accuracy from annealing
     # the rate to zero: 98.9 % -> 99.07 % on MNIST with lenet-wide, two seeds, measured.
-    lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps) \
-        if config.lr_schedule == "cosine" else config.learning_rate
-    net = resolve_model(config.model, input_shape=store.sample_shape, task=Task.of(store.schema), learning_rate=lr)
+    lr = (
+        keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps)
+        if config.lr_schedule == "cosine"
+        else config.learning_rate
+    )
+    net = resolve_model(
+        config.model, input_shape=store.sample_shape, task=Task.of(store.schema), learning_rate=lr
+    )
     return net, Progress(), None
 
 
@@ -274,24 +394,33 @@ class _Cluster:
         self.strategy, self.rank, self.workers = strategy, rank, workers
 
     @classmethod
-    def of(cls, strategy, config: TrainConfig, store, log) -> "_Cluster":
+    def of(cls, strategy, config: TrainConfig, store, log) -> _Cluster:
         if isinstance(strategy, str):
             if strategy != "auto":
-                raise OptionError(f"strategy must be a tf.distribute strategy, None or 'auto', got {strategy!r}")
+                raise OptionError(
+                    f"strategy must be a tf.distribute strategy, None or 'auto', got {strategy!r}"
+                )
             from ooc.distributed import strategy_from_env
 
-            strategy = strategy_from_env()  # before TensorFlow runs anything: collective ops are set up at start-up
+            strategy = (
+                strategy_from_env()
+            )  # before TensorFlow runs anything: collective ops are set up at start-up
         if strategy is None:
             return cls(None)
         from ooc.distributed import strategy_name, worker_rank
 
         rank, workers = worker_rank(strategy)
         if config.loop != "train_on_batch":
-            raise OptionError(f"--loop {config.loop} does not run under {strategy_name(strategy)} with Keras 3 on TensorFlow "
-                              "(keras-team/keras#20585): use --loop train_on_batch")
+            raise OptionError(
+                f"--loop {config.loop} does not run under {strategy_name(strategy)} with Keras 3 on "
+                "TensorFlow "
+                "(keras-team/keras#20585): use --loop train_on_batch"
+            )
         if store.schema.target_kind != "classes":
-            raise OptionError(f"training under {strategy_name(strategy)} takes class targets; {store.path} holds "
-                              f"{store.schema.target_kind} targets: train on one worker")
+            raise OptionError(
+                f"training under {strategy_name(strategy)} takes class targets; {store.path} holds "
+                f"{store.schema.target_kind} targets: train on one worker"
+            )
         return cls(strategy, rank, workers)
 
     def restrict(self, outputs: Outputs, log) -> Outputs:
@@ -299,14 +428,22 @@ class _Cluster:
         if self.workers == 1:
             return outputs
         if outputs.resume:
-            raise OptionError("--resume does not work with several workers: checkpoints are off when TF_CONFIG describes a cluster")
+            raise OptionError(
+                "--resume does not work with several workers: checkpoints are off when TF_CONFIG describes a "
+                "cluster"
+            )
         if outputs.checkpoint_dir is not None:
-            log(f"worker {self.rank} of {self.workers}: checkpoints are off with several workers (a restarted worker cannot rejoin the run); "
-                f"not writing {outputs.checkpoint_dir}")
+            log(
+                f"worker {self.rank} of {self.workers}: checkpoints are off with several workers (a restarted "
+                "worker cannot rejoin the run); "
+                f"not writing {outputs.checkpoint_dir}"
+            )
         if self.rank != 0 and (outputs.model_path is not None or outputs.report_path is not None):
             log(f"worker {self.rank} of {self.workers}: the chief (worker 0) writes the model and the report")
         chief = self.rank == 0
-        return Outputs(None, None, False, outputs.model_path if chief else None, outputs.report_path if chief else None)
+        return Outputs(
+            None, None, False, outputs.model_path if chief else None, outputs.report_path if chief else None
+        )
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -319,18 +456,30 @@ class _Cluster:
         from ooc.distributed import DistributedStep, local_predict, strategy_name
 
         local_batch = split_sizes(config.batch_size, self.workers)[0]
-        log(f"{strategy_name(self.strategy)}: worker {self.rank} of {self.workers}, {self.strategy.num_replicas_in_sync} replicas in all; "
-            f"global batch {config.batch_size}, up to {local_batch} samples per worker")
-        return {"step": DistributedStep(net, self.strategy, local_batch=local_batch), "shard": (self.rank, self.workers),
-                "predict": local_predict(net)}
+        log(
+            f"{strategy_name(self.strategy)}: worker {self.rank} of {self.workers}, "
+            f"{self.strategy.num_replicas_in_sync} replicas in all; "
+            f"global batch {config.batch_size}, up to {local_batch} samples per worker"
+        )
+        return {
+            "step": DistributedStep(net, self.strategy, local_batch=local_batch),
+            "shard": (self.rank, self.workers),
+            "predict": local_predict(net),
+        }
 
     def report(self) -> dict[str, Any]:
         if self.strategy is None:
             return {}
         from ooc.distributed import strategy_name
 
-        return {"distribution": {"strategy": strategy_name(self.strategy), "worker": self.rank, "workers": self.workers,
-                                 "replicas": self.strategy.num_replicas_in_sync}}
+        return {
+            "distribution": {
+                "strategy": strategy_name(self.strategy),
+                "worker": self.rank,
+                "workers": self.workers,
+                "replicas": self.strategy.num_replicas_in_sync,
+            }
+        }
 
 
 def _log_epoch(log, record, history, epochs):
@@ -338,14 +487,38 @@ def _log_epoch(log, record, history, epochs):
     from ooc.progress import duration
 
     metric = "mae" if "mae" in record else "accuracy"
-    val = f" val_loss {record['val_loss']:.4f} val_{metric} {record['val_' + metric]:.4f}" if "val_loss" in record else ""
+    val = (
+        f" val_loss {record['val_loss']:.4f} val_{metric} {record['val_' + metric]:.4f}"
+        if "val_loss" in record
+        else ""
+    )
     eta = (epochs - record["epoch"]) * sum(r["seconds"] for r in history) / max(len(history), 1)
-    log(f"epoch {record['epoch']}: loss {record['loss']:.4f} {metric} {record[metric]:.4f}{val}"
-        f" ({record['seconds']:.1f} s, {record['samples_per_second']:.0f} samples/s, run ETA {duration(eta)})")
+    log(
+        f"epoch {record['epoch']}: loss {record['loss']:.4f} {metric} {record[metric]:.4f}{val}"
+        f" ({record['seconds']:.1f} s, {record['samples_per_second']:.0f} samples/s, run ETA {duration(eta)})"
+    )
 
 
-def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log, before_epoch,
-                                after_batch, progress, checkpoints, on_error, step=None, shard=None, predict=None):
+def _epochs_with_train_on_batch(
+    net,
+    store,
+    train_idx,
+    val_idx,
+    *,
+    epochs,
+    batch_size,
+    shuffle,
+    seed,
+    log,
+    before_epoch,
+    after_batch,
+    progress,
+    checkpoints,
+    on_error,
+    step=None,
+    shard=None,
+    predict=None,
+):
     """The epochs from ``progress`` on (a fresh run's is zero), checkpointing as ``checkpoints`` says.
 
     ``step(x, y)``, under a distribution strategy, trains on this worker's part (``shard``) of each
@@ -361,15 +534,31 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
     read_ahead = None  # the next epoch's batches, reading while this epoch validates
 
     def epoch_plan_of(epoch, start_batch=0):
-        return batches(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                       indices=train_idx, start_batch=start_batch, read=read, shard=shard)
+        return batches(
+            store,
+            "train",
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            epoch=epoch,
+            indices=train_idx,
+            start_batch=start_batch,
+            read=read,
+            shard=shard,
+        )
 
     for epoch in range(p.epoch, epochs):
         if before_epoch is not None:
             before_epoch(epoch)  # e.g. the benchmark's page-cache eviction, kept out of the epoch's time
         log(f"Epoch {epoch + 1}/{epochs}")
         # a live bar on a terminal; in logs the one line per epoch says the same
-        bar = keras.utils.Progbar(len(train_idx), unit_name="sample", stateful_metrics=["loss", metric, "samples/s"]) if sys.stdout.isatty() else None
+        bar = (
+            keras.utils.Progbar(
+                len(train_idx), unit_name="sample", stateful_metrics=["loss", metric, "samples/s"]
+            )
+            if sys.stdout.isatty()
+            else None
+        )
         # train_on_batch returns the last batch's metrics only: keep the epoch's running means here.
         # A resumed epoch counts the time its checkpoint had; checkpoint writes are not counted.
         epoch_start, cpu_start = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
@@ -378,7 +567,11 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
         for indices, x, y, skipped, first_skip in epoch_plan:
             if step is not None:
                 loss_sum, correct, seen = step(x, y)
-                p.seen, p.loss_sum, p.correct_sum = p.seen + seen, p.loss_sum + loss_sum, p.correct_sum + correct
+                p.seen, p.loss_sum, p.correct_sum = (
+                    p.seen + seen,
+                    p.loss_sum + loss_sum,
+                    p.correct_sum + correct,
+                )
             elif len(y):
                 logs = net.train_on_batch(x, y, return_dict=True)
                 p.seen += len(y)
@@ -388,7 +581,10 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
             p.skipped, p.first_skip = p.skipped + skipped, p.first_skip or first_skip
             if bar and p.seen:
                 rate = round(p.seen / (time.perf_counter() - epoch_start))
-                bar.update(p.seen, [("loss", p.loss_sum / p.seen), (metric, p.correct_sum / p.seen), ("samples/s", rate)])
+                bar.update(
+                    p.seen,
+                    [("loss", p.loss_sum / p.seen), (metric, p.correct_sum / p.seen), ("samples/s", rate)],
+                )
             if checkpoints is not None and checkpoints.due(p.batch, batches_per_epoch):
                 paused, cpu_paused = time.perf_counter(), time.process_time()
                 p.seconds, p.cpu_seconds = paused - epoch_start, cpu_paused - cpu_start
@@ -403,26 +599,63 @@ def _epochs_with_train_on_batch(net, store, train_idx, val_idx, *, epochs, batch
             # (~40 ms for zarr, measured), which validation hides. Not with before_epoch, which must
             # run first (the bench's cold-cache eviction: validation would warm the cache anyway).
             read_ahead = epoch_plan_of(epoch + 1)
-        val = evaluate(net, store, "train", indices=val_idx, batch_size=max(batch_size, 512), on_error=on_error, predict=predict) if len(val_idx) else {}
+        val = (
+            evaluate(
+                net,
+                store,
+                "train",
+                indices=val_idx,
+                batch_size=max(batch_size, 512),
+                on_error=on_error,
+                predict=predict,
+            )
+            if len(val_idx)
+            else {}
+        )
         val_first_skip = val.pop("first_skip", None)
         nan = float("nan")
-        record = {"epoch": epoch + 1, "loss": p.loss_sum / p.seen if p.seen else nan, metric: p.correct_sum / p.seen if p.seen else nan,
-                  **{f"val_{k}": v for k, v in val.items()}, "seconds": seconds, "cpu_seconds": cpu_seconds,
-                  "samples_per_second": p.seen / seconds, "skipped": p.skipped}
+        record = {
+            "epoch": epoch + 1,
+            "loss": p.loss_sum / p.seen if p.seen else nan,
+            metric: p.correct_sum / p.seen if p.seen else nan,
+            **{f"val_{k}": v for k, v in val.items()},
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "samples_per_second": p.seen / seconds,
+            "skipped": p.skipped,
+        }
         history.append(record)
         _log_epoch(log, record, history, epochs)
         if p.skipped:
             log(f"epoch {epoch + 1}: skipped {p.skipped} unreadable samples (first: {p.first_skip})")
         if val.get("skipped"):
-            log(f"epoch {epoch + 1}: skipped {val['skipped']} unreadable validation samples (first: {val_first_skip})")
+            log(
+                f"epoch {epoch + 1}: skipped {val['skipped']} unreadable validation samples (first: "
+                f"{val_first_skip})"
+            )
         p = Progress(epoch=epoch + 1, history=history)
         if checkpoints is not None:
             checkpoints.save(net, p)
     return history
 
 
-def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuffle, seed, log, before_epoch=None,
-                     after_batch=None, progress=None, checkpoints=None, on_error="raise"):
+def _epochs_with_fit(
+    net,
+    store,
+    train_idx,
+    val_idx,
+    *,
+    epochs,
+    batch_size,
+    shuffle,
+    seed,
+    log,
+    before_epoch=None,
+    after_batch=None,
+    progress=None,
+    checkpoints=None,
+    on_error="raise",
+):
     """The same epochs through ``model.fit`` and a PyDataset (read one batch ahead in a thread):
     ``shuffle=False`` and ``set_epoch`` make fit's epoch k the plan of epoch k, in order, as in the
     train_on_batch loop. Checkpoints and resuming work at epoch ends only: fit cannot start an
@@ -439,7 +672,12 @@ def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuf
 
         def on_epoch_begin(self, epoch, logs=None):
             train_data.set_epoch(epoch)  # before fit starts reading the epoch's batches
-            self.epoch, self.start, self.cpu, self.done = epoch, time.perf_counter(), time.process_time(), None
+            self.epoch, self.start, self.cpu, self.done = (
+                epoch,
+                time.perf_counter(),
+                time.process_time(),
+                None,
+            )
 
         def on_train_batch_end(self, batch, logs=None):
             if after_batch is not None:
@@ -450,9 +688,20 @@ def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuf
 
         def on_epoch_end(self, epoch, logs=None):
             seconds, cpu = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
-            record = {"epoch": epoch + 1, "loss": float(logs["loss"]), metric: float(logs[metric]),
-                      **({"val_loss": float(logs["val_loss"]), f"val_{metric}": float(logs[f"val_{metric}"])} if "val_loss" in logs else {}),
-                      "seconds": seconds, "cpu_seconds": cpu, "samples_per_second": len(train_idx) / seconds, "skipped": 0}
+            record = {
+                "epoch": epoch + 1,
+                "loss": float(logs["loss"]),
+                metric: float(logs[metric]),
+                **(
+                    {"val_loss": float(logs["val_loss"]), f"val_{metric}": float(logs[f"val_{metric}"])}
+                    if "val_loss" in logs
+                    else {}
+                ),
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "samples_per_second": len(train_idx) / seconds,
+                "skipped": 0,
+            }
             history.append(record)
             _log_epoch(log, record, history, epochs)
             if checkpoints is not None:
@@ -461,8 +710,21 @@ def _epochs_with_fit(net, store, train_idx, val_idx, *, epochs, batch_size, shuf
     history: list[dict] = list(progress.history)
     if progress.epoch >= epochs:
         return history
-    train_data = as_pydataset(store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, indices=train_idx, workers=2)
-    val_data = as_pydataset(store, "train", batch_size=max(batch_size, 512), indices=val_idx) if len(val_idx) else None
-    net.fit(train_data, epochs=epochs, initial_epoch=progress.epoch, shuffle=False, validation_data=val_data,
-            callbacks=[EpochClock()], verbose=1 if sys.stdout.isatty() else 0)
+    train_data = as_pydataset(
+        store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, indices=train_idx, workers=2
+    )
+    val_data = (
+        as_pydataset(store, "train", batch_size=max(batch_size, 512), indices=val_idx)
+        if len(val_idx)
+        else None
+    )
+    net.fit(
+        train_data,
+        epochs=epochs,
+        initial_epoch=progress.epoch,
+        shuffle=False,
+        validation_data=val_data,
+        callbacks=[EpochClock()],
+        verbose=1 if sys.stdout.isatty() else 0,
+    )
     return history

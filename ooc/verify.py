@@ -26,9 +26,9 @@ QUICK_SHARE, QUICK_MIN = 0.05, 3
 @dataclass
 class Report:
     path: Path
-    files: int = 0      # files the manifest lists
-    checked: int = 0    # of them, files whose checksum was compared
-    bytes: int = 0      # bytes read for checksums
+    files: int = 0  # files the manifest lists
+    checked: int = 0  # of them, files whose checksum was compared
+    bytes: int = 0  # bytes read for checksums
     quick: bool = False
     seconds: float | None = None  # how long the check took
     problems: list[str] = field(default_factory=list)
@@ -42,17 +42,32 @@ class Report:
         if self.files == 0 and self.problems:
             return f"{self.path}: not verified"
         if self.problems:
-            return (f"{self.path}: {len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} in {self.files} files; "
-                    "re-convert the store (the same `ooc convert` with --overwrite) to repair it")
-        took = "" if self.seconds is None else f"checked in {self.seconds:.1f} s ({self.bytes / 1e6 / max(self.seconds, 1e-9):,.1f} MB/s), "
+            return (
+                f"{self.path}: {len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} in "
+                f"{self.files} files; "
+                "re-convert the store (the same `ooc convert` with --overwrite) to repair it"
+            )
+        took = (
+            ""
+            if self.seconds is None
+            else f"checked in {self.seconds:.1f} s ({self.bytes / 1e6 / max(self.seconds, 1e-9):,.1f} MB/s), "
+        )
         if self.quick:
-            return (f"{self.path}: {took}{self.files} files present with their sizes; checksums of {self.checked} of them, "
-                    f"chosen at random ({self.bytes:,} bytes), match")
+            return (
+                f"{self.path}: {took}{self.files} files present with their sizes; checksums of {self.checked} "
+                "of them, "
+                f"chosen at random ({self.bytes:,} bytes), match"
+            )
         return f"{self.path}: {took}{self.files} files, {self.bytes:,} bytes: every checksum matches"
 
 
-def verify(path: str | os.PathLike, *, quick: bool = False, rng: random.Random | None = None,
-           progress: Callable[[int, int, int, int], None] | None = None) -> Report:
+def verify(
+    path: str | os.PathLike,
+    *,
+    quick: bool = False,
+    rng: random.Random | None = None,
+    progress: Callable[[int, int, int, int], None] | None = None,
+) -> Report:
     """Check the store at ``path`` against its manifest's checksums; see the module docstring.
 
     ``progress(files_done, files, bytes_done, bytes)`` is called after each file (``bytes``: what
@@ -69,12 +84,16 @@ def _verify(path, *, quick, rng, progress) -> Report:
     report = Report(path, quick=quick)
     checksums = manifest.get("checksums")
     if not isinstance(checksums, dict) or not isinstance(checksums.get("files"), dict):
-        report.problems.append(f"{path}: the manifest has no checksums (converted by an ooc that did not record them); "
-                               "re-convert the store with --overwrite to add them")
+        report.problems.append(
+            f"{path}: the manifest has no checksums (converted by an ooc that did not record them); "
+            "re-convert the store with --overwrite to add them"
+        )
         return report
     if checksums.get("algorithm") != CHECKSUM_ALGORITHM:
-        report.problems.append(f"{path}: the checksums are {checksums.get('algorithm')!r}, which this ooc cannot check "
-                               f"(it knows {CHECKSUM_ALGORITHM}); upgrade ooc")
+        report.problems.append(
+            f"{path}: the checksums are {checksums.get('algorithm')!r}, which this ooc cannot check "
+            f"(it knows {CHECKSUM_ALGORITHM}); upgrade ooc"
+        )
         return report
     listed: dict[str, str] = checksums["files"]
     report.files = len(listed)
@@ -98,14 +117,18 @@ def _verify(path, *, quick, rng, progress) -> Report:
             size = file.stat().st_size
             if size != int(expected_size):
                 change = "truncated" if size < int(expected_size) else "grown"
-                report.problems.append(f"{file}: {change} to {size:,} bytes, the manifest says {int(expected_size):,}")
+                report.problems.append(
+                    f"{file}: {change} to {size:,} bytes, the manifest says {int(expected_size):,}"
+                )
             elif name in sample:
                 actual = file_checksum(file)
                 report.checked += 1
                 report.bytes += size
                 if actual != listed[name]:
-                    report.problems.append(f"{file}: checksum differs ({CHECKSUM_ALGORITHM} {actual.split()[0]}, "
-                                           f"the manifest says {expected_crc})")
+                    report.problems.append(
+                        f"{file}: checksum differs ({CHECKSUM_ALGORITHM} {actual.split()[0]}, "
+                        f"the manifest says {expected_crc})"
+                    )
         except FileNotFoundError:
             report.problems.append(f"{file}: missing")
         except OSError as e:
@@ -113,23 +136,31 @@ def _verify(path, *, quick, rng, progress) -> Report:
         if progress:
             bytes_done += int(expected_size) if name in sample else 0
             progress(done, len(names), bytes_done, to_read)
-    for root, dirs, files in os.walk(path) if not manifest.get("adopted") else ():  # an adopted folder holds the user's other files
+    for root, dirs, files in (
+        os.walk(path) if not manifest.get("adopted") else ()
+    ):  # an adopted folder holds the user's other files
         dirs.sort()
         for name in sorted(files):
             relative = (Path(root) / name).relative_to(path).as_posix()
             if relative not in listed and not is_bookkeeping(relative):
-                report.problems.append(f"{Path(root) / name}: not in the manifest (a file the conversion did not write)")
+                report.problems.append(
+                    f"{Path(root) / name}: not in the manifest (a file the conversion did not write)"
+                )
     return report
 
 
-def _verify_remote(path: URL, listed: dict[str, str], names: list[str], sample: set[str], report: Report) -> Report:
+def _verify_remote(
+    path: URL, listed: dict[str, str], names: list[str], sample: set[str], report: Report
+) -> Report:
     """The same checks on a store in object storage: sizes from one listing, checksums of the
     objects fetched many at a time."""
     from ooc import remote
 
     try:
         present = remote.list_files(path)
-        wanted = [name for name in names if name in sample and present.get(name) == int(listed[name].split()[1])]
+        wanted = [
+            name for name in names if name in sample and present.get(name) == int(listed[name].split()[1])
+        ]
         actual = remote.checksums(path, wanted)
     except OSError as e:
         report.problems.append(f"{path}: cannot read ({' '.join(str(e).split())[:200]})")
@@ -140,14 +171,20 @@ def _verify_remote(path: URL, listed: dict[str, str], names: list[str], sample: 
             report.problems.append(f"{file}: missing")
         elif present[name] != int(expected_size):
             change = "truncated" if present[name] < int(expected_size) else "grown"
-            report.problems.append(f"{file}: {change} to {present[name]:,} bytes, the manifest says {int(expected_size):,}")
+            report.problems.append(
+                f"{file}: {change} to {present[name]:,} bytes, the manifest says {int(expected_size):,}"
+            )
         elif name in actual:
             report.checked += 1
             report.bytes += present[name]
             if actual[name] != listed[name]:
-                report.problems.append(f"{file}: checksum differs ({CHECKSUM_ALGORITHM} {actual[name].split()[0]}, "
-                                       f"the manifest says {expected_crc})")
+                report.problems.append(
+                    f"{file}: checksum differs ({CHECKSUM_ALGORITHM} {actual[name].split()[0]}, "
+                    f"the manifest says {expected_crc})"
+                )
     for name in present:
         if name not in listed and not is_bookkeeping(name):
-            report.problems.append(f"{path / name}: not in the manifest (a file the conversion did not write)")
+            report.problems.append(
+                f"{path / name}: not in the manifest (a file the conversion did not write)"
+            )
     return report

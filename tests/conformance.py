@@ -18,16 +18,21 @@ readers at once. What a layout cannot hold comes from its own ``OPTIONS.dtypes``
 from __future__ import annotations
 
 import json
-import multiprocessing
 import pickle
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import numpy as np
 import pytest
 
 import ooc
-from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError, StoreExistsError, StoreNotFoundError
+from ooc.errors import (
+    CorruptStoreError,
+    FormatMismatchError,
+    OptionError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from ooc.formats import FORMATS, get_format
 from ooc.manifest import PARTIAL_NAME
 from ooc.schema import SAMPLE_DTYPES
@@ -62,8 +67,17 @@ def make_arrays(dtype, shape, target_kind, target_dtype, target_shape, n, seed):
     if dtype.kind == "f":
         x = (rng.standard_normal((n, *shape)) * 1e3).astype(dtype)
         flat = x.reshape(-1)
-        specials = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(dtype).max, np.finfo(dtype).tiny / 4, np.finfo(dtype).eps]
-        flat[:len(specials)] = np.array(specials, dtype)
+        specials = [
+            0.0,
+            -0.0,
+            np.nan,
+            np.inf,
+            -np.inf,
+            np.finfo(dtype).max,
+            np.finfo(dtype).tiny / 4,
+            np.finfo(dtype).eps,
+        ]
+        flat[: len(specials)] = np.array(specials, dtype)
     elif dtype.kind == "b":
         x = rng.random((n, *shape)) > 0.5
     else:
@@ -109,8 +123,10 @@ class LayoutTests:
 
     def sizes(self, chunk: int) -> dict:
         options = get_format(self.format).OPTIONS
-        return {"chunk_size": None if options.default_chunk_size is None else chunk,
-                "shard_size": None if options.default_shard_size is None else chunk}
+        return {
+            "chunk_size": None if options.default_chunk_size is None else chunk,
+            "shard_size": None if options.default_shard_size is None else chunk,
+        }
 
     # -- the layout's facts ------------------------------------------------------------------------
     def test_readable_without_ooc(self, store_dirs, mnist):
@@ -126,13 +142,26 @@ class LayoutTests:
         layout = get_format(self.format).OPTIONS
         for compression in layout.compressions:
             for dtype in ("uint8", "float32"):
-                ooc.convert(tmp_path / "s", format=self.format, source=MNIST, limit=50, compression=compression, dtype=dtype,
-                            overwrite=True, **self.sizes(7))
+                ooc.convert(
+                    tmp_path / "s",
+                    format=self.format,
+                    source=MNIST,
+                    limit=50,
+                    compression=compression,
+                    dtype=dtype,
+                    overwrite=True,
+                    **self.sizes(7),
+                )
                 store = ooc.open_store(tmp_path / "s")
                 chunk = None if layout.default_chunk_size is None else 7
-                expected = {"chunk_size": chunk, "compression": compression, "dtype": dtype} | ({"shard_size": 7} if layout.default_shard_size else {})
+                expected = {"chunk_size": chunk, "compression": compression, "dtype": dtype} | (
+                    {"shard_size": 7} if layout.default_shard_size else {}
+                )
                 assert store.options == expected
-                assert store.manifest["x"] == {"dtype": dtype, "decode": "pixels" if dtype == "uint8" else "none"}
+                assert store.manifest["x"] == {
+                    "dtype": dtype,
+                    "decode": "pixels" if dtype == "uint8" else "none",
+                }
                 x, y = store.read("train", np.arange(49, -1, -1))
                 assert np.array_equal(x, expected_x(mnist["x_train"][:50][::-1]))
                 assert np.array_equal(y, mnist["y_train"][:50][::-1])
@@ -140,7 +169,11 @@ class LayoutTests:
     def test_batches_are_those_of_memory(self, store_dirs, mnist):
         memory = ooc.MemoryStore({"train": (mnist["x_train"], mnist["y_train"].astype(np.int64))})
         reference = list(ooc.batches(memory, "train", batch_size=32, shuffle=True, seed=7, epoch=3))
-        got = list(ooc.batches(ooc.open_store(store_dirs[self.format]), "train", batch_size=32, shuffle=True, seed=7, epoch=3))
+        got = list(
+            ooc.batches(
+                ooc.open_store(store_dirs[self.format]), "train", batch_size=32, shuffle=True, seed=7, epoch=3
+            )
+        )
         assert len(got) == len(reference) == 10
         for (x, y), (rx, ry) in zip(got, reference):
             assert x.tobytes() == rx.tobytes() and y.tobytes() == ry.tobytes()
@@ -151,12 +184,18 @@ class LayoutTests:
         dtype, shape, target_kind, target_dtype, target_shape = kind
         arrays = {}
         for split, n, seed in (("train", KIND_SAMPLES[0], 1), ("test", KIND_SAMPLES[1], 2)):
-            arrays[f"x_{split}"], arrays[f"y_{split}"] = make_arrays(dtype, shape, target_kind, target_dtype, target_shape, n, seed)
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = make_arrays(
+                dtype, shape, target_kind, target_dtype, target_shape, n, seed
+            )
         np.savez(tmp_path / "data.npz", **arrays)
         layout = get_format(self.format).OPTIONS
         if dtype not in layout.dtypes:
             can = ", ".join(f for f in FORMATS if dtype in get_format(f).OPTIONS.dtypes)
-            with pytest.raises(OptionError, match=rf"^{self.format} cannot store {dtype} samples exactly; choose a layout that can: {can}$"):
+            with pytest.raises(
+                OptionError,
+                match=rf"^{self.format} cannot store {dtype} samples exactly; choose a layout that can: "
+                rf"{can}$",
+            ):
                 ooc.convert(tmp_path / "s", format=self.format, source=tmp_path / "data.npz", **self.sizes(4))
             assert not (tmp_path / "s").exists()
             return
@@ -172,8 +211,10 @@ class LayoutTests:
             assert got_x.dtype == x.dtype and got_x.tobytes() == x[order].tobytes()
             assert got_y.dtype == y.dtype and got_y.tobytes() == y[order].tobytes()
         memory = ooc.MemoryStore({"train": (arrays["x_train"], arrays["y_train"])}, schema=store.schema)
-        for (x, y), (mx, my) in zip(ooc.batches(store, "train", batch_size=4, shuffle="global", seed=3),
-                                    ooc.batches(memory, "train", batch_size=4, shuffle="global", seed=3)):
+        for (x, y), (mx, my) in zip(
+            ooc.batches(store, "train", batch_size=4, shuffle="global", seed=3),
+            ooc.batches(memory, "train", batch_size=4, shuffle="global", seed=3),
+        ):
             assert x.tobytes() == mx.tobytes() and y.tobytes() == my.tobytes()
 
     def test_store_converts_to_every_layout_exactly(self, store_dirs, tmp_path):
@@ -181,9 +222,13 @@ class LayoutTests:
         original = ooc.open_store(store_dirs[self.format])
         everything = np.arange(LIMIT)
         for other in FORMATS:
-            manifest = ooc.convert(tmp_path / other, format=other, source=store_dirs[self.format], **_sizes(other, 64))
+            manifest = ooc.convert(
+                tmp_path / other, format=other, source=store_dirs[self.format], **_sizes(other, 64)
+            )
             copy = ooc.open_store(tmp_path / other)
-            assert manifest["order"]["kind"] == "source" and manifest["order"]["from"] == str(store_dirs[self.format])
+            assert manifest["order"]["kind"] == "source" and manifest["order"]["from"] == str(
+                store_dirs[self.format]
+            )
             for split in ("train", "test"):
                 x, y = copy.read(split, everything)
                 ox, oy = original.read(split, everything)
@@ -209,7 +254,9 @@ class LayoutTests:
         assert x.shape == (0, 28, 28, 1) and y.shape == (0,)
 
     def test_read_rejects_bad_indices(self, store):
-        with pytest.raises(OptionError, match=r"^index 300 is out of range for split 'train' of .* \(300 samples\)$"):
+        with pytest.raises(
+            OptionError, match=r"^index 300 is out of range for split 'train' of .* \(300 samples\)$"
+        ):
             store.read("train", [0, 300])
         with pytest.raises(OptionError, match=r"^index -1 is out of range"):
             store.read("train", [-1])
@@ -226,10 +273,14 @@ class LayoutTests:
         assert manifest["x"] == {"dtype": pixels, "decode": "pixels" if pixels == "uint8" else "none"}
         assert manifest["target"] == {"kind": "classes", "shape": [], "dtype": "uint8", "num_classes": 10}
         assert manifest["order"] == {"kind": "source"}
-        assert manifest["source"]["sha256"] == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+        assert (
+            manifest["source"]["sha256"] == "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+        )
         assert manifest["source"]["limit"] == LIMIT
         sharded = get_format(fmt).OPTIONS.default_shard_size is not None
-        assert set(manifest["options"]) == {"chunk_size", "compression", "dtype"} | ({"shard_size"} if sharded else set())
+        assert set(manifest["options"]) == {"chunk_size", "compression", "dtype"} | (
+            {"shard_size"} if sharded else set()
+        )
         assert not (store_dirs[fmt] / PARTIAL_NAME).exists()
 
     def test_store_pickles_and_reopens(self, store, mnist):
@@ -240,20 +291,27 @@ class LayoutTests:
 
     def test_open_store_checks_the_format(self, fmt, store_dirs):
         other = next(name for name in FORMATS if name != fmt)
-        with pytest.raises(FormatMismatchError, match=rf"holds a {fmt} store, not {other}: pass --store {fmt}, or --path to a {other} store$"):
+        with pytest.raises(
+            FormatMismatchError,
+            match=rf"holds a {fmt} store, not {other}: pass --store {fmt}, or --path to a {other} store$",
+        ):
             ooc.open_store(store_dirs[fmt], expect_format=other)
 
     def test_convert_refuses_existing_store_without_overwrite(self, fmt, tmp_path):
         out = tmp_path / "s"
         ooc.convert(out, format=fmt, source=MNIST, limit=10)
-        with pytest.raises(StoreExistsError, match=rf"^{out} already holds a store; pass --overwrite to replace it$"):
+        with pytest.raises(
+            StoreExistsError, match=rf"^{out} already holds a store; pass --overwrite to replace it$"
+        ):
             ooc.convert(out, format=fmt, source=MNIST, limit=10)
         ooc.convert(out, format=fmt, source=MNIST, limit=12, overwrite=True)
         assert ooc.open_store(out).num_samples("train") == 12
 
     def test_convert_never_deletes_a_directory_it_did_not_make(self, fmt, tmp_path):
         (tmp_path / "notes.txt").write_text("mine")
-        with pytest.raises(StoreExistsError, match=r"is not an ooc store \(no ooc.json\); refusing to touch it"):
+        with pytest.raises(
+            StoreExistsError, match=r"is not an ooc store \(no ooc.json\); refusing to touch it"
+        ):
             ooc.convert(tmp_path, format=fmt, source=MNIST, limit=10, overwrite=True)
         assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -275,7 +333,10 @@ class LayoutTests:
 
         original = layout.Writer.write
         monkeypatch.setattr(layout.Writer, "write", failing_write)
-        with pytest.raises(WriteError, match=r"/s/\S+: No space left on device; free space and re-run the same command to resume$") as caught:
+        with pytest.raises(
+            WriteError,
+            match=r"/s/\S+: No space left on device; free space and re-run the same command to resume$",
+        ) as caught:
             ooc.convert(tmp_path / "s", format=fmt, source=MNIST, limit=20)
         assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
         assert calls == ["train", "test"]
@@ -287,17 +348,29 @@ class LayoutTests:
         clean = ooc.convert(tmp_path / "clean", format=fmt, source=MNIST, limit=20)
         assert resumed["checksums"]["files"] == clean["checksums"]["files"]
         for split in ("train", "test"):
-            got, expected = ooc.open_store(tmp_path / "s").read(split, np.arange(20)), ooc.open_store(tmp_path / "clean").read(split, np.arange(20))
+            got, expected = (
+                ooc.open_store(tmp_path / "s").read(split, np.arange(20)),
+                ooc.open_store(tmp_path / "clean").read(split, np.arange(20)),
+            )
             assert got[0].tobytes() == expected[0].tobytes() and got[1].tobytes() == expected[1].tobytes()
 
     def test_interrupted_conversion_is_not_a_store(self, fmt, tmp_path):
         out = tmp_path / "s"
         ooc.convert(out, format=fmt, source=MNIST, limit=10)
-        (out / "ooc.json").unlink()          # as if killed before the manifest was written
+        (out / "ooc.json").unlink()  # as if killed before the manifest was written
         (out / PARTIAL_NAME).write_text("")  # by an ooc without journals
-        with pytest.raises(StoreNotFoundError, match=r"is an incomplete ooc store \(its conversion was interrupted\); re-run the same `ooc convert --out .*` to resume it, or add --overwrite to start over$"):
+        with pytest.raises(
+            StoreNotFoundError,
+            match=r"is an incomplete ooc store \(its conversion was interrupted\); re-run the same `ooc "
+            r"convert --out .*` to resume it, or add --overwrite to start over$",
+        ):
             ooc.open_store(out)
-        with pytest.raises(StoreExistsError, match=r"holds an interrupted conversion that cannot be resumed \(its ooc.partial is not a journal this ooc can read\); pass --overwrite to start over$"):
+        with pytest.raises(
+            StoreExistsError,
+            match=r"holds an interrupted conversion that cannot be resumed \(its ooc.partial is not a journal "
+            r""
+            r"this ooc can read\); pass --overwrite to start over$",
+        ):
             ooc.convert(out, format=fmt, source=MNIST, limit=10)
         ooc.convert(out, format=fmt, source=MNIST, limit=10, overwrite=True)
         assert ooc.open_store(out).num_samples("test") == 10
@@ -309,18 +382,35 @@ class LayoutTests:
         (tmp_path / "s" / "ooc.json").write_text("{not json")
         with pytest.raises(CorruptStoreError, match=r"ooc.json is not valid JSON"):
             ooc.open_store(tmp_path / "s")
-        (tmp_path / "s" / "ooc.json").write_text(json.dumps({"ooc_manifest_version": 99, "format": fmt, "splits": {}}))
-        with pytest.raises(CorruptStoreError, match=r"has manifest version 99; this ooc reads version 2 and older: upgrade ooc$"):
+        (tmp_path / "s" / "ooc.json").write_text(
+            json.dumps({"ooc_manifest_version": 99, "format": fmt, "splits": {}})
+        )
+        with pytest.raises(
+            CorruptStoreError,
+            match=r"has manifest version 99; this ooc reads version 2 and older: upgrade ooc$",
+        ):
             ooc.open_store(tmp_path / "s")
 
     def test_layout_option_errors(self, fmt):
         opts = get_format(fmt).OPTIONS
-        with pytest.raises(OptionError, match=rf"^--compression 'rar' is not available for {fmt}: choose one of {', '.join(opts.compressions)}$"):
+        with pytest.raises(
+            OptionError,
+            match=rf"^--compression 'rar' is not available for {fmt}: choose one of "
+            rf"{', '.join(opts.compressions)}$",
+        ):
             opts.resolve(fmt, chunk_size=None, compression="rar")
-        expected = r"^--chunk-size must be a positive number of samples, got 0$" if opts.default_chunk_size else rf"^--chunk-size does not apply to {fmt}"
+        expected = (
+            r"^--chunk-size must be a positive number of samples, got 0$"
+            if opts.default_chunk_size
+            else rf"^--chunk-size does not apply to {fmt}"
+        )
         with pytest.raises(OptionError, match=expected):
             opts.resolve(fmt, chunk_size=0, compression=None)
-        expected = r"^--shard-size must be a positive number of samples, got 0$" if opts.default_shard_size else rf"^--shard-size does not apply to {fmt} \(it is not written in shards\); drop the option$"
+        expected = (
+            r"^--shard-size must be a positive number of samples, got 0$"
+            if opts.default_shard_size
+            else rf"^--shard-size does not apply to {fmt} \(it is not written in shards\); drop the option$"
+        )
         with pytest.raises(OptionError, match=expected):
             opts.resolve(fmt, chunk_size=None, compression=None, shard_size=0)
 
@@ -339,10 +429,16 @@ class LayoutTests:
             pytest.skip(f"{fmt} has no chunks")
         reads = []
         original = type(store)._read_rows
-        monkeypatch.setattr(type(store), "_read_rows", lambda self, split, a, b: reads.append((a, b)) or original(self, split, a, b))
+        monkeypatch.setattr(
+            type(store),
+            "_read_rows",
+            lambda self, split, a, b: reads.append((a, b)) or original(self, split, a, b),
+        )
         got = list(ooc.batches(store, "train", batch_size=32, shuffle="chunk", seed=1))
         flat_x = np.concatenate([x for x, _ in got])
-        order = np.concatenate(ooc.epoch_batches(LIMIT, batch_size=32, shuffle="chunk", seed=1, chunk_size=store.chunk_size))
+        order = np.concatenate(
+            ooc.epoch_batches(LIMIT, batch_size=32, shuffle="chunk", seed=1, chunk_size=store.chunk_size)
+        )
         assert np.array_equal(flat_x, expected_x(mnist["x_train"][order]))
         rows_read = sum(b - a for a, b in reads)
         assert rows_read == LIMIT  # every chunk decoded exactly once
@@ -359,7 +455,7 @@ class LayoutTests:
         victim = store._file_of("train", 100)
         assert victim.is_file() and victim.is_relative_to(tmp_path / "s")
         if damage == "truncate":
-            victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 2])
+            victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
         else:
             victim.unlink()
         store.close()
@@ -389,5 +485,7 @@ class LayoutTests:
 
 def _sizes(fmt, chunk):
     options = get_format(fmt).OPTIONS
-    return {"chunk_size": None if options.default_chunk_size is None else chunk,
-            "shard_size": None if options.default_shard_size is None else chunk}
+    return {
+        "chunk_size": None if options.default_chunk_size is None else chunk,
+        "shard_size": None if options.default_shard_size is None else chunk,
+    }

@@ -14,7 +14,7 @@ from ooc.formats import FORMATS
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "data" / "mnist.npz"
 LIMIT = 300  # samples of each split in the shared stores
-CHUNK = 64   # small chunks, and a count that is not a multiple of them
+CHUNK = 64  # small chunks, and a count that is not a multiple of them
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +35,9 @@ class _Stores(Mapping):
             options = ooc.get_format(name).OPTIONS
             chunk = None if options.default_chunk_size is None else CHUNK
             shard = None if options.default_shard_size is None else CHUNK
-            ooc.convert(self._base / name, format=name, source=MNIST, limit=LIMIT, chunk_size=chunk, shard_size=shard)
+            ooc.convert(
+                self._base / name, format=name, source=MNIST, limit=LIMIT, chunk_size=chunk, shard_size=shard
+            )
             self._made[name] = self._base / name
         return self._made[name]
 

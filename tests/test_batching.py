@@ -20,7 +20,9 @@ def test_every_sample_exactly_once(n, batch_size, shuffle):
     plan = epoch_batches(n, batch_size=batch_size, shuffle=shuffle, seed=4)
     flat = np.concatenate(plan)
     assert np.array_equal(np.sort(flat), np.arange(n))  # no sample lost, none twice
-    assert [len(b) for b in plan] == [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    assert [len(b) for b in plan] == [batch_size] * (n // batch_size) + (
+        [n % batch_size] if n % batch_size else []
+    )
 
 
 def test_the_recipes_slicing_bug_cannot_happen():
@@ -28,7 +30,7 @@ def test_the_recipes_slicing_bug_cannot_happen():
     # of batches, not their size: batches overlapped and most samples were never read.
     n, batch_size = 1000, 100
     n_batchs = n // batch_size
-    recipe = [np.arange(n)[i * n_batchs:(i + 1) * n_batchs] for i in range(n_batchs)]
+    recipe = [np.arange(n)[i * n_batchs : (i + 1) * n_batchs] for i in range(n_batchs)]
     assert len(np.unique(np.concatenate(recipe))) == 100  # what the recipe read: a tenth
     ours = epoch_batches(n, batch_size=batch_size, shuffle=False)
     assert len(np.unique(np.concatenate(ours))) == n and sum(map(len, ours)) == n
@@ -93,7 +95,9 @@ def test_prefetch_passes_errors_on_and_stops_early():
     store._read_sorted = flaky
     it = ooc.batches(store, "train", batch_size=5, prefetch=2)
     next(it), next(it)
-    with pytest.raises((OSError, CorruptStoreError), match="disk gone"):  # Store.read may wrap what a library raises
+    with pytest.raises(
+        (OSError, CorruptStoreError), match="disk gone"
+    ):  # Store.read may wrap what a library raises
         next(it)
     store._read_sorted = original
     calls.clear()
@@ -114,7 +118,9 @@ def test_prefetch_starts_reading_before_the_first_next():
         return store.read(split, indices)
 
     it = ooc.batches(store, "train", batch_size=5, prefetch=2, read=read)
-    assert first_read.wait(timeout=30)  # no next() yet: the training loop relies on this to read during validation
+    assert first_read.wait(
+        timeout=30
+    )  # no next() yet: the training loop relies on this to read during validation
     assert np.array_equal(next(it)[0], store.read("train", np.arange(5))[0])
     thread = it._thread
     del it  # dropped unfinished: its thread stops
@@ -144,7 +150,9 @@ def test_chunk_shuffle_covers_everything_and_stays_within_a_few_chunks():
     assert np.array_equal(np.sort(flat), np.arange(n))
     stretch = SHUFFLE_BUFFER_CHUNKS * chunk  # samples per stretch of chunks
     for start in range(0, n, stretch):  # 100 chunks: 12 stretches of 8, then one of 4
-        assert len(np.unique(flat[start:start + stretch] // chunk)) == min(SHUFFLE_BUFFER_CHUNKS, (n - start) // chunk)
+        assert len(np.unique(flat[start : start + stretch] // chunk)) == min(
+            SHUFFLE_BUFFER_CHUNKS, (n - start) // chunk
+        )
     assert not np.array_equal(flat, np.arange(n))
     again = epoch_batches(n, batch_size=20, shuffle="chunk", seed=5, chunk_size=chunk)
     assert all(np.array_equal(a, b) for a, b in zip(plan, again))
@@ -167,7 +175,9 @@ def test_start_batch_resumes_the_same_plan():
     assert len(rest) == 3
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(whole[4:], rest))
     assert list(ooc.batches(store, "train", batch_size=8, start_batch=7)) == []
-    with pytest.raises(OptionError, match=r"^start_batch must be in \[0, 7\] \(the epoch has 7 batches\), got 8$"):
+    with pytest.raises(
+        OptionError, match=r"^start_batch must be in \[0, 7\] \(the epoch has 7 batches\), got 8$"
+    ):
         ooc.batches(store, "train", batch_size=8, start_batch=8)
 
 
@@ -175,6 +185,16 @@ def test_start_batch_resumes_the_same_plan():
 def test_read_replaces_store_read(prefetch):
     store = _memory_store()
     plan = epoch_batches(50, batch_size=8, shuffle=True, seed=9)
-    got = list(ooc.batches(store, "train", batch_size=8, shuffle=True, seed=9, prefetch=prefetch, start_batch=1,
-                           read=lambda split, indices: (split, indices.tolist())))
+    got = list(
+        ooc.batches(
+            store,
+            "train",
+            batch_size=8,
+            shuffle=True,
+            seed=9,
+            prefetch=prefetch,
+            start_batch=1,
+            read=lambda split, indices: (split, indices.tolist()),
+        )
+    )
     assert got == [("train", b.tolist()) for b in plan[1:]]

@@ -32,14 +32,49 @@ MEASURED = ("csv", "zarr", "tfrecord")
 
 def test_every_layout_is_a_target():
     names = [t.name for t in targets_for(list(FORMATS), variants=True)]
-    assert names == ["csv", "hdf5", "hdf5-gzip", "zarr", "zarr-none", "zarr-chunk256", "npy", "parquet", "tfrecord", "tfrecord-gzip"]
+    assert names == [
+        "csv",
+        "hdf5",
+        "hdf5-gzip",
+        "zarr",
+        "zarr-none",
+        "zarr-chunk256",
+        "npy",
+        "parquet",
+        "tfrecord",
+        "tfrecord-gzip",
+    ]
     assert [t.name for t in targets_for(list(FORMATS), variants=False)] == list(FORMATS)
 
 
 def test_bench_report(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "ooc", "bench", "--source", str(MNIST), "--limit", "300", "--repeats", "2",
-                           "--epochs", "2", "--batch-size", "64", "--scale-repeat", "3", "--out", "results",
-                           "--formats", ",".join(MEASURED)], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ooc",
+            "bench",
+            "--source",
+            str(MNIST),
+            "--limit",
+            "300",
+            "--repeats",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--scale-repeat",
+            "3",
+            "--out",
+            "results",
+            "--formats",
+            ",".join(MEASURED),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     out = tmp_path / "results"
     report = json.loads((out / "report.json").read_text())
@@ -51,7 +86,9 @@ def test_bench_report(tmp_path):
     expected = ["memory", "npy-memmap"]
     for fmt in MEASURED:
         for opts in VARIANTS.get(fmt, [{}]):
-            expected.append(fmt + "".join(f"-chunk{v}" if k == "chunk_size" else f"-{v}" for k, v in opts.items()))
+            expected.append(
+                fmt + "".join(f"-chunk{v}" if k == "chunk_size" else f"-{v}" for k, v in opts.items())
+            )
             if fmt == "csv" and not opts:
                 expected.append("recipe-loadtxt")
     assert [r["name"] for r in report["results"]] == expected
@@ -60,24 +97,59 @@ def test_bench_report(tmp_path):
         modes = READ_MODES if row["name"] != "memory" else ("sequential_warm", "global_warm", "chunk_warm")
         assert tuple(row["read"]) == modes, row["name"]
         for mode in modes:
-            assert set(row["read"][mode]) == {"seconds", "cpu_seconds", "samples_per_second", "mb_per_second", "peak_rss_mb"}
+            assert set(row["read"][mode]) == {
+                "seconds",
+                "cpu_seconds",
+                "samples_per_second",
+                "mb_per_second",
+                "peak_rss_mb",
+            }
             assert row["read"][mode]["seconds"]["n"] == 2
         if row["kind"] == "store":
-            assert set(row["conversion"]) == {"seconds", "samples_per_second", "bytes", "bytes_on_disk", "bytes_per_sample", "ratio_to_raw"}
+            assert set(row["conversion"]) == {
+                "seconds",
+                "samples_per_second",
+                "bytes",
+                "bytes_on_disk",
+                "bytes_per_sample",
+                "ratio_to_raw",
+            }
         if row["kind"] == "store" or row["name"] == "memory":
-            fields = {"shuffle", "loop", "cold", "epoch_seconds", "epoch_cpu_seconds", "first_epoch_seconds", "train_samples", "samples_per_second",
-                      "test_accuracy", "peak_rss_mb", "ratio_to_memory", "loader_cpu_share"}
+            fields = {
+                "shuffle",
+                "loop",
+                "cold",
+                "epoch_seconds",
+                "epoch_cpu_seconds",
+                "first_epoch_seconds",
+                "train_samples",
+                "samples_per_second",
+                "test_accuracy",
+                "peak_rss_mb",
+                "ratio_to_memory",
+                "loader_cpu_share",
+            }
             rounds = {"memory_epoch_seconds", "ratio_rounds"} if row["kind"] == "store" else set()
             assert set(row["training"]) == fields | rounds
             if rounds:  # one ratio per interleaved round, against that round's memory run
-                assert len(row["training"]["ratio_rounds"]) == 2 and row["training"]["memory_epoch_seconds"]["n"] == 2
-                assert row["training"]["ratio_to_memory"] == statistics.median(row["training"]["ratio_rounds"])
+                assert (
+                    len(row["training"]["ratio_rounds"]) == 2
+                    and row["training"]["memory_epoch_seconds"]["n"] == 2
+                )
+                assert row["training"]["ratio_to_memory"] == statistics.median(
+                    row["training"]["ratio_rounds"]
+                )
             assert row["training"]["shuffle"] == "chunk"
             # a store's fit run carries the loader CPU measured after it (TensorFlow then pins glibc's mmap threshold)
-            assert set(row["training_fit"]) == fields - ({"loader_cpu_share"} if row["name"] == "memory" else set())
+            assert set(row["training_fit"]) == fields - (
+                {"loader_cpu_share"} if row["name"] == "memory" else set()
+            )
             assert row["training_fit"]["loop"] == "fit"
         if row["kind"] == "store":
-            assert set(row["training_cold"]) == fields - {"loader_cpu_share"} | rounds and row["training_cold"]["cold"] is True
+            assert (
+                set(row["training_cold"]) == fields - {"loader_cpu_share"} | rounds
+                and row["training_cold"]["cold"] is True
+            )
             assert set(row["training_global_shuffle"]) == fields - {"loader_cpu_share"}
             assert row["training_global_shuffle"]["shuffle"] == "global"
         else:
@@ -87,7 +159,9 @@ def test_bench_report(tmp_path):
         else:
             assert row.get("tf_data") is None
         numbers = list(_positive_numbers(row))
-        assert numbers and all(math.isfinite(v) and v > 0 for _, v in numbers), [n for n in numbers if not n[1] > 0]
+        assert numbers and all(math.isfinite(v) and v > 0 for _, v in numbers), [
+            n for n in numbers if not n[1] > 0
+        ]
 
     jobs = report["conversion_jobs"]  # csv and zarr, converted with --jobs 1 and 2
     assert list(jobs) == ["csv", "zarr"]
@@ -97,13 +171,27 @@ def test_bench_report(tmp_path):
             assert run["seconds"]["n"] == 2 and run["seconds"]["min"] > 0 and run["samples_per_second"] > 0
 
     scale = report["scale"]
-    assert scale["repeat"] == 3 and scale["small"]["train_samples"] == 270 and scale["large"]["train_samples"] == 810
-    assert all(v > 0 for run in (scale["small"], scale["large"]) for v in run.values()) and scale["peak_rss_ratio"] > 0
+    assert (
+        scale["repeat"] == 3
+        and scale["small"]["train_samples"] == 270
+        and scale["large"]["train_samples"] == 810
+    )
+    assert (
+        all(v > 0 for run in (scale["small"], scale["large"]) for v in run.values())
+        and scale["peak_rss_ratio"] > 0
+    )
 
     markdown = (out / "report.md").read_text()
-    for heading in ("## Which layout should I use", "## Size on disk and conversion", "## Reading the train split",
-                    "## Training with the shared loop", "## Trade-offs: chunk size × compression × shuffle", "## Memory at scale", "## TFRecord through tf.data",
-                    "## Conversion speed against --jobs"):
+    for heading in (
+        "## Which layout should I use",
+        "## Size on disk and conversion",
+        "## Reading the train split",
+        "## Training with the shared loop",
+        "## Trade-offs: chunk size × compression × shuffle",
+        "## Memory at scale",
+        "## TFRecord through tf.data",
+        "## Conversion speed against --jobs",
+    ):
         assert heading in markdown
     assert "For training speed pick **" in markdown and report["command"] in markdown
     for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):
@@ -114,12 +202,18 @@ def test_bench_report(tmp_path):
     lines = done.stderr.splitlines()
     first_fit = next(i for i, line in enumerate(lines) if "with fit" in line)
     assert lines[first_fit - 1].startswith("model.fit, last") and not any(
-        "read " in line or "train (" in line for line in lines[first_fit:])
+        "read " in line or "train (" in line for line in lines[first_fit:]
+    )
     assert (tmp_path / "data" / "bench" / "zarr" / "ooc.json").is_file()
 
 
 def test_bench_refuses_unknown_formats(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "ooc", "bench", "--formats", "zarr,tiff"], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ooc", "bench", "--formats", "zarr,tiff"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
     assert done.stderr == f"ooc: error: unknown format 'tiff': choose one of {', '.join(FORMATS)}\n"
     assert not (tmp_path / "bench").exists()

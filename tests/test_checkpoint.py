@@ -28,17 +28,21 @@ class Killed(Exception):
 @pytest.fixture(scope="module")
 def hdf5_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "hdf5"
-    ooc.convert(path, format="hdf5", source=MNIST, limit=300, chunk_size=64)  # chunked: the chunk shuffle has chunks
+    ooc.convert(
+        path, format="hdf5", source=MNIST, limit=300, chunk_size=64
+    )  # chunked: the chunk shuffle has chunks
     with ooc.open_store(path) as store:
         yield store
 
 
 def recorder(seq, kill_at=None, exception=KeyboardInterrupt):
     """after_batch: record (epoch, batches done, the batch's sample indices); raise at ``kill_at``."""
+
     def after_batch(epoch, batch, indices):
         seq.append((epoch, batch, np.asarray(indices).tolist()))
         if (epoch, batch) == kill_at:
             raise exception()
+
     return after_batch
 
 
@@ -48,35 +52,68 @@ def same_model(path_a, path_b):
     a, b = keras.saving.load_model(path_a), keras.saving.load_model(path_b)
     weights = all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
     optimizer = [np.asarray(v) for v in a.optimizer.variables], [np.asarray(v) for v in b.optimizer.variables]
-    return weights and len(a.get_weights()) == len(b.get_weights()) and all(np.array_equal(x, y) for x, y in zip(*optimizer))
+    return (
+        weights
+        and len(a.get_weights()) == len(b.get_weights())
+        and all(np.array_equal(x, y) for x, y in zip(*optimizer))
+    )
 
 
 def without_timing(history):
-    return [{k: v for k, v in e.items() if k not in ("seconds", "cpu_seconds", "samples_per_second")} for e in history]
+    return [
+        {k: v for k, v in e.items() if k not in ("seconds", "cpu_seconds", "samples_per_second")}
+        for e in history
+    ]
 
 
 def test_resume_mid_epoch_is_the_uninterrupted_run(hdf5_store, tmp_path):
     reference_seq, killed_seq, resumed_seq = [], [], []
-    reference = train(hdf5_store, **RUN, after_batch=recorder(reference_seq), model_path=tmp_path / "reference.keras")
+    reference = train(
+        hdf5_store, **RUN, after_batch=recorder(reference_seq), model_path=tmp_path / "reference.keras"
+    )
     ckpt = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):  # killed after batch 5 of epoch 2; the last checkpoint is at batch 3
-        train(hdf5_store, **RUN, checkpoint_dir=ckpt, checkpoint_every=3, after_batch=recorder(killed_seq, kill_at=(1, 5)))
+    with pytest.raises(
+        KeyboardInterrupt
+    ):  # killed after batch 5 of epoch 2; the last checkpoint is at batch 3
+        train(
+            hdf5_store,
+            **RUN,
+            checkpoint_dir=ckpt,
+            checkpoint_every=3,
+            after_batch=recorder(killed_seq, kill_at=(1, 5)),
+        )
     state = json.loads((ckpt / "state.json").read_text())
     assert (state["epoch"], state["batch"], state["optimizer_iterations"]) == (1, 3, 12)
-    assert state["config"]["seed"] == 5 and len(state["history"]) == 1 and state["rng"] == []  # the LeNets draw no random numbers
+    assert (
+        state["config"]["seed"] == 5 and len(state["history"]) == 1 and state["rng"] == []
+    )  # the LeNets draw no random numbers
     assert sorted(p.name for p in ckpt.iterdir()) == ["lock", state["model_file"], "state.json"]
 
-    resumed = train(hdf5_store, **RUN, checkpoint_dir=ckpt, checkpoint_every=3, resume=True,
-                    after_batch=recorder(resumed_seq), model_path=tmp_path / "resumed.keras")
+    resumed = train(
+        hdf5_store,
+        **RUN,
+        checkpoint_dir=ckpt,
+        checkpoint_every=3,
+        resume=True,
+        after_batch=recorder(resumed_seq),
+        model_path=tmp_path / "resumed.keras",
+    )
     assert len(reference_seq) == 18 and resumed_seq[0][:2] == (1, 4)  # epoch 2 from its 4th batch
-    assert killed_seq[:9 + 3] + resumed_seq == reference_seq  # the same batches, in the same order
+    assert killed_seq[: 9 + 3] + resumed_seq == reference_seq  # the same batches, in the same order
     assert same_model(tmp_path / "reference.keras", tmp_path / "resumed.keras")  # bit for bit, optimizer too
     assert without_timing(resumed["history"]) == without_timing(reference["history"])
     assert resumed["test"] == reference["test"]
-    assert resumed["checkpoint"] == {"dir": str(ckpt), "every": 3, "resumed_at": {"epochs_done": 1, "batches_done": 3}}
+    assert resumed["checkpoint"] == {
+        "dir": str(ckpt),
+        "every": 3,
+        "resumed_at": {"epochs_done": 1, "batches_done": 3},
+    }
 
     finished = train(hdf5_store, **RUN, checkpoint_dir=ckpt, resume=True)  # nothing left to train: evaluates
-    assert finished["test"] == reference["test"] and finished["checkpoint"]["resumed_at"] == {"epochs_done": 2, "batches_done": 0}
+    assert finished["test"] == reference["test"] and finished["checkpoint"]["resumed_at"] == {
+        "epochs_done": 2,
+        "batches_done": 0,
+    }
 
 
 def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(hdf5_store, tmp_path, monkeypatch):
@@ -86,7 +123,9 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(hdf5_store, tm
     ckpt = tmp_path / "ckpt"
     real_fsync, calls = ooc.checkpoint._fsync, []
 
-    def killed_in_second_checkpoint(path):  # called for the model file, then for the directory after the commit
+    def killed_in_second_checkpoint(
+        path,
+    ):  # called for the model file, then for the directory after the commit
         calls.append(path)
         if len(calls) == 3:  # the second checkpoint's model file is written, its state.json half-written
             (ckpt / "state.json.tmp").write_text('{"half": ')
@@ -97,32 +136,67 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(hdf5_store, tm
     with pytest.raises(KeyboardInterrupt):
         train(hdf5_store, **RUN, checkpoint_dir=ckpt, checkpoint_every=3)
     monkeypatch.setattr(ooc.checkpoint, "_fsync", real_fsync)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["lock", "model-000001.keras", "model-000002.keras", "state.json", "state.json.tmp"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "lock",
+        "model-000001.keras",
+        "model-000002.keras",
+        "state.json",
+        "state.json.tmp",
+    ]
     assert json.loads((ckpt / "state.json").read_text())["batch"] == 3
     lines = []
-    resumed = train(hdf5_store, **{**RUN, "log": lines.append}, checkpoint_dir=ckpt, checkpoint_every=3, resume=True,
-                    model_path=tmp_path / "resumed.keras")
+    resumed = train(
+        hdf5_store,
+        **{**RUN, "log": lines.append},
+        checkpoint_dir=ckpt,
+        checkpoint_every=3,
+        resume=True,
+        model_path=tmp_path / "resumed.keras",
+    )
     assert f"resuming from {ckpt}: epoch 1/2 after 3 of its 9 batches" in lines
     assert same_model(tmp_path / "reference.keras", tmp_path / "resumed.keras")
     assert resumed["history"][-1]["epoch"] == 2
-    assert [p.name for p in ckpt.glob("model-*.keras")] == [json.loads((ckpt / "state.json").read_text())["model_file"]]
+    assert [p.name for p in ckpt.glob("model-*.keras")] == [
+        json.loads((ckpt / "state.json").read_text())["model_file"]
+    ]
 
 
 def test_fit_resumes_at_epoch_ends(hdf5_store, tmp_path):
     fit = dict(RUN, loop="fit")
     reference_seq, killed_seq, resumed_seq = [], [], []
-    reference = train(hdf5_store, **fit, after_batch=recorder(reference_seq), model_path=tmp_path / "reference.keras")
+    reference = train(
+        hdf5_store, **fit, after_batch=recorder(reference_seq), model_path=tmp_path / "reference.keras"
+    )
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Killed):
-        train(hdf5_store, **fit, checkpoint_dir=ckpt, after_batch=recorder(killed_seq, kill_at=(1, 5), exception=Killed))
+        train(
+            hdf5_store,
+            **fit,
+            checkpoint_dir=ckpt,
+            after_batch=recorder(killed_seq, kill_at=(1, 5), exception=Killed),
+        )
     assert json.loads((ckpt / "state.json").read_text())["epoch"] == 1
-    resumed = train(hdf5_store, **fit, checkpoint_dir=ckpt, resume=True, after_batch=recorder(resumed_seq),
-                    model_path=tmp_path / "resumed.keras")
+    resumed = train(
+        hdf5_store,
+        **fit,
+        checkpoint_dir=ckpt,
+        resume=True,
+        after_batch=recorder(resumed_seq),
+        model_path=tmp_path / "resumed.keras",
+    )
     assert killed_seq[:9] + resumed_seq == reference_seq and len(reference_seq) == 18
     assert same_model(tmp_path / "reference.keras", tmp_path / "resumed.keras")
     assert without_timing(resumed["history"]) == without_timing(reference["history"])
-    raises(OptionError, "--checkpoint-every 3 needs --loop train_on_batch: --loop fit checkpoints at epoch ends only (pass --checkpoint-every 0)",
-           train, hdf5_store, **fit, checkpoint_dir=ckpt, checkpoint_every=3)
+    raises(
+        OptionError,
+        "--checkpoint-every 3 needs --loop train_on_batch: --loop fit checkpoints at epoch ends only (pass "
+        "--checkpoint-every 0)",
+        train,
+        hdf5_store,
+        **fit,
+        checkpoint_dir=ckpt,
+        checkpoint_every=3,
+    )
 
 
 def test_random_generator_state_survives_a_checkpoint(tmp_path):
@@ -155,43 +229,111 @@ def raises(error_class, message, function, *args, **kwargs):
 
 def test_resume_refuses_another_config_or_no_checkpoint(hdf5_store, tmp_path):
     ckpt = tmp_path / "ckpt"
-    raises(CheckpointError, f"nothing to resume: {ckpt} holds no checkpoint (state.json); drop --resume to start the run afresh",
-           train, hdf5_store, **RUN, checkpoint_dir=ckpt, resume=True)
+    raises(
+        CheckpointError,
+        f"nothing to resume: {ckpt} holds no checkpoint (state.json); drop --resume to start the run afresh",
+        train,
+        hdf5_store,
+        **RUN,
+        checkpoint_dir=ckpt,
+        resume=True,
+    )
     one_epoch = dict(RUN, epochs=1, checkpoint_dir=ckpt)
     train(hdf5_store, **one_epoch)
-    raises(CheckpointError, f"cannot resume from {ckpt}: it was made with --epochs 1, not --epochs 2; pass --epochs 1 or drop --resume to start afresh",
-           train, hdf5_store, **RUN, checkpoint_dir=ckpt, resume=True)
-    raises(CheckpointError, f"cannot resume from {ckpt}: it was made with --learning-rate 0.002, not --learning-rate 0.001; pass --learning-rate 0.002 or drop --resume to start afresh",
-           train, hdf5_store, **one_epoch, learning_rate=1e-3, resume=True)
-    raises(CheckpointError, f"cannot resume from {ckpt}: it was made with --shuffle chunk, not --shuffle global; pass --shuffle chunk or drop --resume to start afresh",
-           train, hdf5_store, **one_epoch, shuffle="global", resume=True)
+    raises(
+        CheckpointError,
+        f"cannot resume from {ckpt}: it was made with --epochs 1, not --epochs 2; pass --epochs 1 or drop "
+        "--resume to start afresh",
+        train,
+        hdf5_store,
+        **RUN,
+        checkpoint_dir=ckpt,
+        resume=True,
+    )
+    raises(
+        CheckpointError,
+        f"cannot resume from {ckpt}: it was made with --learning-rate 0.002, not --learning-rate 0.001; pass "
+        "--learning-rate 0.002 or drop --resume to start afresh",
+        train,
+        hdf5_store,
+        **one_epoch,
+        learning_rate=1e-3,
+        resume=True,
+    )
+    raises(
+        CheckpointError,
+        f"cannot resume from {ckpt}: it was made with --shuffle chunk, not --shuffle global; pass --shuffle "
+        "chunk or drop --resume to start afresh",
+        train,
+        hdf5_store,
+        **one_epoch,
+        shuffle="global",
+        resume=True,
+    )
     arrays = {s: hdf5_store.read(s, np.arange(hdf5_store.num_samples(s))) for s in ("train", "test")}
     memory = ooc.MemoryStore({s: (x[..., 0], y) for s, (x, y) in arrays.items()})
-    raises(CheckpointError, f"cannot resume from {ckpt}: it was made with --store hdf5, not --store memory; pass --store hdf5 or drop --resume to start afresh",
-           train, memory, **one_epoch, resume=True)
+    raises(
+        CheckpointError,
+        f"cannot resume from {ckpt}: it was made with --store hdf5, not --store memory; pass --store hdf5 or "
+        "drop --resume to start afresh",
+        train,
+        memory,
+        **one_epoch,
+        resume=True,
+    )
     (ckpt / "state.json").write_text("{")
-    raises(CheckpointError, f"{ckpt / 'state.json'} is not a readable checkpoint (JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); drop --resume to start the run afresh",
-           train, hdf5_store, **one_epoch, resume=True)
+    raises(
+        CheckpointError,
+        f"{ckpt / 'state.json'} is not a readable checkpoint (JSONDecodeError: Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1)); drop --resume to start the run afresh",
+        train,
+        hdf5_store,
+        **one_epoch,
+        resume=True,
+    )
 
 
 def test_option_errors_name_the_option(hdf5_store, tmp_path):
     cases = [
-        (dict(checkpoint_every=-1), "--checkpoint-every must be a number of batches (0: at epoch ends only), got -1"),
+        (
+            dict(checkpoint_every=-1),
+            "--checkpoint-every must be a number of batches (0: at epoch ends only), got -1",
+        ),
         (dict(val_fraction=1.0), "--val-fraction must be in [0, 1), got 1.0"),
         (dict(val_fraction=-0.1), "--val-fraction must be in [0, 1), got -0.1"),
         (dict(learning_rate=0.0), "--learning-rate must be positive, got 0.0"),
         (dict(on_error="ignore"), "unknown --on-error 'ignore': choose one of raise, skip"),
         (dict(shuffle="random"), "unknown --shuffle 'random': choose one of chunk, global, none"),
-        (dict(model="vgg"), "unknown --model 'vgg': choose one of lenet, lenet-wide, mlp, a .keras file or module:function"),
-        (dict(loop="fit", on_error="skip"), "--on-error skip needs --loop train_on_batch: model.fit cannot drop unreadable samples from a batch"),
+        (
+            dict(model="vgg"),
+            "unknown --model 'vgg': choose one of lenet, lenet-wide, mlp, a .keras file or module:function",
+        ),
+        (
+            dict(loop="fit", on_error="skip"),
+            "--on-error skip needs --loop train_on_batch: model.fit cannot drop unreadable samples from a "
+            "batch",
+        ),
         (dict(resume=True), "--resume needs a --checkpoint-dir to resume from"),
-        (dict(model_path=tmp_path / "m.h5"), f"--model-out must end in .keras (the Keras format), got {tmp_path / 'm.h5'}"),
-        (dict(report_path=tmp_path), f"--report {tmp_path} is a directory; pass a file name, e.g. {tmp_path / 'report.json'}"),
+        (
+            dict(model_path=tmp_path / "m.h5"),
+            f"--model-out must end in .keras (the Keras format), got {tmp_path / 'm.h5'}",
+        ),
+        (
+            dict(report_path=tmp_path),
+            f"--report {tmp_path} is a directory; pass a file name, e.g. {tmp_path / 'report.json'}",
+        ),
     ]
     for options, message in cases:
         raises(OptionError, message, train, hdf5_store, **{**RUN, **options})
     (tmp_path / "file").write_text("")
-    raises(CheckpointError, f"--checkpoint-dir {tmp_path / 'file'} is a file; pass a directory", train, hdf5_store, **RUN, checkpoint_dir=tmp_path / "file")
+    raises(
+        CheckpointError,
+        f"--checkpoint-dir {tmp_path / 'file'} is a file; pass a directory",
+        train,
+        hdf5_store,
+        **RUN,
+        checkpoint_dir=tmp_path / "file",
+    )
 
 
 def test_skip_drops_only_the_unreadable_samples():
@@ -206,7 +348,12 @@ def test_skip_drops_only_the_unreadable_samples():
 
     store._read_sorted = broken
     indices, got_x, got_y, skipped, first = batch_reader(store, "skip")("train", np.array([7, 1, 3, 5]))
-    assert indices.tolist() == [7, 1, 3, 5] and got_y.tolist() == [1, 5] and skipped == 2 and first == "sample 7 is broken"
+    assert (
+        indices.tolist() == [7, 1, 3, 5]
+        and got_y.tolist() == [1, 5]
+        and skipped == 2
+        and first == "sample 7 is broken"
+    )
     assert np.array_equal(got_x, store.read("train", [1, 5])[0])
     with pytest.raises(CorruptStoreError, match="^sample 3 is broken$"):
         batch_reader(store, "raise")("train", np.array([1, 3]))
@@ -226,21 +373,38 @@ def test_on_error_skip_trains_past_a_corrupt_csv_file(tmp_path):
     for epoch in (1, 2):
         assert f"epoch {epoch}: skipped 1 unreadable samples (first: {error.value})" in lines
     assert [e["skipped"] for e in report["history"]] == [1, 1]
-    assert all(round(e["samples_per_second"] * e["seconds"]) == 199 for e in report["history"])  # the rest of the batch trained
+    assert all(
+        round(e["samples_per_second"] * e["seconds"]) == 199 for e in report["history"]
+    )  # the rest of the batch trained
     assert report["config"]["on_error"] == "skip" and report["test"]["skipped"] == 0
 
 
 def _ooc(*args, cwd, **kwargs):
-    return subprocess.run([sys.executable, "-m", "ooc", *map(str, args)], cwd=cwd, capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "ooc", *map(str, args)], cwd=cwd, capture_output=True, text=True, **kwargs
+    )
 
 
 def test_cli_sigkill_then_resume(tmp_path):
     assert _ooc("convert", "--format", "npy", "--source", MNIST, "--limit", 600, cwd=tmp_path).returncode == 0
     args = ["train", "--store", "npy", "--epochs", 2, "--batch-size", 32, "--checkpoint-every", 3]
-    full = _ooc(*args, "--checkpoint-dir", "ck-full", "--report", "full.json", "--model-out", "full.keras", cwd=tmp_path)
+    full = _ooc(
+        *args,
+        "--checkpoint-dir",
+        "ck-full",
+        "--report",
+        "full.json",
+        "--model-out",
+        "full.keras",
+        cwd=tmp_path,
+    )
     assert full.returncode == 0, full.stderr
-    killed = subprocess.Popen([sys.executable, "-m", "ooc", *map(str, args), "--report", "resumed.json"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "ooc", *map(str, args), "--report", "resumed.json"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state = tmp_path / "data" / "checkpoints" / "npy-lenet" / "state.json"
     deadline = time.monotonic() + 120
     while not state.exists() and killed.poll() is None and time.monotonic() < deadline:
@@ -250,7 +414,9 @@ def test_cli_sigkill_then_resume(tmp_path):
     resumed = _ooc(*args, "--resume", "--report", "resumed.json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from data/checkpoints/npy-lenet: epoch " in resumed.stdout
-    full_report, resumed_report = (json.loads((tmp_path / name).read_text()) for name in ("full.json", "resumed.json"))
+    full_report, resumed_report = (
+        json.loads((tmp_path / name).read_text()) for name in ("full.json", "resumed.json")
+    )
     assert resumed_report["checkpoint"]["resumed_at"]["epochs_done"] < 2  # killed while training, not after
     assert resumed_report["test"]["accuracy"] == full_report["test"]["accuracy"]
     assert resumed_report["test"] == full_report["test"]
@@ -265,20 +431,43 @@ def test_cli_option_errors(tmp_path):
         assert result.returncode == 1, result.stderr
         return result.stderr
 
-    assert error("--path", "data/npy/ooc.json") == "ooc: error: --path data/npy/ooc.json is a file; pass the store directory (what `ooc convert --out` wrote)\n"
-    assert error("--checkpoint-every", -2) == "ooc: error: --checkpoint-every must be a number of batches (0: at epoch ends only), got -2\n"
-    assert error("--resume") == "ooc: error: nothing to resume: data/checkpoints/npy-lenet holds no checkpoint (state.json); drop --resume to start the run afresh\n"
+    assert (
+        error("--path", "data/npy/ooc.json")
+        == "ooc: error: --path data/npy/ooc.json is a file; pass the store directory (what `ooc convert "
+        "--out` wrote)\n"
+    )
+    assert (
+        error("--checkpoint-every", -2)
+        == "ooc: error: --checkpoint-every must be a number of batches (0: at epoch ends only), got -2\n"
+    )
+    assert (
+        error("--resume")
+        == "ooc: error: nothing to resume: data/checkpoints/npy-lenet holds no checkpoint (state.json); drop "
+        "--resume to start the run afresh\n"
+    )
 
 
 def test_two_runs_cannot_share_a_checkpoint_directory(tmp_path):
     from ooc.checkpoint import Checkpointer
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ooc.checkpoint import Checkpointer; "
-                               f"c = Checkpointer({str(tmp_path / 'ck')!r}, {{}}, every=0); print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from ooc.checkpoint import Checkpointer; "
+            f"c = Checkpointer({str(tmp_path / 'ck')!r}, {{}}, every=0); print('locked', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(CheckpointError, match=rf"^another ooc train is checkpointing into {tmp_path / 'ck'}; wait for it to end, or pass another --checkpoint-dir$"):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"^another ooc train is checkpointing into {tmp_path / 'ck'}; wait for it to end, or pass "
+            r"another --checkpoint-dir$",
+        ):
             Checkpointer(tmp_path / "ck", {}, every=0)
     finally:
         holder.kill()
@@ -290,6 +479,16 @@ def test_resume_refuses_a_store_converted_again(tmp_path):
     path, ckpt = tmp_path / "zarr", tmp_path / "ckpt"
     ooc.convert(path, format="zarr", source=MNIST, limit=300, chunk_size=64)
     train(ooc.open_store(path), **dict(RUN, epochs=1), checkpoint_dir=ckpt)
-    ooc.convert(path, format="zarr", source=MNIST, limit=300, chunk_size=32, overwrite=True)  # same count, other chunks: another plan
-    raises(CheckpointError, f"cannot resume from {ckpt}: {path} was re-converted since (its options changed); drop --resume to start afresh",
-           train, ooc.open_store(path), **dict(RUN, epochs=1), checkpoint_dir=ckpt, resume=True)
+    ooc.convert(
+        path, format="zarr", source=MNIST, limit=300, chunk_size=32, overwrite=True
+    )  # same count, other chunks: another plan
+    raises(
+        CheckpointError,
+        f"cannot resume from {ckpt}: {path} was re-converted since (its options changed); drop --resume to "
+        "start afresh",
+        train,
+        ooc.open_store(path),
+        **dict(RUN, epochs=1),
+        checkpoint_dir=ckpt,
+        resume=True,
+    )

@@ -11,13 +11,14 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import MNIST, ROOT
 
 import ooc
 from ooc.batching import epoch_batches, split_sizes, worker_shard
 from ooc.distributed import cluster_size, tf_config
 from ooc.errors import OptionError
 from ooc.train import split_validation, train
+
+from conftest import MNIST, ROOT
 
 WORKER = textwrap.dedent("""
     import json, sys
@@ -87,17 +88,27 @@ def _npy_store(tmp_path):
 def _single_process_weights(store, **options):
     """The same run without a strategy, in this process."""
     weights = []
-    report = train(ooc.open_store(store), **{"seed": 0, "shuffle": "global", "batch_size": 64, **options}, strategy=None,
-                   log=lambda line: None, after_training=lambda net: weights.extend(net.get_weights()))
+    report = train(
+        ooc.open_store(store),
+        **{"seed": 0, "shuffle": "global", "batch_size": 64, **options},
+        strategy=None,
+        log=lambda line: None,
+        after_training=lambda net: weights.extend(net.get_weights()),
+    )
     return weights, report
 
 
 def without_timing(history):
-    return [{k: v for k, v in e.items() if k not in ("seconds", "cpu_seconds", "samples_per_second")} for e in history]
+    return [
+        {k: v for k, v in e.items() if k not in ("seconds", "cpu_seconds", "samples_per_second")}
+        for e in history
+    ]
 
 
 def test_worker_shards_are_disjoint_complete_and_even():
-    plan = epoch_batches(np.arange(1000, 1403), batch_size=64, shuffle="global", seed=1)  # 6 full batches, then 19
+    plan = epoch_batches(
+        np.arange(1000, 1403), batch_size=64, shuffle="global", seed=1
+    )  # 6 full batches, then 19
     for workers in (1, 2, 3, 5):
         shards = [worker_shard(plan, worker=k, workers=workers) for k in range(workers)]
         assert all(len(s) == len(plan) for s in shards)  # the same number of steps on every worker
@@ -140,10 +151,22 @@ def test_two_workers_train_one_model(tmp_path):
     procs = []
     try:
         for rank in range(2):
-            env = {**os.environ, **QUIET_ENV,
-                   "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}})}
-            procs.append(subprocess.Popen([sys.executable, str(script), str(store), str(tmp_path), str(rank)], env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            env = {
+                **os.environ,
+                **QUIET_ENV,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
+                ),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(script), str(store), str(tmp_path), str(rank)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         outputs = [p.communicate(timeout=240)[0] for p in procs]
     finally:
         for p in procs:
@@ -155,7 +178,9 @@ def test_two_workers_train_one_model(tmp_path):
 
     weights = [np.load(tmp_path / f"weights{rank}.npz") for rank in range(2)]
     assert len(weights[0].files) == 10
-    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0].files)  # one model, trained together
+    assert all(
+        np.array_equal(weights[0][k], weights[1][k]) for k in weights[0].files
+    )  # one model, trained together
 
     train_idx, _ = split_validation(ooc.open_store(store).labels("train"), val_fraction=0.1, seed=0)
     indices = [np.load(tmp_path / f"indices{rank}.npy") for rank in range(2)]
@@ -165,9 +190,16 @@ def test_two_workers_train_one_model(tmp_path):
 
     runs = [json.loads((tmp_path / f"history{rank}.json").read_text()) for rank in range(2)]
     assert runs[0]["steps"] == runs[1]["steps"] == -(-len(train_idx) // 64)  # 360 samples: 6 global batches
-    assert runs[0]["history"][0]["loss"] == runs[1]["history"][0]["loss"]  # the global (all-reduced) loss, on both
+    assert (
+        runs[0]["history"][0]["loss"] == runs[1]["history"][0]["loss"]
+    )  # the global (all-reduced) loss, on both
     assert runs[0]["test"] == runs[1]["test"]
-    assert runs[1]["distribution"] == {"strategy": "MultiWorkerMirroredStrategy", "worker": 1, "workers": 2, "replicas": 2}
+    assert runs[1]["distribution"] == {
+        "strategy": "MultiWorkerMirroredStrategy",
+        "worker": 1,
+        "workers": 2,
+        "replicas": 2,
+    }
     # only the chief writes the model and the report; nobody checkpoints
     assert (tmp_path / "model0.keras").is_file() and (tmp_path / "report0.json").is_file()
     assert not (tmp_path / "model1.keras").exists() and not (tmp_path / "report1.json").exists()
@@ -175,7 +207,9 @@ def test_two_workers_train_one_model(tmp_path):
 
     # the same training as one process on the whole batches, up to the order of float sums
     single, report = _single_process_weights(store, epochs=1)
-    assert len(single) == 10 and all(np.allclose(a, weights[0][k], rtol=0, atol=1e-5) for a, k in zip(single, weights[0].files))
+    assert len(single) == 10 and all(
+        np.allclose(a, weights[0][k], rtol=0, atol=1e-5) for a, k in zip(single, weights[0].files)
+    )
     assert runs[0]["history"][0]["loss"] == pytest.approx(report["history"][0]["loss"], rel=1e-5)
 
 
@@ -183,13 +217,21 @@ def test_mirrored_strategy_on_two_local_devices_and_resume(tmp_path):
     store = _npy_store(tmp_path)
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED)
-    result = subprocess.run([sys.executable, str(script), str(store), str(tmp_path)], env={**os.environ, **QUIET_ENV}, check=False,
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, str(script), str(store), str(tmp_path)],
+        env={**os.environ, **QUIET_ENV},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     runs = json.loads((tmp_path / "runs.json").read_text())
     assert runs["distribution"] == {"strategy": "MirroredStrategy", "worker": 0, "workers": 1, "replicas": 2}
     full, resumed = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
-    assert all(np.array_equal(full[k], resumed[k]) for k in full.files)  # resumed under the strategy: bit for bit
+    assert all(
+        np.array_equal(full[k], resumed[k]) for k in full.files
+    )  # resumed under the strategy: bit for bit
     assert runs["resumed_at"] == {"epochs_done": 1, "batches_done": 2}
     assert without_timing(runs["resumed"]) == without_timing(runs["full"])
     single, report = _single_process_weights(store, epochs=2)
@@ -204,11 +246,27 @@ def test_mirrored_strategy_on_two_local_devices_and_resume(tmp_path):
 def test_fit_loop_and_resume_are_refused_under_several_workers():
     class TwoWorkers:  # what train() asks of a strategy before it builds anything
         num_replicas_in_sync = 2
-        cluster_resolver = type("Resolver", (), {"task_type": "worker", "task_id": 1,
-                                                 "cluster_spec": lambda self: type("Spec", (), {"as_dict": lambda self: {"worker": ["a:1", "b:2"]}})()})()
+        cluster_resolver = type(
+            "Resolver",
+            (),
+            {
+                "task_type": "worker",
+                "task_id": 1,
+                "cluster_spec": lambda self: type(
+                    "Spec", (), {"as_dict": lambda self: {"worker": ["a:1", "b:2"]}}
+                )(),
+            },
+        )()
 
-    memory = ooc.MemoryStore({"train": (np.zeros((20, 4, 4), np.uint8), np.arange(20) % 2), "test": (np.zeros((4, 4, 4), np.uint8), np.arange(4) % 2)})
-    with pytest.raises(OptionError, match=r"--loop fit does not run under TwoWorkers .*keras-team/keras#20585"):
+    memory = ooc.MemoryStore(
+        {
+            "train": (np.zeros((20, 4, 4), np.uint8), np.arange(20) % 2),
+            "test": (np.zeros((4, 4, 4), np.uint8), np.arange(4) % 2),
+        }
+    )
+    with pytest.raises(
+        OptionError, match=r"--loop fit does not run under TwoWorkers .*keras-team/keras#20585"
+    ):
         train(memory, loop="fit", strategy=TwoWorkers(), log=lambda line: None)
     with pytest.raises(OptionError, match="--resume does not work with several workers"):
         train(memory, resume=True, checkpoint_dir="unused", strategy=TwoWorkers(), log=lambda line: None)

@@ -20,7 +20,11 @@ from ooc.errors import CorruptStoreError, OocError, SourceError
 from conftest import MNIST
 
 # OOC_FUZZ_EXAMPLES=1000 searches harder (the suite's default keeps it to seconds)
-FUZZ = settings(max_examples=int(os.environ.get("OOC_FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("OOC_FUZZ_EXAMPLES", 40)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 SMALL = 20  # samples per split of the fuzzed stores
 
 
@@ -28,8 +32,13 @@ SMALL = 20  # samples per split of the fuzzed stores
 def small_stores(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz")
     for fmt in ooc.FORMATS:
-        ooc.convert(base / fmt, format=fmt, source=MNIST, limit=SMALL,
-                    chunk_size=8 if ooc.get_format(fmt).OPTIONS.default_chunk_size else None)
+        ooc.convert(
+            base / fmt,
+            format=fmt,
+            source=MNIST,
+            limit=SMALL,
+            chunk_size=8 if ooc.get_format(fmt).OPTIONS.default_chunk_size else None,
+        )
     return base
 
 
@@ -50,7 +59,11 @@ def _one_line(error):
 
 _mutations = st.one_of(
     st.tuples(st.just("truncate"), st.integers(0, 5000)),
-    st.tuples(st.just("insert"), st.integers(0, 5000), st.text(st.sampled_from(",.-+e \n\t0123456789abcnaif\r\x00"), min_size=1, max_size=6)),
+    st.tuples(
+        st.just("insert"),
+        st.integers(0, 5000),
+        st.text(st.sampled_from(",.-+e \n\t0123456789abcnaif\r\x00"), min_size=1, max_size=6),
+    ),
     st.tuples(st.just("replace"), st.integers(0, 5000), st.text(min_size=1, max_size=4)),
     st.tuples(st.just("drop_line"), st.integers(0, 27)),
 )
@@ -59,13 +72,13 @@ _mutations = st.one_of(
 def _mutate(text: str, mutation) -> str:
     kind = mutation[0]
     if kind == "truncate":
-        return text[:mutation[1] % (len(text) + 1)]
+        return text[: mutation[1] % (len(text) + 1)]
     if kind == "insert":
         at = mutation[1] % (len(text) + 1)
         return text[:at] + mutation[2] + text[at:]
     if kind == "replace":
         at = mutation[1] % len(text)
-        return text[:at] + mutation[2] + text[at + len(mutation[2]):]
+        return text[:at] + mutation[2] + text[at + len(mutation[2]) :]
     lines = text.splitlines(keepends=True)
     del lines[mutation[1] % len(lines)]
     return "".join(lines)
@@ -97,15 +110,18 @@ def test_malformed_csv_sample(small_stores, tmp_path, mutation, sample):
 
 # -- truncated and damaged chunks -----------------------------------------------------------------
 
+
 @FUZZ
-@given(fmt=st.sampled_from([f for f in ooc.FORMATS if f != "csv"]), keep=st.floats(0, 0.999))  # csv: test_csv_file_fuzz
+@given(
+    fmt=st.sampled_from([f for f in ooc.FORMATS if f != "csv"]), keep=st.floats(0, 0.999)
+)  # csv: test_csv_file_fuzz
 def test_truncated_data_file(small_stores, tmp_path, fmt, keep):
     path = _fresh_copy(small_stores, tmp_path, fmt, fmt)
     store = ooc.open_store(path)
     labels = store.labels("train").copy()
     victim = store._file_of("train", SMALL - 1)
     data = victim.read_bytes()
-    victim.write_bytes(data[:int(len(data) * keep)])
+    victim.write_bytes(data[: int(len(data) * keep)])
     store.close()
     try:
         x, y = store.read("train", np.arange(SMALL))
@@ -150,7 +166,12 @@ _arrays = hnp.arrays(
 @FUZZ
 @given(key=st.sampled_from(["x_train", "y_train", "x_test", "y_test"]), array=_arrays)
 def test_npz_with_odd_arrays(tmp_path, key, array):
-    arrays = {"x_train": np.zeros((4, 5, 5), np.uint8), "y_train": np.arange(4), "x_test": np.ones((2, 5, 5), np.uint8), "y_test": np.arange(2)}
+    arrays = {
+        "x_train": np.zeros((4, 5, 5), np.uint8),
+        "y_train": np.arange(4),
+        "x_test": np.ones((2, 5, 5), np.uint8),
+        "y_test": np.arange(2),
+    }
     arrays[key] = array
     source = tmp_path / "odd.npz"
     np.savez(source, **arrays)
@@ -171,13 +192,20 @@ def test_npz_with_odd_arrays(tmp_path, key, array):
 
 # -- manifests ------------------------------------------------------------------------------------
 
-_json = st.recursive(st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False) | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-_fields = st.sampled_from(["format", "splits", "sample_shape", "num_classes", "options", "ooc_manifest_version", "x_dtype"])
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_fields = st.sampled_from(
+    ["format", "splits", "sample_shape", "num_classes", "options", "ooc_manifest_version", "x_dtype"]
+)
 
 
 @FUZZ
-@given(fmt=st.sampled_from(list(ooc.FORMATS)), field=_fields, value=_json, raw=st.none() | st.binary(max_size=40))
+@given(
+    fmt=st.sampled_from(list(ooc.FORMATS)), field=_fields, value=_json, raw=st.none() | st.binary(max_size=40)
+)
 def test_garbage_manifest(small_stores, tmp_path, fmt, field, value, raw):
     path = _fresh_copy(small_stores, tmp_path, fmt, fmt)
     manifest_file = path / "ooc.json"

@@ -38,7 +38,9 @@ def test_tf_dataset_is_one_epoch_per_iteration(store_dirs):
 def test_fit_loop_trains(store_dirs):
     from ooc.train import train
 
-    report = train(ooc.open_store(store_dirs["zarr"]), epochs=2, batch_size=16, loop="fit", log=lambda line: None)
+    report = train(
+        ooc.open_store(store_dirs["zarr"]), epochs=2, batch_size=16, loop="fit", log=lambda line: None
+    )
     assert report["config"]["loop"] == "fit"
     assert [e["epoch"] for e in report["history"]] == [1, 2]
     assert all(e["seconds"] > 0 and 0 <= e["val_accuracy"] <= 1 for e in report["history"])

@@ -19,14 +19,21 @@ class TestCsv(LayoutTests):
 
     def standard_read(self, path, n):
         labels = pd.read_csv(path / "train_target.csv", header=None).iloc[:, 1].to_numpy()
-        x = np.stack([np.loadtxt(path / "train" / f"{i + 1:03d}.csv", delimiter=",", dtype=np.float32) for i in range(n)])
+        x = np.stack(
+            [
+                np.loadtxt(path / "train" / f"{i + 1:03d}.csv", delimiter=",", dtype=np.float32)
+                for i in range(n)
+            ]
+        )
         return x[..., None], labels[:n]
 
 
 def test_files_are_the_recipes(store_dirs, mnist):
     root = store_dirs["csv"]
     names = sorted(p.name for p in (root / "train").iterdir())
-    assert names[0] == "001.csv" and names[-1] == "300.csv" and len(names) == LIMIT  # padded to the count's width
+    assert (
+        names[0] == "001.csv" and names[-1] == "300.csv" and len(names) == LIMIT
+    )  # padded to the count's width
     values = np.loadtxt(root / "train" / "001.csv", delimiter=",")
     assert values.shape == (28, 28)
     assert np.array_equal(values.astype(np.float32)[..., None], expected_x(mnist["x_train"][0]))
@@ -52,7 +59,11 @@ def test_a_file_with_the_wrong_number_of_values_is_named(csv_copy):
     bad.write_text("\n".join(lines) + "\n")
     store = ooc.open_store(csv_copy)
     store.read("train", [40, 42])  # the neighbours are fine
-    with pytest.raises(CorruptStoreError, match=rf"^{bad}: expected 784 numeric values \(28 lines of 28\), found 783 values or a non-numeric one; re-convert with `ooc convert --format csv --overwrite`$"):
+    with pytest.raises(
+        CorruptStoreError,
+        match=rf"^{bad}: expected 784 numeric values \(28 lines of 28\), found 783 values or a non-numeric "
+        r"one; re-convert with `ooc convert --format csv --overwrite`$",
+    ):
         store.read("train", [41])
 
 
@@ -63,7 +74,10 @@ def test_a_missing_file_or_short_target_is_named(csv_copy):
         store.read("test", [6])
     target = csv_copy / "train_target.csv"
     target.write_text("".join(target.read_text().splitlines(keepends=True)[:-1]))
-    with pytest.raises(CorruptStoreError, match=rf"^{target}: expected 300 'file,label' rows with integer labels, found 299 rows"):
+    with pytest.raises(
+        CorruptStoreError,
+        match=rf"^{target}: expected 300 'file,label' rows with integer labels, found 299 rows",
+    ):
         ooc.open_store(csv_copy).labels("train")
 
 
@@ -75,7 +89,10 @@ def test_lines_that_make_up_for_each_other_are_refused(csv_copy):
     long.write_text("\n".join(lines + lines[-1:]) + "\n")
     short.write_text("\n".join(short.read_text().splitlines()[:-1]) + "\n")
     store = ooc.open_store(csv_copy)
-    with pytest.raises(CorruptStoreError, match=rf"^{long}: expected 784 values \(28 lines of 28\), found 812 in 29 lines; re-convert"):
+    with pytest.raises(
+        CorruptStoreError,
+        match=rf"^{long}: expected 784 values \(28 lines of 28\), found 812 in 29 lines; re-convert",
+    ):
         store.read("train", [41, 42])
 
 
@@ -111,8 +128,17 @@ def test_the_compiled_parser_is_correctly_rounded():
     floats[::2] *= -1
     tokens = [str(v) for v in _PIXEL_TEXT]
     tokens += [np.format_float_positional(v, unique=True) for v in floats]
-    tokens += [f"{v:.9g}" for v in floats] + [f"{v:.6e}" for v in floats] + [f"{v:.17g}" for v in floats[:500]]
-    tokens += [f"{d}.{rng.integers(0, 10**9)}" for d in rng.integers(0, 10**6, 500)] + ["-0.0", "+1", ".5", "5.", "1E3", "0"]
+    tokens += (
+        [f"{v:.9g}" for v in floats] + [f"{v:.6e}" for v in floats] + [f"{v:.17g}" for v in floats[:500]]
+    )
+    tokens += [f"{d}.{rng.integers(0, 10**9)}" for d in rng.integers(0, 10**6, 500)] + [
+        "-0.0",
+        "+1",
+        ".5",
+        "5.",
+        "1E3",
+        "0",
+    ]
     tokens += [f"{m:.17g}" for m in _float32_midpoints(floats[:300])]  # round to a midpoint in float64
     expected = _arrow_float32(tokens)
     answered = 0
@@ -129,14 +155,18 @@ def test_the_compiled_parser_is_correctly_rounded():
         parsed = _fast_parse([token.encode() + b"\n"], 1, 1)
         assert parsed is None or parsed.view(np.uint32)[0, 0, 0] == value.view(np.uint32), token
     # every pixel text ooc writes is answered by the fast path, 28 lines of 28 per file
-    texts = ["\n".join(",".join(_PIXEL_TEXT[rng.integers(0, 256, 28)]) for _ in range(28)) + "\n" for _ in range(3)]
+    texts = [
+        "\n".join(",".join(_PIXEL_TEXT[rng.integers(0, 256, 28)]) for _ in range(28)) + "\n" for _ in range(3)
+    ]
     parsed = _fast_parse([t.encode() for t in texts], 28, 28)
     assert parsed is not None and parsed.shape == (3, 28, 28)
     assert np.array_equal(parsed.ravel(), _arrow_float32("".join(texts).replace("\n", ",").split(",")[:-1]))
     assert set(np.unique(parsed)) <= set(U8_TO_FLOAT32)
 
 
-@pytest.mark.parametrize("token", ["1.0000000596046448", "1e-45", "3.5e38", "nan", "1e0001", "12345678901234567890"])
+@pytest.mark.parametrize(
+    "token", ["1.0000000596046448", "1e-45", "3.5e38", "nan", "1e0001", "12345678901234567890"]
+)
 def test_what_the_compiled_parser_declines_is_read_exactly(csv_copy, token):
     """A midpoint in float64, a subnormal, an overflow, nan, a long exponent, 20 digits: the batch
     goes to pyarrow's parser, still exact (np.loadtxt gives 1.0 for the first)."""

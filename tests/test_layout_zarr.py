@@ -28,7 +28,11 @@ def test_damaged_label_chunk_is_one_line(tmp_path):
     data = bytearray(labels.read_bytes())
     data[len(data) // 2] ^= 0xFF  # zstd's checksum catches it
     labels.write_bytes(bytes(data))
-    with pytest.raises(CorruptStoreError, match=r"^.*/s: cannot read the targets of split 'train' \(RuntimeError: .*\); check the store with `ooc verify .*`, re-convert it to repair$"):
+    with pytest.raises(
+        CorruptStoreError,
+        match=r"^.*/s: cannot read the targets of split 'train' \(RuntimeError: .*\); check the store with "
+        r"`ooc verify .*`, re-convert it to repair$",
+    ):
         ooc.open_store(tmp_path / "s").read("train", [0])
 
 
@@ -39,11 +43,23 @@ def test_zarr_chunks_decoded_directly_match_zarr(tmp_path, mnist, compression, d
     zarr reads, every option ooc writes, a last chunk stored padded included."""
     import zarr
 
-    ooc.convert(tmp_path / "s", format="zarr", source=MNIST, limit=LIMIT, chunk_size=128, compression=compression, dtype=dtype)
+    ooc.convert(
+        tmp_path / "s",
+        format="zarr",
+        source=MNIST,
+        limit=LIMIT,
+        chunk_size=128,
+        compression=compression,
+        dtype=dtype,
+    )
     store = ooc.open_store(tmp_path / "s")
     rows = store._read_rows("train", 256, LIMIT)  # the last chunk holds 44 of 128 rows
     assert store._decoders["train"] is not None
-    assert rows.dtype == np.dtype(dtype) and np.array_equal(rows, zarr.open_group(tmp_path / "s", mode="r")["train/x"][256:])
+    assert rows.dtype == np.dtype(dtype) and np.array_equal(
+        rows, zarr.open_group(tmp_path / "s", mode="r")["train/x"][256:]
+    )
     order = np.random.default_rng(0).permutation(LIMIT)
     x, y = store.read("train", order)
-    assert np.array_equal(x, expected_x(mnist["x_train"][order])) and np.array_equal(y, mnist["y_train"][order])
+    assert np.array_equal(x, expected_x(mnist["x_train"][order])) and np.array_equal(
+        y, mnist["y_train"][order]
+    )

@@ -21,10 +21,12 @@ def memory_store(kind, *, n=96, seed=0):
     x = rng.standard_normal((n, 6, 4)).astype(np.float32)
     w = rng.standard_normal((24, 3))
     signal = x.reshape(n, -1) @ w
-    y = {"classes": signal.argmax(axis=1).astype(np.int64),
-         "onehot": np.eye(3, dtype=np.uint8)[signal.argmax(axis=1)],
-         "multilabel": (signal > 0).astype(np.uint8),
-         "regression": signal.astype(np.float32)}[kind]
+    y = {
+        "classes": signal.argmax(axis=1).astype(np.int64),
+        "onehot": np.eye(3, dtype=np.uint8)[signal.argmax(axis=1)],
+        "multilabel": (signal > 0).astype(np.uint8),
+        "regression": signal.astype(np.float32),
+    }[kind]
     return ooc.MemoryStore({"train": (x[:64], y[:64]), "test": (x[64:], y[64:])})
 
 
@@ -32,35 +34,54 @@ def test_the_recipes_lenet():
     model = build_model("lenet", input_shape=(28, 28, 1), task=Task("classes", 10, ()))
     assert model.count_params() == 105_166
     assert model.layers[0].output.shape == (None, 28, 28, 6) and model.layers[4].output.shape == (None, 784)
-    with pytest.raises(OptionError, match=r"^--model lenet takes images \(height, width, channels\); the store holds samples of shape "
-                                          r"\(6, 4\): choose --model mlp, or your own model$"):
+    with pytest.raises(
+        OptionError,
+        match=r"^--model lenet takes images \(height, width, channels\); the store holds samples of shape "
+        r"\(6, 4\): choose --model mlp, or your own model$",
+    ):
         train(memory_store("classes"), model="lenet", epochs=1, **QUIET)
 
 
-@pytest.mark.parametrize("kind,loss,metric", [("classes", "sparse_categorical_crossentropy", "accuracy"),
-                                              ("onehot", "categorical_crossentropy", "accuracy"),
-                                              ("multilabel", "binary_crossentropy", "accuracy"),
-                                              ("regression", "mean_squared_error", "mae")])
+@pytest.mark.parametrize(
+    "kind,loss,metric",
+    [
+        ("classes", "sparse_categorical_crossentropy", "accuracy"),
+        ("onehot", "categorical_crossentropy", "accuracy"),
+        ("multilabel", "binary_crossentropy", "accuracy"),
+        ("regression", "mean_squared_error", "mae"),
+    ],
+)
 def test_the_loss_follows_the_target_kind(kind, loss, metric):
     store = memory_store(kind)
     assert store.schema.target_kind == kind
     models = []
-    report = train(store, model="mlp", epochs=2, batch_size=16, val_fraction=0.25, after_training=models.append, **QUIET)
+    report = train(
+        store, model="mlp", epochs=2, batch_size=16, val_fraction=0.25, after_training=models.append, **QUIET
+    )
     net = models[0]
     assert net.loss == loss and set(report["history"][0]) >= {"loss", metric, "val_loss", f"val_{metric}"}
     assert report["model"] == {"name": "mlp", "spec": "mlp", "parameters": net.count_params(), "task": kind}
     x, y = store.read("test", np.arange(32))
     keras_loss, keras_metric = net.evaluate(x, y, batch_size=32, verbose=0)
     ours = evaluate(net, store, "test")
-    assert ours["loss"] == pytest.approx(keras_loss, rel=1e-4) and ours[metric] == pytest.approx(keras_metric, rel=1e-4)
+    assert ours["loss"] == pytest.approx(keras_loss, rel=1e-4) and ours[metric] == pytest.approx(
+        keras_metric, rel=1e-4
+    )
 
 
 def build(input_shape, task):
     """A user's model function, as --model test_models:build names it."""
     import keras
 
-    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dropout(0.2),
-                             keras.layers.Dense(task.outputs, activation=task.activation)], name="mine")
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(task.outputs, activation=task.activation),
+        ],
+        name="mine",
+    )
 
 
 def test_the_users_own_model(tmp_path):
@@ -77,10 +98,18 @@ def test_the_users_own_model(tmp_path):
     train(store, model=str(tmp_path / "mine.keras"), epochs=1, after_training=models.append, **QUIET)
     assert isinstance(models[0].optimizer, keras.optimizers.SGD)  # compiled: its own optimizer is kept
     wrong = build((6, 4), Task("classes", 7, ()))
-    with pytest.raises(OptionError, match=r"^--model mine: gives output of shape \(7,\), the store's classes targets need \(3,\)$"):
+    with pytest.raises(
+        OptionError,
+        match=r"^--model mine: gives output of shape \(7,\), the store's classes targets need \(3,\)$",
+    ):
         train(store, model=wrong, epochs=1, **QUIET)
     wrong = build((5, 4), Task("classes", 3, ()))
-    with pytest.raises(OptionError, match=r"^--model mine: takes input of shape \(5, 4\), the store's samples are \(6, 4\)$"):
+    with pytest.raises(
+        OptionError, match=r"^--model mine: takes input of shape \(5, 4\), the store's samples are \(6, 4\)$"
+    ):
         train(store, model=wrong, epochs=1, **QUIET)
-    with pytest.raises(OptionError, match=r"^--model nowhere.keras: no such file; pass a model saved with model.save\('….keras'\)$"):
+    with pytest.raises(
+        OptionError,
+        match=r"^--model nowhere.keras: no such file; pass a model saved with model.save\('….keras'\)$",
+    ):
         train(store, model="nowhere.keras", epochs=1, **QUIET)

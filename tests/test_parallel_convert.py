@@ -25,13 +25,19 @@ PARALLEL = [fmt for fmt in FORMATS if issubclass(get_format(fmt).Writer, Paralle
 
 def sizes(fmt):
     options = get_format(fmt).OPTIONS
-    return {"chunk_size": None if options.default_chunk_size is None else CHUNK,
-            "shard_size": None if options.default_shard_size is None else CHUNK}
+    return {
+        "chunk_size": None if options.default_chunk_size is None else CHUNK,
+        "shard_size": None if options.default_shard_size is None else CHUNK,
+    }
 
 
 def contents(path):
     """Every file's bytes, the manifest but its timing."""
-    files = {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file() and p.name != MANIFEST_NAME}
+    files = {
+        p.relative_to(path).as_posix(): p.read_bytes()
+        for p in path.rglob("*")
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     manifest.pop("conversion_seconds")
     return files, manifest
@@ -61,7 +67,9 @@ def test_jobs_2_writes_the_same_files_as_jobs_1(fmt, tmp_path, small_units):
 def test_jobs_with_repeat_shift_the_copies_alike(tmp_path, small_units):
     """--repeat's shifts depend on where a sample is, not on which process reads it."""
     ooc.convert(tmp_path / "one", format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK, repeat=2)
-    ooc.convert(tmp_path / "two", format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK, repeat=2, jobs=2)
+    ooc.convert(
+        tmp_path / "two", format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK, repeat=2, jobs=2
+    )
     assert contents(tmp_path / "two") == contents(tmp_path / "one")
 
 
@@ -70,39 +78,84 @@ def test_dask_cluster_writes_the_same_files_as_jobs_1(tmp_path, small_units):
 
     ooc.convert(tmp_path / "one", format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        manifest = ooc.convert(tmp_path / "dask", format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK, dask=cluster.scheduler_address)
+        manifest = ooc.convert(
+            tmp_path / "dask",
+            format="zarr",
+            source=MNIST,
+            limit=LIMIT,
+            chunk_size=CHUNK,
+            dask=cluster.scheduler_address,
+        )
     assert manifest["splits"] == {"train": {"count": LIMIT}, "test": {"count": LIMIT}}
     assert contents(tmp_path / "dask") == contents(tmp_path / "one")
 
 
-@pytest.mark.parametrize("fmt,why", [("hdf5", "one file, data.h5, which only one process can write without MPI"),
-                                     ("parquet", "one file per split, which only one process can write")])
+@pytest.mark.parametrize(
+    "fmt,why",
+    [
+        ("hdf5", "one file, data.h5, which only one process can write without MPI"),
+        ("parquet", "one file per split, which only one process can write"),
+    ],
+)
 def test_single_file_layouts_refuse_parallel_writers(fmt, why, tmp_path):
     out = tmp_path / "s"
     with pytest.raises(OptionError) as caught:
         ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, jobs=2)
-    assert str(caught.value) == f"--jobs 2: {fmt} cannot be written in parallel: it is {why}; convert it with one process: --jobs 1 (the default)"
+    assert (
+        str(caught.value)
+        == f"--jobs 2: {fmt} cannot be written in parallel: it is {why}; convert it with one process: --jobs "
+        "1 (the default)"
+    )
     with pytest.raises(OptionError) as caught:
         ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, dask="tcp://127.0.0.1:8786")
-    assert str(caught.value) == f"--dask tcp://127.0.0.1:8786: {fmt} cannot be written in parallel: it is {why}; convert it with one process: without --dask"
+    assert (
+        str(caught.value)
+        == f"--dask tcp://127.0.0.1:8786: {fmt} cannot be written in parallel: it is {why}; convert it with "
+        "one process: without --dask"
+    )
     assert not out.exists()
 
 
 def test_bad_jobs_are_refused(tmp_path):
     for jobs in (0, -1):
-        with pytest.raises(OptionError, match=rf"^--jobs must be a positive number of processes, got {jobs}$"):
+        with pytest.raises(
+            OptionError, match=rf"^--jobs must be a positive number of processes, got {jobs}$"
+        ):
             ooc.convert(tmp_path / "s", format="zarr", source=MNIST, limit=LIMIT, jobs=jobs)
-    with pytest.raises(OptionError, match=r"^pass --jobs N \(local processes\) or --dask ADDRESS \(a Dask cluster\), not both$"):
-        ooc.convert(tmp_path / "s", format="zarr", source=MNIST, limit=LIMIT, jobs=2, dask="tcp://127.0.0.1:8786")
+    with pytest.raises(
+        OptionError,
+        match=r"^pass --jobs N \(local processes\) or --dask ADDRESS \(a Dask cluster\), not both$",
+    ):
+        ooc.convert(
+            tmp_path / "s", format="zarr", source=MNIST, limit=LIMIT, jobs=2, dask="tcp://127.0.0.1:8786"
+        )
     assert not (tmp_path / "s").exists()
 
 
 def test_cli_refusal_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "ooc", "convert", "--format", "hdf5", "--jobs", "2", "--source", str(MNIST),
-                           "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ooc",
+            "convert",
+            "--format",
+            "hdf5",
+            "--jobs",
+            "2",
+            "--source",
+            str(MNIST),
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
-    assert done.stderr == ("ooc: error: --jobs 2: hdf5 cannot be written in parallel: it is one file, data.h5, which only one "
-                           "process can write without MPI; convert it with one process: --jobs 1 (the default)\n")
+    assert done.stderr == (
+        "ooc: error: --jobs 2: hdf5 cannot be written in parallel: it is one file, data.h5, which only one "
+        "process can write without MPI; convert it with one process: --jobs 1 (the default)\n"
+    )
 
 
 def test_interrupted_parallel_conversion_resumes(tmp_path, monkeypatch, small_units):
@@ -120,7 +173,11 @@ def test_interrupted_parallel_conversion_resumes(tmp_path, monkeypatch, small_un
     out = tmp_path / "s"
     with pytest.raises(ConversionInterrupted) as caught:
         ooc.convert(out, format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK, jobs=2)
-    assert str(caught.value) == f"{out} is incomplete (train 128/300 samples); re-run the same command to resume, or pass --overwrite to start over"
+    assert (
+        str(caught.value)
+        == f"{out} is incomplete (train 128/300 samples); re-run the same command to resume, or pass "
+        "--overwrite to start over"
+    )
     journal = json.loads((out / PARTIAL_NAME).read_text())
     kept = set(journal["splits"]["train"]["files"])
     assert {"train/x/c/0/0/0/0", "train/x/c/1/0/0/0"} <= kept and "train/x/c/2/0/0/0" not in kept

@@ -41,7 +41,19 @@ def chatty(monkeypatch):
 
 def test_conversion_reports_plain_lines(tmp_path, monkeypatch, capsys, chatty):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(monkeypatch, capsys, "convert", "--format", "zarr", "--source", MNIST, "--limit", 2000, "--chunk-size", 100)
+    code, out, err = run(
+        monkeypatch,
+        capsys,
+        "convert",
+        "--format",
+        "zarr",
+        "--source",
+        MNIST,
+        "--limit",
+        2000,
+        "--chunk-size",
+        100,
+    )
     assert code == 0, err
     assert "\r" not in err
     lines = err.splitlines()
@@ -50,20 +62,34 @@ def test_conversion_reports_plain_lines(tmp_path, monkeypatch, capsys, chatty):
         running, last = mine[:-1], mine[-1]
         assert len(running) >= 3, err  # every 10 %, past the first chunk (the rate's baseline)
         for line in running:
-            assert re.fullmatch(rf"convert {split}: [\d,]+/2,000 samples \(\d+ %\), [\d,]+ samples/s, elapsed \d:\d\d:\d\d, ETA \d:\d\d:\d\d", line), line
+            assert re.fullmatch(
+                rf"convert {split}: [\d,]+/2,000 samples \(\d+ %\), [\d,]+ samples/s, elapsed \d:\d\d:\d\d, "
+                r"ETA \d:\d\d:\d\d",
+                line,
+            ), line
         assert re.fullmatch(rf"convert {split}: 2,000 samples in [\d.]+ s \([\d,]+ samples/s\)", last), last
-    assert re.fullmatch(r"wrote zarr store data/zarr \(train 2000, test 2000\) in [\d.]+ s \([\d,]+ samples/s, [\d.,]+ MB/s\)\n", out), out
+    assert re.fullmatch(
+        r"wrote zarr store data/zarr \(train 2000, test 2000\) in [\d.]+ s \([\d,]+ samples/s, [\d.,]+ "
+        r"MB/s\)\n",
+        out,
+    ), out
 
 
 def test_a_short_conversion_reports_its_end_only(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "ooc", "convert", "--format", "npy", "--source", MNIST, "--limit", "300"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ooc", "convert", "--format", "npy", "--source", MNIST, "--limit", "300"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr
     assert [line.split(":")[0] for line in done.stderr.splitlines()] == ["convert train", "convert test"]
 
 
-@pytest.mark.parametrize("quiet", [("convert", "--quiet"), ("--quiet", "convert"), ("-q", "convert"), ("convert", "-q")])
+@pytest.mark.parametrize(
+    "quiet", [("convert", "--quiet"), ("--quiet", "convert"), ("-q", "convert"), ("convert", "-q")]
+)
 def test_quiet(quiet, tmp_path, monkeypatch, capsys, chatty):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(monkeypatch, capsys, *quiet, "--format", "npy", "--source", MNIST, "--limit", 500)
@@ -78,11 +104,18 @@ def test_quiet(quiet, tmp_path, monkeypatch, capsys, chatty):
 
 def test_verify_reports_files_bytes_and_rate(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run(monkeypatch, capsys, "convert", "-q", "--format", "csv", "--source", MNIST, "--limit", 50)[0] == 0
+    assert (
+        run(monkeypatch, capsys, "convert", "-q", "--format", "csv", "--source", MNIST, "--limit", 50)[0] == 0
+    )
     code, out, err = run(monkeypatch, capsys, "verify", "data/csv")
     assert code == 0 and "\r" not in err
-    assert re.fullmatch(r"verify: 102 files, [\d.]+ MB in [\d.]+ s \([\d,]+ files/s, [\d.,]+ MB/s\)\n", err), err
-    assert re.fullmatch(r"data/csv: checked in [\d.]+ s \([\d.,]+ MB/s\), 102 files, [\d,]+ bytes: every checksum matches\n", out), out
+    assert re.fullmatch(
+        r"verify: 102 files, [\d.]+ MB in [\d.]+ s \([\d,]+ files/s, [\d.,]+ MB/s\)\n", err
+    ), err
+    assert re.fullmatch(
+        r"data/csv: checked in [\d.]+ s \([\d.,]+ MB/s\), 102 files, [\d,]+ bytes: every checksum matches\n",
+        out,
+    ), out
 
 
 def test_reporter_lines():
@@ -122,8 +155,14 @@ def test_quiet_reporter_writes_nothing():
 
 CHOICES = {
     "convert": ["[" + "|".join(FORMATS) + "]", "[none|gzip|lzf|zstd|blosc|snappy]"],
-    "train": ["[" + "|".join(FORMATS) + "|memory]", "[none|global|chunk]", "[train_on_batch|fit]", "[cosine|constant]",
-              "[raise|skip]", "[lenet|lenet-wide|mlp]"],
+    "train": [
+        "[" + "|".join(FORMATS) + "|memory]",
+        "[none|global|chunk]",
+        "[train_on_batch|fit]",
+        "[cosine|constant]",
+        "[raise|skip]",
+        "[lenet|lenet-wide|mlp]",
+    ],
     "bench": ["[lenet|lenet-wide|mlp]"],
 }
 
@@ -145,13 +184,25 @@ def test_compression_choices_are_every_layouts():
     assert sorted(c.value for c in Compression) == sorted(every)
 
 
-@pytest.mark.parametrize("args,message", [
-    (("convert", "--format", "foo"), f"unknown format 'foo': choose one of {', '.join(FORMATS)}"),
-    (("convert", "--format", "zarr", "--compression", "rar"), "--compression 'rar' is not available for zarr: choose one of none, zstd, blosc, gzip"),
-    (("convert", "--format", "hdf5", "--compression", "snappy"), "--compression 'snappy' is not available for hdf5: choose one of none, gzip, lzf"),
-    (("train", "--store", "lmdb"), f"unknown --store 'lmdb': choose one of {', '.join(FORMATS)}, memory"),
-    (("train", "--store", "memory", "--model", "vgg"), "unknown --model 'vgg': choose one of lenet, lenet-wide, mlp, a .keras file or module:function"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("convert", "--format", "foo"), f"unknown format 'foo': choose one of {', '.join(FORMATS)}"),
+        (
+            ("convert", "--format", "zarr", "--compression", "rar"),
+            "--compression 'rar' is not available for zarr: choose one of none, zstd, blosc, gzip",
+        ),
+        (
+            ("convert", "--format", "hdf5", "--compression", "snappy"),
+            "--compression 'snappy' is not available for hdf5: choose one of none, gzip, lzf",
+        ),
+        (("train", "--store", "lmdb"), f"unknown --store 'lmdb': choose one of {', '.join(FORMATS)}, memory"),
+        (
+            ("train", "--store", "memory", "--model", "vgg"),
+            "unknown --model 'vgg': choose one of lenet, lenet-wide, mlp, a .keras file or module:function",
+        ),
+    ],
+)
 def test_a_bad_choice_is_one_line(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(monkeypatch, capsys, *args)
@@ -184,11 +235,31 @@ def test_bench_phases(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_report, "write_plots", lambda *a: None)
     monkeypatch.setattr(bench_report, "write_markdown", lambda *a: "")
     seen = []
-    bench.run_bench(out=tmp_path / "out", stores_dir=tmp_path / "stores", formats=["npy", "zarr"], variants=False, source=MNIST,
-                    limit=50, repeats=2, scale_repeat=3, progress=lambda line: None, phase=lambda *p: seen.append(p))
+    bench.run_bench(
+        out=tmp_path / "out",
+        stores_dir=tmp_path / "stores",
+        formats=["npy", "zarr"],
+        variants=False,
+        source=MNIST,
+        limit=50,
+        repeats=2,
+        scale_repeat=3,
+        progress=lambda line: None,
+        phase=lambda *p: seen.append(p),
+    )
     names = [name for _, _, name in seen]
-    assert names == ["baseline memory", "baseline npy-memmap", "npy: converting, reading", "zarr: converting, reading",
-                     "training round 1 of 2", "training round 2 of 2", "training with the global shuffle", "model.fit",
-                     "conversion with --jobs", "memory at scale", "done"]
+    assert names == [
+        "baseline memory",
+        "baseline npy-memmap",
+        "npy: converting, reading",
+        "zarr: converting, reading",
+        "training round 1 of 2",
+        "training round 2 of 2",
+        "training with the global shuffle",
+        "model.fit",
+        "conversion with --jobs",
+        "memory at scale",
+        "done",
+    ]
     assert [(i, total) for i, total, _ in seen] == [(i, 10) for i in range(1, 12)]
     assert bench.run_bench.__kwdefaults__["phase"] is None  # callers without it keep working

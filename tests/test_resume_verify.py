@@ -24,28 +24,42 @@ from conftest import CHUNK, LIMIT, MNIST, ROOT
 
 converting = importlib.import_module("ooc.convert")  # the module: `ooc.convert` is the function
 
+
 # where a resumed conversion starts again: after the last committed unit, unless the layout
 # cannot trust a file killed mid-write (hdf5: the one file; parquet: the split's file)
 def restarts(fmt):
     writer = get_format(fmt).Writer
-    return None if issubclass(writer, Resumable) and writer.resume_unit == "commit" else \
-        "split" if issubclass(writer, Resumable) else "store"
+    return (
+        None
+        if issubclass(writer, Resumable) and writer.resume_unit == "commit"
+        else "split"
+        if issubclass(writer, Resumable)
+        else "store"
+    )
 
 
 def sizes(fmt):
     options = get_format(fmt).OPTIONS
-    return {"chunk_size": None if options.default_chunk_size is None else CHUNK,
-            "shard_size": None if options.default_shard_size is None else CHUNK}
+    return {
+        "chunk_size": None if options.default_chunk_size is None else CHUNK,
+        "shard_size": None if options.default_shard_size is None else CHUNK,
+    }
 
 
 def stamps(path):
     """(inode, mtime) of every file: a file rewritten in place or replaced changes one of them."""
-    return {p.relative_to(path).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if p.is_file()
+    }
 
 
 def assert_same_store(path, reference):
     got, expected = ooc.open_store(path), ooc.open_store(reference)
-    assert got.manifest["checksums"]["files"] == expected.manifest["checksums"]["files"]  # the same bytes in every file
+    assert (
+        got.manifest["checksums"]["files"] == expected.manifest["checksums"]["files"]
+    )  # the same bytes in every file
     for split in ("train", "test"):
         (x, y), (ex, ey) = got.read(split, np.arange(LIMIT)), expected.read(split, np.arange(LIMIT))
         assert x.tobytes() == ex.tobytes() and y.tobytes() == ey.tobytes()
@@ -77,7 +91,11 @@ def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, mon
         ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **sizes(fmt))
     assert isinstance(caught.value, KeyboardInterrupt)
     committed = "train 128/300 samples" if nth == 3 else "train 300/300, test 64/300 samples"
-    assert str(caught.value) == f"{out} is incomplete ({committed}); re-run the same command to resume, or pass --overwrite to start over"
+    assert (
+        str(caught.value)
+        == f"{out} is incomplete ({committed}); re-run the same command to resume, or pass --overwrite to "
+        "start over"
+    )
     with pytest.raises(StoreNotFoundError, match="is an incomplete ooc store"):
         ooc.open_store(out)
     journal = json.loads((out / PARTIAL_NAME).read_text())
@@ -88,13 +106,18 @@ def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, mon
     interrupt.clear()
     manifest = ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **sizes(fmt))
     restart = restarts(fmt)
-    expected_first = {3: ("train", 0 if restart else 128), 7: ("train", 0) if restart == "store" else ("test", 0 if restart else 64)}[nth]
+    expected_first = {
+        3: ("train", 0 if restart else 128),
+        7: ("train", 0) if restart == "store" else ("test", 0 if restart else 64),
+    }[nth]
     assert calls[0] == expected_first
     assert len(calls) == len(set(calls))  # nothing written twice
     if fmt in ("zarr", "csv", "tfrecord") or (nth == 7 and fmt in ("npy", "parquet")):
         assert kept, "files the interrupted run finished are in the journal"
     after = stamps(out)
-    assert {name: after[name] for name in kept} == {name: before[name] for name in kept}  # kept files untouched
+    assert {name: after[name] for name in kept} == {
+        name: before[name] for name in kept
+    }  # kept files untouched
     resumed = {"train": 128} if nth == 3 else {"train": 300, "test": 64}
     if restart:
         resumed = {} if restart == "store" or nth == 3 else {"train": 300}
@@ -105,8 +128,17 @@ def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, mon
     assert verify(out).ok
 
 
-@pytest.mark.parametrize("fmt,damaged", [("zarr", "train/x/c/0/0/0/0"), ("zarr", "train/y/c/0"), ("csv", "train/001.csv"),
-                                         ("csv", "train_target.csv"), ("npy", "train_x.npy"), ("tfrecord", "train-00000-of-00005.tfrecord")])
+@pytest.mark.parametrize(
+    "fmt,damaged",
+    [
+        ("zarr", "train/x/c/0/0/0/0"),
+        ("zarr", "train/y/c/0"),
+        ("csv", "train/001.csv"),
+        ("csv", "train_target.csv"),
+        ("npy", "train_x.npy"),
+        ("tfrecord", "train-00000-of-00005.tfrecord"),
+    ],
+)
 def test_resume_starts_a_split_over_when_kept_data_changed(fmt, damaged, tmp_path, monkeypatch):
     """Kept files are re-checked (the journal's checksums, or the CRC of what a file holds so far):
     if something else changed them, the split is written again rather than trusted."""
@@ -142,22 +174,33 @@ def test_resume_needs_the_same_arguments(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ooc.convert(out, format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK)
     monkeypatch.setattr(get_format("zarr").Writer, "write", original)
-    with pytest.raises(StoreExistsError, match=rf"^{out} holds an interrupted conversion with other arguments \(--chunk-size 64, not 32; --limit 300, not 200\); "
-                                               r"re-run it with those to resume, or pass --overwrite to start over$"):
+    with pytest.raises(
+        StoreExistsError,
+        match=rf"^{out} holds an interrupted conversion with other arguments \(--chunk-size 64, not 32; "
+        r"--limit 300, not 200\); "
+        r"re-run it with those to resume, or pass --overwrite to start over$",
+    ):
         ooc.convert(out, format="zarr", source=MNIST, limit=200, chunk_size=32)
     with pytest.raises(StoreExistsError, match=r"\(--format zarr, not npy\)"):
         ooc.convert(out, format="npy", source=MNIST, limit=LIMIT)
-    manifest = ooc.convert(out, format="npy", source=MNIST, limit=200, overwrite=True)  # --overwrite starts clean
+    manifest = ooc.convert(
+        out, format="npy", source=MNIST, limit=200, overwrite=True
+    )  # --overwrite starts clean
     assert manifest["splits"]["train"]["count"] == 200 and "resumed" not in manifest
 
 
 def test_sources_start_where_asked(tmp_path):
-    from ooc.sources import RepeatedSource, open_source
-
     from test_sources import _image_folder, _write_idx
 
-    sources = [open_source(MNIST), RepeatedSource(open_source(MNIST), 3), open_source(_write_idx(tmp_path / "idx")[0]),
-               open_source(_write_idx(tmp_path / "gz", compress=True)[0]), open_source(_image_folder(tmp_path / "images")[0])]
+    from ooc.sources import RepeatedSource, open_source
+
+    sources = [
+        open_source(MNIST),
+        RepeatedSource(open_source(MNIST), 3),
+        open_source(_write_idx(tmp_path / "idx")[0]),
+        open_source(_write_idx(tmp_path / "gz", compress=True)[0]),
+        open_source(_image_folder(tmp_path / "images")[0]),
+    ]
     for source in sources:
         for split in ("train", "test"):
             everything = list(source.iter_chunks(split, 16, 40))
@@ -177,8 +220,16 @@ def _ctrl_c_as_at_a_terminal():
 
 
 def ooc_cli(*args, cwd, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "ooc", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_ctrl_c_as_at_a_terminal, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ooc", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=_ctrl_c_as_at_a_terminal,
+        **kwargs,
+    )
 
 
 def wait_for_progress(process, journal, timeout=60):
@@ -191,7 +242,10 @@ def wait_for_progress(process, journal, timeout=60):
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.005)
-    pytest.fail(f"no progress in {journal} before the conversion {'ended' if process.poll() is not None else 'timed out'}")
+    pytest.fail(
+        f"no progress in {journal} before the conversion "
+        f"{'ended' if process.poll() is not None else 'timed out'}"
+    )
 
 
 LONG = ("convert", "--format", "zarr", "--repeat", 3, "--out", "big")  # 190 000 samples, over a second
@@ -207,15 +261,22 @@ def test_sigkill_then_resume(tmp_path):
     with pytest.raises(StoreNotFoundError, match="is an incomplete ooc store"):
         ooc.open_store(tmp_path / "big")
     stdout, stderr = ooc_cli(*LONG, cwd=tmp_path).communicate()
-    assert stdout.startswith("wrote zarr store big (train 180000, test 10000) in ") and "resuming with train " in stdout, stderr
+    assert (
+        stdout.startswith("wrote zarr store big (train 180000, test 10000) in ")
+        and "resuming with train " in stdout
+    ), stderr
     manifest = json.loads((tmp_path / "big" / "ooc.json").read_text())
     assert manifest["resumed"]["train"] >= journal["splits"]["train"]["done"]
-    checked = subprocess.run([sys.executable, "-m", "ooc", "verify", "big"], cwd=tmp_path, capture_output=True, text=True)
+    checked = subprocess.run(
+        [sys.executable, "-m", "ooc", "verify", "big"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert checked.returncode == 0 and checked.stdout.endswith("every checksum matches\n"), checked.stdout
     store = ooc.open_store(tmp_path / "big")
     with np.load(MNIST) as d:
         x, y = store.read("train", np.arange(0, 60_000, 997))  # the first copy is the source itself
-        assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), d["x_train"][::997]) and np.array_equal(y, d["y_train"][::997])
+        assert np.array_equal(
+            np.rint(x[..., 0] * 255).astype(np.uint8), d["x_train"][::997]
+        ) and np.array_equal(y, d["y_train"][::997])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -226,7 +287,9 @@ def test_interrupt_prints_one_line(tmp_path, signum):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and stdout == ""
-    lines = [line for line in stderr.splitlines() if not line.startswith("train: ")]  # the non-tty progress line
+    lines = [
+        line for line in stderr.splitlines() if not line.startswith("train: ")
+    ]  # the non-tty progress line
     assert len(lines) == 1 and lines[0].startswith("ooc: interrupted: big is incomplete (train "), stderr
     assert lines[0].endswith("samples); re-run the same command to resume, or pass --overwrite to start over")
     assert (tmp_path / "big" / PARTIAL_NAME).exists() and not (tmp_path / "big" / "ooc.json").exists()
@@ -253,7 +316,7 @@ def test_verify_names_every_damaged_file(small_store):
     problems = verify(small_store).problems
     assert len(problems) == 1 and problems[0].startswith(f"{victim}: checksum differs (crc32 "), problems
 
-    victim.write_bytes(bytes(data[:len(data) // 2]))
+    victim.write_bytes(bytes(data[: len(data) // 2]))
     problems = verify(small_store).problems
     assert problems == [f"{victim}: truncated to {len(data) // 2:,} bytes, the manifest says {len(data):,}"]
     assert verify(small_store, quick=True).problems == problems  # sizes: checked for every file
@@ -261,15 +324,24 @@ def test_verify_names_every_damaged_file(small_store):
     victim.unlink()
     (small_store / "train" / "stray.bin").parent.mkdir(exist_ok=True)
     (small_store / "train" / "stray.bin").write_bytes(b"x")
-    assert verify(small_store).problems == [f"{victim}: missing", f"{small_store}/train/stray.bin: not in the manifest (a file the conversion did not write)"]
+    assert verify(small_store).problems == [
+        f"{victim}: missing",
+        f"{small_store}/train/stray.bin: not in the manifest (a file the conversion did not write)",
+    ]
 
 
 def test_verify_command(fmt, small_store):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "ooc", "verify", *map(str, args)], capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "ooc", "verify", *map(str, args)], capture_output=True, text=True
+        )
 
     clean = run(small_store)
-    assert clean.returncode == 0 and clean.stdout.startswith(f"{small_store}: ") and clean.stdout.endswith("bytes: every checksum matches\n")
+    assert (
+        clean.returncode == 0
+        and clean.stdout.startswith(f"{small_store}: ")
+        and clean.stdout.endswith("bytes: every checksum matches\n")
+    )
     quick = run(small_store, "--quick")
     assert quick.returncode == 0 and "chosen at random" in quick.stdout, quick.stdout
     victim = biggest_data_file(small_store)
@@ -279,7 +351,9 @@ def test_verify_command(fmt, small_store):
         damaged = run(*args)
         lines = damaged.stdout.splitlines()
         assert damaged.returncode == 1 and len(lines) == 2, damaged.stdout
-        assert lines[0].startswith(f"{victim}: grown to ") and lines[1].startswith(f"{small_store}: 1 problem in ")
+        assert lines[0].startswith(f"{victim}: grown to ") and lines[1].startswith(
+            f"{small_store}: 1 problem in "
+        )
 
 
 def test_verify_older_store_without_checksums(tmp_path):
@@ -290,6 +364,8 @@ def test_verify_older_store_without_checksums(tmp_path):
     manifest_file.write_text(json.dumps(manifest))
     assert ooc.open_store(tmp_path / "s").read("train", [0, 1])[0].shape == (2, 28, 28, 1)  # still opens
     report = verify(tmp_path / "s")
-    assert report.problems == [f"{tmp_path / 's'}: the manifest has no checksums (converted by an ooc that did not record them); "
-                               "re-convert the store with --overwrite to add them"]
+    assert report.problems == [
+        f"{tmp_path / 's'}: the manifest has no checksums (converted by an ooc that did not record them); "
+        "re-convert the store with --overwrite to add them"
+    ]
     assert not report.ok and report.summary == f"{tmp_path / 's'}: not verified"

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import pickle
-
 import numpy as np
 import pytest
 
 import ooc
-from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError, StoreExistsError, StoreNotFoundError
-from ooc.formats import FORMATS, get_format
-from ooc.manifest import PARTIAL_NAME
-
-from conftest import LIMIT, MNIST, expected_x
+from ooc.formats import FORMATS
 
 
 def test_unknown_format():
-    with pytest.raises(ooc.OocError, match=rf"^unknown format 'parquet2': choose one of {', '.join(FORMATS)}$"):
+    with pytest.raises(
+        ooc.OocError, match=rf"^unknown format 'parquet2': choose one of {', '.join(FORMATS)}$"
+    ):
         ooc.convert("unused", format="parquet2")
 
 

@@ -22,8 +22,12 @@ def test_validation_split_is_stratified_and_disjoint():
 
 
 def test_same_seed_same_weights_whatever_the_store(store_dirs, mnist):
-    memory = ooc.MemoryStore({"train": (mnist["x_train"], mnist["y_train"].astype(np.int64)),
-                              "test": (mnist["x_test"], mnist["y_test"].astype(np.int64))})
+    memory = ooc.MemoryStore(
+        {
+            "train": (mnist["x_train"], mnist["y_train"].astype(np.int64)),
+            "test": (mnist["x_test"], mnist["y_test"].astype(np.int64)),
+        }
+    )
     quiet = dict(epochs=1, batch_size=50, seed=3, shuffle="global", log=lambda line: None)
     reference = train(memory, **quiet)
     other = train(ooc.open_store(store_dirs["zarr"]), **quiet)
@@ -55,13 +59,40 @@ def test_next_epoch_is_read_while_validating(monkeypatch, cold):
     x = np.random.default_rng(0).integers(0, 255, (120, 28, 28), dtype=np.uint8)
     store = ooc.MemoryStore({"train": (x, np.arange(120) % 10), "test": (x[:20], np.arange(20) % 10)})
     before = (lambda epoch: calls.append(f"before {epoch}")) if cold else None
-    train(store, epochs=3, batch_size=32, seed=1, before_epoch=before, log=lambda line: None,
-          after_batch=lambda epoch, done, indices: trained.append(indices.copy()))
+    train(
+        store,
+        epochs=3,
+        batch_size=32,
+        seed=1,
+        before_epoch=before,
+        log=lambda line: None,
+        after_batch=lambda epoch, done, indices: trained.append(indices.copy()),
+    )
     if cold:
-        assert calls == ["before 0", "epoch 0", "evaluate train", "before 1", "epoch 1", "evaluate train",
-                         "before 2", "epoch 2", "evaluate train", "evaluate test"]
+        assert calls == [
+            "before 0",
+            "epoch 0",
+            "evaluate train",
+            "before 1",
+            "epoch 1",
+            "evaluate train",
+            "before 2",
+            "epoch 2",
+            "evaluate train",
+            "evaluate test",
+        ]
     else:
-        assert calls == ["epoch 0", "epoch 1", "evaluate train", "epoch 2", "evaluate train", "evaluate train", "evaluate test"]
+        assert calls == [
+            "epoch 0",
+            "epoch 1",
+            "evaluate train",
+            "epoch 2",
+            "evaluate train",
+            "evaluate train",
+            "evaluate test",
+        ]
     train_idx, _ = split_validation(store.labels("train"), val_fraction=0.1, seed=1)
-    expected = [b for e in range(3) for b in epoch_batches(train_idx, batch_size=32, shuffle="chunk", seed=1, epoch=e)]
+    expected = [
+        b for e in range(3) for b in epoch_batches(train_idx, batch_size=32, shuffle="chunk", seed=1, epoch=e)
+    ]
     assert len(trained) == len(expected) and all(np.array_equal(a, b) for a, b in zip(trained, expected))

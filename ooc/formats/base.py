@@ -63,28 +63,38 @@ class LayoutOptions:
     default_compression: str
     default_chunk_size: int | None
     dtypes: tuple[str, ...] = SAMPLE_DTYPES  # sample dtypes it stores exactly
-    pixel_dtype: str = "uint8"  # how it stores pixels by default: uint8, or decoded float32 (the recipe's CSV)
+    pixel_dtype: str = (
+        "uint8"  # how it stores pixels by default: uint8, or decoded float32 (the recipe's CSV)
+    )
     chunking: str = ""  # what stands in for chunks in a layout without them, for `ooc info`
     default_shard_size: int | None = None  # samples per file, for layouts written as shards
 
-    def resolve(self, name: str, *, chunk_size: int | None, compression: str | None,
-                shard_size: int | None = None) -> dict[str, Any]:
+    def resolve(
+        self, name: str, *, chunk_size: int | None, compression: str | None, shard_size: int | None = None
+    ) -> dict[str, Any]:
         """Fill defaults and refuse what this layout cannot do, naming the option (the stored dtype
         depends on the source too: ``stored_dtype``)."""
         if self.default_chunk_size is None:
             if chunk_size is not None:
                 hint = "; use --shard-size" if self.default_shard_size else ""
-                raise OptionError(f"--chunk-size does not apply to {name} (it has no chunks); drop the option{hint}")
+                raise OptionError(
+                    f"--chunk-size does not apply to {name} (it has no chunks); drop the option{hint}"
+                )
         elif chunk_size is not None and chunk_size < 1:
             raise OptionError(f"--chunk-size must be a positive number of samples, got {chunk_size}")
         if self.default_shard_size is None:
             if shard_size is not None:
-                raise OptionError(f"--shard-size does not apply to {name} (it is not written in shards); drop the option")
+                raise OptionError(
+                    f"--shard-size does not apply to {name} (it is not written in shards); drop the option"
+                )
         elif shard_size is not None and shard_size < 1:
             raise OptionError(f"--shard-size must be a positive number of samples, got {shard_size}")
         compression = compression or self.default_compression
         if compression not in self.compressions:
-            raise OptionError(f"--compression {compression!r} is not available for {name}: choose one of {', '.join(self.compressions)}")
+            raise OptionError(
+                f"--compression {compression!r} is not available for {name}: choose one of "
+                f"{', '.join(self.compressions)}"
+            )
         resolved = {"chunk_size": chunk_size or self.default_chunk_size, "compression": compression}
         if self.default_shard_size:
             resolved["shard_size"] = shard_size or self.default_shard_size
@@ -96,15 +106,23 @@ class LayoutOptions:
         if schema.decode == "pixels":
             dtype = dtype or self.pixel_dtype
             if dtype not in ("uint8", "float32"):
-                raise OptionError(f"--dtype {dtype!r}: pixels are stored as uint8 or float32 (value / 255); choose one of those")
+                raise OptionError(
+                    f"--dtype {dtype!r}: pixels are stored as uint8 or float32 (value / 255); choose one of "
+                    "those"
+                )
         elif dtype is not None and np.dtype(dtype) != schema.dtype:
-            raise OptionError(f"--dtype {dtype}: the source holds {schema.dtype.name} samples, which ooc stores as they are; drop --dtype")
+            raise OptionError(
+                f"--dtype {dtype}: the source holds {schema.dtype.name} samples, which ooc stores as they "
+                "are; drop --dtype"
+            )
         dtype = np.dtype(dtype or schema.dtype).name
         if dtype not in self.dtypes:
             from ooc.formats import FORMATS, get_format
 
             can = [other for other in FORMATS if dtype in get_format(other).OPTIONS.dtypes]
-            raise OptionError(f"{name} cannot store {dtype} samples exactly; choose a layout that can: {', '.join(can)}")
+            raise OptionError(
+                f"{name} cannot store {dtype} samples exactly; choose a layout that can: {', '.join(can)}"
+            )
         return dtype
 
 
@@ -174,12 +192,17 @@ class Store(ABC):
         except OocError:
             raise  # the layout's own message names the file already
         except LIBRARY_READ_ERRORS as error:
-            raise CorruptStoreError(f"{self.path}: cannot read the targets of split '{split}' ({_first_line(error)}); "
-                                    f"check the store with `ooc verify {self.path}`, re-convert it to repair") from error
+            raise CorruptStoreError(
+                f"{self.path}: cannot read the targets of split '{split}' ({_first_line(error)}); "
+                f"check the store with `ooc verify {self.path}`, re-convert it to repair"
+            ) from error
         want = (self.num_samples(split), *self.schema.target_shape)
         if targets.shape != want or targets.dtype != self.schema.target_dtype:
-            raise CorruptStoreError(f"{self.path}: the targets of split '{split}' are {targets.dtype} {targets.shape}, the manifest "
-                                    f"says {self.schema.target_dtype} {want}; re-convert the store")
+            raise CorruptStoreError(
+                f"{self.path}: the targets of split '{split}' are {targets.dtype} {targets.shape}, the "
+                "manifest "
+                f"says {self.schema.target_dtype} {want}; re-convert the store"
+            )
         return targets
 
     def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +215,9 @@ class Store(ABC):
         """Samples at ``indices`` exactly as stored (no decoding), and their targets."""
         indices = self._checked_indices(split, indices)
         if not indices.size:
-            return np.empty((0, *self.sample_shape), self.schema.dtype), np.empty((0, *self.schema.target_shape), self.schema.target_dtype)
+            return np.empty((0, *self.sample_shape), self.schema.dtype), np.empty(
+                (0, *self.schema.target_shape), self.schema.target_dtype
+            )
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
             x = self._read_sorted(split, unique)
@@ -209,7 +234,9 @@ class Store(ABC):
         n = self.num_samples(split)
         indices = np.asarray(indices)
         if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
-            raise OptionError(f"indices must be a 1-d array of integers, got {indices.dtype} of shape {indices.shape}")
+            raise OptionError(
+                f"indices must be a 1-d array of integers, got {indices.dtype} of shape {indices.shape}"
+            )
         indices = indices.astype(np.int64, copy=False)
         if indices.size and (indices.min() < 0 or indices.max() >= n):
             bad = indices[(indices < 0) | (indices >= n)][0]
@@ -268,8 +295,10 @@ class Store(ABC):
                 break
         samples = self._samples_with(split, bad)
         which = f"sample {bad}" if len(samples) == 1 else f"samples {samples.start}–{samples.stop - 1}"
-        result = CorruptStoreError(f"{self._file_of(split, bad)}: cannot read {which} of split '{split}' ({_first_line(error)}); "
-                                   f"check the store with `ooc verify {self.path}`, re-convert it to repair")
+        result = CorruptStoreError(
+            f"{self._file_of(split, bad)}: cannot read {which} of split '{split}' ({_first_line(error)}); "
+            f"check the store with `ooc verify {self.path}`, re-convert it to repair"
+        )
         result.split, result.indices = split, np.asarray(samples, dtype=np.int64)
         return result
 
@@ -277,7 +306,9 @@ class Store(ABC):
         try:
             return self.manifest["splits"][split]
         except KeyError:
-            raise OptionError(f"split {split!r} is not in {self.path}: it has {', '.join(self.splits)}") from None
+            raise OptionError(
+                f"split {split!r} is not in {self.path}: it has {', '.join(self.splits)}"
+            ) from None
 
 
 def _first_line(error: Exception) -> str:
@@ -321,7 +352,9 @@ class ChunkedStore(Store):
 
     def _reset_handles(self):
         super()._reset_handles()
-        self._chunk_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # decoded chunks, least recent first
+        self._chunk_cache: OrderedDict[tuple[str, int], np.ndarray] = (
+            OrderedDict()
+        )  # decoded chunks, least recent first
         self._chunk_lock = threading.Lock()
 
     def _read_sorted(self, split, indices):
@@ -333,8 +366,11 @@ class ChunkedStore(Store):
         chunk_ids = chunk_of[starts].tolist()
         out = None
         with lock:
-            missing = [c for c, s, e in zip(chunk_ids, starts, ends)
-                       if (split, c) not in cache and not self._points_are_cheaper(int(e - s))]
+            missing = [
+                c
+                for c, s, e in zip(chunk_ids, starts, ends)
+                if (split, c) not in cache and not self._points_are_cheaper(int(e - s))
+            ]
             fetched = self._fetch_chunks(split, missing, size, count)
             for c, s, e in zip(chunk_ids, starts, ends):
                 rows = indices[s:e]
@@ -364,12 +400,11 @@ class ChunkedStore(Store):
             if run and (c is None or c != run[-1] + 1 or len(run) == CACHE_CHUNKS):
                 block = self._read_rows(split, run[0] * size, min((run[-1] + 1) * size, count))
                 for i, r in enumerate(run):
-                    fetched[r] = block[i * size:(i + 1) * size].copy() if len(run) > 1 else block
+                    fetched[r] = block[i * size : (i + 1) * size].copy() if len(run) > 1 else block
                 run = []
             if c is not None:
                 run.append(c)
         return fetched
-
 
 
 class Writer(ABC):
@@ -379,7 +414,15 @@ class Writer(ABC):
     which ``write``'s ``x`` already has) and the targets' shape and dtype. Optional capabilities are
     the mixins below, which ``ooc.convert`` detects: ``Resumable``, ``ParallelParts``."""
 
-    def __init__(self, path: Path, *, chunk_size: int | None, compression: str, dtype: str, shard_size: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        chunk_size: int | None,
+        compression: str,
+        dtype: str,
+        shard_size: int | None = None,
+    ):
         self.path = path
         self.chunk_size = chunk_size
         self.shard_size = shard_size

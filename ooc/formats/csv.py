@@ -30,17 +30,24 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ooc.errors import CorruptStoreError
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
+from ooc.formats.base import Store as _Store
+from ooc.formats.base import Writer as _Writer
 from ooc.schema import SAMPLE_DTYPES
-from ooc.formats.base import LayoutOptions, ParallelParts, Resumable, Store as _Store, Writer as _Writer
 
 NAME = "csv"
 # float16 is left out: no parser at hand rounds decimal text to float16 directly, and parsing through
 # float32 could round twice
-OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", default_chunk_size=None, pixel_dtype="float32",
-                        dtypes=tuple(d for d in SAMPLE_DTYPES if d != "float16"), chunking="one file per sample")
+OPTIONS = LayoutOptions(
+    compressions=("none",),
+    default_compression="none",
+    default_chunk_size=None,
+    pixel_dtype="float32",
+    dtypes=tuple(d for d in SAMPLE_DTYPES if d != "float16"),
+    chunking="one file per sample",
+)
 # dtypes whose every value is a float32 too: the compiled float32 parser reads them exactly
 _VIA_FLOAT32 = ("float32", "uint8", "int8", "uint16", "int16", "bool")
 
@@ -64,7 +71,7 @@ def as_text(values: np.ndarray) -> np.ndarray:
 
 
 # Powers of ten exact in float64 (up to 1e22), and the float32 range the fast path answers itself.
-_POW10 = np.array([10.0 ** k for k in range(23)])
+_POW10 = np.array([10.0**k for k in range(23)])
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
@@ -175,7 +182,12 @@ def _parse_files(texts: list[bytes], out: np.ndarray) -> bool:
                 except RuntimeError:  # no writable cache folder (a read-only install): compile per process
                     _compiled.append(numba.njit(nogil=True)(_parse_files_py))
     ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
-    return _compiled[0](np.frombuffer(b"".join(texts), np.uint8), ends, out.shape[1], out.shape[2], out.reshape(-1)) == out.size
+    return (
+        _compiled[0](
+            np.frombuffer(b"".join(texts), np.uint8), ends, out.shape[1], out.shape[2], out.reshape(-1)
+        )
+        == out.size
+    )
 
 
 def _parse_joined(texts: list[bytes], rows: int, columns: int, dtype=np.float32) -> np.ndarray | None:
@@ -190,8 +202,13 @@ def _parse_joined(texts: list[bytes], rows: int, columns: int, dtype=np.float32)
         return None
     names = [f"c{i}" for i in range(columns)]
     try:
-        table = pacsv.read_csv(pa.py_buffer(b"".join(texts)), read_options=pacsv.ReadOptions(column_names=names),
-                               convert_options=pacsv.ConvertOptions(column_types={n: pa.from_numpy_dtype(np.dtype(dtype)) for n in names}))
+        table = pacsv.read_csv(
+            pa.py_buffer(b"".join(texts)),
+            read_options=pacsv.ReadOptions(column_names=names),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.from_numpy_dtype(np.dtype(dtype)) for n in names}
+            ),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     if table.num_rows != len(texts) * rows or any(c.null_count for c in table.columns):
@@ -231,6 +248,7 @@ def read_and_parse(folder: int, names, out: np.ndarray) -> list[bytes]:
     first = _read_files(folder, names[:half])
     parsed = [not half, False]
     if half:
+
         def parse_first():
             parsed[0] = _parse_files(first, out[:half])
 
@@ -317,7 +335,9 @@ class Writer(_Writer, Resumable, ParallelParts):
 
     def absorb_part(self, split, start, y, result):
         values = [",".join(row) for row in as_text(y.reshape(len(y), -1))]
-        data = "".join(f"{start + offset + 1:0{self._width}d}.csv,{row}\n" for offset, row in enumerate(values)).encode("ascii")
+        data = "".join(
+            f"{start + offset + 1:0{self._width}d}.csv,{row}\n" for offset, row in enumerate(values)
+        ).encode("ascii")
         self._targets.write(data)
         self._crc = zlib.crc32(data, self._crc)
 
@@ -387,18 +407,26 @@ class Store(_Store):
         schema, count = self.schema, self.num_samples(split)
         width = int(np.prod(schema.target_shape))
         names = ["file", *(f"y{i}" for i in range(width))]
-        what = "'file,label' rows with integer labels" if schema.target_kind == "classes" else \
-            f"rows of a file name and {width} {schema.target_dtype} value{'s' if width > 1 else ''}"
+        what = (
+            "'file,label' rows with integer labels"
+            if schema.target_kind == "classes"
+            else f"rows of a file name and {width} {schema.target_dtype} value{'s' if width > 1 else ''}"
+        )
         fix = "re-convert with `ooc convert --format csv --overwrite`"
         types = {"file": pa.string(), **{n: pa.from_numpy_dtype(schema.target_dtype) for n in names[1:]}}
         try:
-            table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
-                                   convert_options=pacsv.ConvertOptions(column_types=types, quoted_strings_can_be_null=False))
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
+                convert_options=pacsv.ConvertOptions(column_types=types, quoted_strings_can_be_null=False),
+            )
         except (OSError, pa.ArrowInvalid) as e:
             reason = " ".join(str(e).split())[:200]
             if isinstance(e, FileNotFoundError):
                 reason = "file is missing"
-            raise CorruptStoreError(f"{path}: cannot read the targets ({reason}); expected {count} {what}; {fix}") from None
+            raise CorruptStoreError(
+                f"{path}: cannot read the targets ({reason}); expected {count} {what}; {fix}"
+            ) from None
         if table.num_rows != count or any(c.null_count for c in table.columns):
             raise CorruptStoreError(f"{path}: expected {count} {what}, found {table.num_rows} rows; {fix}")
         self._names[split] = table.column("file").to_numpy(zero_copy_only=False)
@@ -420,7 +448,9 @@ class Store(_Store):
                 values = out.astype(dtype, copy=False)
                 if dtype == np.float32 or np.array_equal(values, out):
                     return values
-                texts = self._read_texts(split, indices)  # values that are not of the dtype: pyarrow says which
+                texts = self._read_texts(
+                    split, indices
+                )  # values that are not of the dtype: pyarrow says which
         else:
             try:
                 texts = self._read_texts(split, indices)
@@ -444,7 +474,9 @@ class Store(_Store):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             except FileNotFoundError:
-                raise CorruptStoreError(f"{path}: folder is missing; re-convert with `ooc convert --format csv --overwrite`") from None
+                raise CorruptStoreError(
+                    f"{path}: folder is missing; re-convert with `ooc convert --format csv --overwrite`"
+                ) from None
             if self._folders.setdefault(split, fd) != fd:  # another thread opened it first
                 os.close(fd)
         return self._folders[split]
@@ -469,10 +501,18 @@ class Store(_Store):
         except FileNotFoundError:
             raise CorruptStoreError(f"{path}: file is missing; {fix}") from None
         except ValueError:
-            found = sum(len([v for v in line.split(",") if v.strip()]) for line in path.read_text(errors="replace").splitlines())
-            raise CorruptStoreError(f"{path}: expected {rows * columns} numeric values ({shown}), found {found} values or a "
-                                    f"non-numeric one; {fix}") from None
+            found = sum(
+                len([v for v in line.split(",") if v.strip()])
+                for line in path.read_text(errors="replace").splitlines()
+            )
+            raise CorruptStoreError(
+                f"{path}: expected {rows * columns} numeric values ({shown}), found {found} values or a "
+                f"non-numeric one; {fix}"
+            ) from None
         if values.shape != (rows, columns):
-            raise CorruptStoreError(f"{path}: expected {rows * columns} values ({shown}), found {values.size} in {values.shape[0]} "
-                                    f"lines; {fix}")
+            raise CorruptStoreError(
+                f"{path}: expected {rows * columns} values ({shown}), found {values.size} in "
+                f"{values.shape[0]} "
+                f"lines; {fix}"
+            )
         return values

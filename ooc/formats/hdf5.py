@@ -15,11 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, Writer as _Writer
+from ooc.formats.base import ChunkedStore, LayoutOptions
+from ooc.formats.base import Writer as _Writer
 
 NAME = "hdf5"
 FILE_NAME = "data.h5"
-OPTIONS = LayoutOptions(compressions=("none", "gzip", "lzf"), default_compression="none", default_chunk_size=1024)
+OPTIONS = LayoutOptions(
+    compressions=("none", "gzip", "lzf"), default_compression="none", default_chunk_size=1024
+)
 GZIP_LEVEL = 4
 # Reading a whole uncompressed chunk beats point reads while it holds at most this many rows per
 # wanted row (measured: point read ~30 µs, sliced row ~0.1 µs from the page cache).
@@ -47,16 +50,27 @@ class Writer(_Writer):
         compression = None if self.compression == "none" else self.compression
         opts = {"compression_opts": GZIP_LEVEL} if compression == "gzip" else {}
         group = self._file.create_group(split)
-        group.create_dataset("x", shape=(count, *schema.sample_shape), dtype=schema.dtype,
-                             chunks=(max(1, min(self.chunk_size, count)), *schema.sample_shape),
-                             compression=compression, **opts)
-        group.create_dataset("y", shape=(count, *schema.target_shape), dtype=schema.target_dtype,
-                             chunks=(max(1, min(1 << 16, count)), *schema.target_shape), compression=compression, **opts)
+        group.create_dataset(
+            "x",
+            shape=(count, *schema.sample_shape),
+            dtype=schema.dtype,
+            chunks=(max(1, min(self.chunk_size, count)), *schema.sample_shape),
+            compression=compression,
+            **opts,
+        )
+        group.create_dataset(
+            "y",
+            shape=(count, *schema.target_shape),
+            dtype=schema.target_dtype,
+            chunks=(max(1, min(1 << 16, count)), *schema.target_shape),
+            compression=compression,
+            **opts,
+        )
 
     def write(self, split, start, x, y):
         group = self._file[split]
-        group["x"][start:start + len(x)] = x
-        group["y"][start:start + len(y)] = y
+        group["x"][start : start + len(x)] = x
+        group["y"][start : start + len(y)] = y
 
     def path_of(self, split, index):
         return self.path / FILE_NAME
@@ -77,18 +91,26 @@ class Store(ChunkedStore):
     def _dataset(self, split: str, name: str):
         if self._file is None:
             path = self.path / FILE_NAME
-            chunk_bytes = self.options["chunk_size"] * int(np.prod(self.sample_shape)) * self.schema.dtype.itemsize
+            chunk_bytes = (
+                self.options["chunk_size"] * int(np.prod(self.sample_shape)) * self.schema.dtype.itemsize
+            )
             try:
                 # room for a few chunks: enough for any run we slice, bounded whatever the data size
                 # no HDF5 file locks: a finished store is never written again (the manifest comes last),
                 # and locks only fail readers on filesystems without flock (NFS, some containers)
                 self._file = _h5py().File(path, "r", rdcc_nbytes=max(1 << 20, 4 * chunk_bytes), locking=False)
             except OSError as e:
-                raise CorruptStoreError(f"{path}: cannot open as HDF5 ({e}); re-convert with `ooc convert --format hdf5 --overwrite`") from None
+                raise CorruptStoreError(
+                    f"{path}: cannot open as HDF5 ({e}); re-convert with `ooc convert --format hdf5 "
+                    "--overwrite`"
+                ) from None
         try:
             return self._file[split][name]
         except KeyError:
-            raise CorruptStoreError(f"{self.path / FILE_NAME}: dataset {split}/{name} is missing; re-convert with `ooc convert --format hdf5 --overwrite`") from None
+            raise CorruptStoreError(
+                f"{self.path / FILE_NAME}: dataset {split}/{name} is missing; re-convert with `ooc convert "
+                "--format hdf5 --overwrite`"
+            ) from None
 
     def _read_labels(self, split):
         return self._dataset(split, "y")[:]

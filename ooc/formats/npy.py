@@ -15,11 +15,17 @@ import zlib
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import LayoutOptions, ParallelParts, Resumable, Store as _Store, Writer as _Writer
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
+from ooc.formats.base import Store as _Store
+from ooc.formats.base import Writer as _Writer
 
 NAME = "npy"
-OPTIONS = LayoutOptions(compressions=("none",), default_compression="none", default_chunk_size=None,
-                        chunking="none (one contiguous array per split)")
+OPTIONS = LayoutOptions(
+    compressions=("none",),
+    default_compression="none",
+    default_chunk_size=None,
+    chunking="none (one contiguous array per split)",
+)
 
 
 def array_path(store, split: str, name: str):
@@ -44,11 +50,15 @@ class Writer(_Writer, Resumable, ParallelParts):
     def _open(self, split, count, schema, mode):
         self._counts[split] = count
         arrays = []
-        for name, dtype, shape in (("x", schema.dtype, (count, *schema.sample_shape)),
-                                   ("y", schema.target_dtype, (count, *schema.target_shape))):
+        for name, dtype, shape in (
+            ("x", schema.dtype, (count, *schema.sample_shape)),
+            ("y", schema.target_dtype, (count, *schema.target_shape)),
+        ):
             path = array_path(self.path, split, name)
             array = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
-            if mode == "w+":  # allocate now: a full disk is an OSError here, not a SIGBUS in a later write to the map
+            if (
+                mode == "w+"
+            ):  # allocate now: a full disk is an OSError here, not a SIGBUS in a later write to the map
                 with open(path, "r+b") as f:
                     try:
                         os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
@@ -65,8 +75,12 @@ class Writer(_Writer, Resumable, ParallelParts):
         try:
             self._open(split, count, schema, "r+")
             xs, ys = self._arrays[split]
-            fits = (xs.shape == (count, *schema.sample_shape) and xs.dtype == schema.dtype
-                    and ys.shape == (count, *schema.target_shape) and ys.dtype == schema.target_dtype)
+            fits = (
+                xs.shape == (count, *schema.sample_shape)
+                and xs.dtype == schema.dtype
+                and ys.shape == (count, *schema.target_shape)
+                and ys.dtype == schema.target_dtype
+            )
             crcs = [zlib.crc32(xs[:done]), zlib.crc32(ys[:done])] if fits else None
         except (OSError, ValueError):
             crcs = None
@@ -80,8 +94,8 @@ class Writer(_Writer, Resumable, ParallelParts):
         xs, ys = self._arrays[split]
         stored = np.ascontiguousarray(x)
         targets = np.ascontiguousarray(y)
-        xs[start:start + len(x)] = stored
-        ys[start:start + len(y)] = targets
+        xs[start : start + len(x)] = stored
+        ys[start : start + len(y)] = targets
         crcs = self._crcs[split]
         crcs[0], crcs[1] = zlib.crc32(stored, crcs[0]), zlib.crc32(targets, crcs[1])
 
@@ -93,7 +107,11 @@ class Writer(_Writer, Resumable, ParallelParts):
         return state
 
     def final_files(self, split, done):
-        return [array_path(self.path, split, "x"), array_path(self.path, split, "y")] if done == self._counts[split] else []
+        return (
+            [array_path(self.path, split, "x"), array_path(self.path, split, "y")]
+            if done == self._counts[split]
+            else []
+        )
 
     def path_of(self, split, index):
         return array_path(self.path, split, "x")
@@ -102,16 +120,19 @@ class Writer(_Writer, Resumable, ParallelParts):
     # the same file, and the running CRC is taken here from the rows they wrote
     def write_part(self, split, start, x, y, spec):
         xs = np.lib.format.open_memmap(array_path(self.path, split, "x"), mode="r+")
-        xs[start:start + len(x)] = x
+        xs[start : start + len(x)] = x
         xs.flush()
         del xs
 
     def absorb_part(self, split, start, y, result):
         xs, ys = self._arrays[split]
         targets = np.ascontiguousarray(y)
-        ys[start:start + len(y)] = targets
+        ys[start : start + len(y)] = targets
         crcs = self._crcs[split]
-        crcs[0], crcs[1] = zlib.crc32(np.ascontiguousarray(xs[start:start + len(y)]), crcs[0]), zlib.crc32(targets, crcs[1])
+        crcs[0], crcs[1] = (
+            zlib.crc32(np.ascontiguousarray(xs[start : start + len(y)]), crcs[0]),
+            zlib.crc32(targets, crcs[1]),
+        )
 
     def close(self):
         for xs, ys in self._arrays.values():
@@ -135,13 +156,21 @@ class Store(_Store):
             try:
                 array = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as e:
-                raise CorruptStoreError(f"{path}: cannot read as .npy ({e}); re-convert with `ooc convert --format npy --overwrite`") from None
+                raise CorruptStoreError(
+                    f"{path}: cannot read as .npy ({e}); re-convert with `ooc convert --format npy "
+                    "--overwrite`"
+                ) from None
             expected = self.num_samples(split)
-            shape, dtype = ((expected, *self.sample_shape), self.schema.dtype) if name == "x" else \
-                ((expected, *self.schema.target_shape), self.schema.target_dtype)
+            shape, dtype = (
+                ((expected, *self.sample_shape), self.schema.dtype)
+                if name == "x"
+                else ((expected, *self.schema.target_shape), self.schema.target_dtype)
+            )
             if array.shape != shape or array.dtype != dtype:
-                raise CorruptStoreError(f"{path}: holds {array.dtype} {array.shape}, the manifest says {dtype} {shape}; "
-                                        "re-convert with `ooc convert --format npy --overwrite`")
+                raise CorruptStoreError(
+                    f"{path}: holds {array.dtype} {array.shape}, the manifest says {dtype} {shape}; "
+                    "re-convert with `ooc convert --format npy --overwrite`"
+                )
             self._maps[key] = array
         return self._maps[key]
 

@@ -27,11 +27,14 @@ import json
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, Resumable, Writer as _Writer
+from ooc.formats.base import ChunkedStore, LayoutOptions, Resumable
+from ooc.formats.base import Writer as _Writer
 from ooc.remote import URL
 
 NAME = "parquet"
-OPTIONS = LayoutOptions(compressions=("none", "snappy", "zstd", "gzip"), default_compression="zstd", default_chunk_size=1024)
+OPTIONS = LayoutOptions(
+    compressions=("none", "snappy", "zstd", "gzip"), default_compression="zstd", default_chunk_size=1024
+)
 SHAPE_KEY = b"ooc.sample_shape"
 
 
@@ -94,15 +97,24 @@ class Writer(_Writer, Resumable):
     def begin_split(self, split, count, schema):
         pa, pq = _pyarrow()
         self._counts[split] = count
-        table_schema = pa.schema([("image", _arrow_type(schema.dtype, schema.sample_shape)),
-                                  ("label", _arrow_type(schema.target_dtype, schema.target_shape))],
-                                 metadata={SHAPE_KEY: json.dumps(list(schema.sample_shape)).encode()})
+        table_schema = pa.schema(
+            [
+                ("image", _arrow_type(schema.dtype, schema.sample_shape)),
+                ("label", _arrow_type(schema.target_dtype, schema.target_shape)),
+            ],
+            metadata={SHAPE_KEY: json.dumps(list(schema.sample_shape)).encode()},
+        )
         where = file_path(self.path, split)
         if isinstance(where, URL):  # an fsspec file: a multipart upload, completed when closed
             self._objects[split] = where.fs.open(where.key, "wb")
             where = self._objects[split]
-        self._files[split] = pq.ParquetWriter(where, table_schema, compression=self.compression,
-                                              use_dictionary=["label"], write_statistics=["label"])
+        self._files[split] = pq.ParquetWriter(
+            where,
+            table_schema,
+            compression=self.compression,
+            use_dictionary=["label"],
+            write_statistics=["label"],
+        )
 
     def write(self, split, start, x, y):
         pa, _ = _pyarrow()
@@ -143,7 +155,11 @@ def _row_group_range(row_group) -> tuple[int, int]:
     starts, ends = [], []
     for i in range(row_group.num_columns):
         column = row_group.column(i)
-        start = column.dictionary_page_offset if column.has_dictionary_page and column.dictionary_page_offset else column.data_page_offset
+        start = (
+            column.dictionary_page_offset
+            if column.has_dictionary_page and column.dictionary_page_offset
+            else column.data_page_offset
+        )
         starts.append(start)
         ends.append(start + column.total_compressed_size)
     return min(starts), max(ends)
@@ -183,7 +199,7 @@ class _Parts(io.RawIOBase):
         n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
         for start, blob in self._parts:
             if start <= self._pos and self._pos + n <= start + len(blob):
-                data = blob[self._pos - start:self._pos - start + n]
+                data = blob[self._pos - start : self._pos - start + n]
                 self._pos += n
                 return data
         raise OSError(f"bytes {self._pos}–{self._pos + n} were not fetched")
@@ -202,16 +218,24 @@ class Store(ChunkedStore):
             _, pq = _pyarrow()
             path = file_path(self.path, split)
             try:
-                if isinstance(path, URL):  # range requests only, no read-ahead: a chunk read fetches its row groups
+                if isinstance(
+                    path, URL
+                ):  # range requests only, no read-ahead: a chunk read fetches its row groups
                     handle = path.fs.open(path.key, "rb", cache_type="none")
                     self._sizes[split] = handle.size
                     parquet = pq.ParquetFile(handle, pre_buffer=True)
                 else:
                     parquet = pq.ParquetFile(path)
             except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-                raise CorruptStoreError(f"{path}: cannot open as Parquet ({e}); re-convert with `ooc convert --format parquet --overwrite`") from None
+                raise CorruptStoreError(
+                    f"{path}: cannot open as Parquet ({e}); re-convert with `ooc convert --format parquet "
+                    "--overwrite`"
+                ) from None
             if parquet.metadata.num_rows != self.num_samples(split):
-                raise CorruptStoreError(f"{path}: holds {parquet.metadata.num_rows} rows, the manifest says {self.num_samples(split)}; re-convert with `ooc convert --format parquet --overwrite`")
+                raise CorruptStoreError(
+                    f"{path}: holds {parquet.metadata.num_rows} rows, the manifest says "
+                    f"{self.num_samples(split)}; re-convert with `ooc convert --format parquet --overwrite`"
+                )
             self._files[split] = parquet
         return self._files[split]
 
@@ -224,7 +248,9 @@ class Store(ChunkedStore):
             table = pq.read_table(path.key, filesystem=path.fs, columns=["label"], use_threads=False)
         else:
             table = pq.read_table(path, columns=["label"], use_threads=False)
-        return _values(table.column("label").combine_chunks(), self.schema.target_dtype, self.schema.target_shape)
+        return _values(
+            table.column("label").combine_chunks(), self.schema.target_dtype, self.schema.target_shape
+        )
 
     def _file_of(self, split, index):
         return file_path(self.path, split)
@@ -232,7 +258,12 @@ class Store(ChunkedStore):
     def _read_rows(self, split, start, stop):
         size = self.chunk_size
         groups = list(range(start // size, -(-stop // size)))
-        column = self._file(split).read_row_groups(groups, columns=["image"], use_threads=False).column("image").combine_chunks()
+        column = (
+            self._file(split)
+            .read_row_groups(groups, columns=["image"], use_threads=False)
+            .column("image")
+            .combine_chunks()
+        )
         return self._pixels(column)
 
     def _pixels(self, column):
@@ -248,7 +279,11 @@ class Store(ChunkedStore):
         blobs = path.fs.cat_ranges([path.key] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
         _, pq = _pyarrow()
         parts = _Parts([(a, blob) for (a, _), blob in zip(ranges, blobs)], self._sizes[split])
-        column = pq.ParquetFile(parts, metadata=metadata).read_row_groups(chunk_ids, columns=["image"], use_threads=False).column("image")
+        column = (
+            pq.ParquetFile(parts, metadata=metadata)
+            .read_row_groups(chunk_ids, columns=["image"], use_threads=False)
+            .column("image")
+        )
         fetched, at = {}, 0
         for c in chunk_ids:
             n = min((c + 1) * size, count) - c * size

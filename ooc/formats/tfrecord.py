@@ -35,13 +35,19 @@ from contextlib import contextmanager
 import numpy as np
 
 from ooc.errors import CorruptStoreError
+from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable
+from ooc.formats.base import Writer as _Writer
 from ooc.schema import SAMPLE_DTYPES, Schema
-from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, Writer as _Writer
 
 NAME = "tfrecord"
-OPTIONS = LayoutOptions(compressions=("none", "gzip"), default_compression="none", default_chunk_size=None,
-                        default_shard_size=4096, dtypes=tuple(d for d in SAMPLE_DTYPES if d != "uint32"),
-                        chunking="records in shards of --shard-size samples, an offset index per split")
+OPTIONS = LayoutOptions(
+    compressions=("none", "gzip"),
+    default_compression="none",
+    default_chunk_size=None,
+    default_shard_size=4096,
+    dtypes=tuple(d for d in SAMPLE_DTYPES if d != "uint32"),
+    chunking="records in shards of --shard-size samples, an offset index per split",
+)
 # A TFRecord is: uint64 length, uint32 masked CRC of the length, payload, uint32 masked CRC of it.
 RECORD_HEADER, RECORD_FOOTER = 12, 4
 _REPAIR = "re-convert with `ooc convert --format tfrecord --overwrite`"
@@ -88,8 +94,15 @@ class Writer(_Writer, Resumable, ParallelParts):
 
     def begin_split(self, split, count, schema):
         paths = shard_paths(self.path, split, count, self.shard_size, self.compression)
-        self._splits[split] = {"paths": paths, "schema": schema, "index": np.zeros((count, 2), np.int64),
-                               "first": 0, "file": None, "shard": -1, "position": 0}
+        self._splits[split] = {
+            "paths": paths,
+            "schema": schema,
+            "index": np.zeros((count, 2), np.int64),
+            "first": 0,
+            "file": None,
+            "shard": -1,
+            "position": 0,
+        }
 
     def write(self, split, start, x, y):
         with _os_errors():
@@ -106,8 +119,15 @@ class Writer(_Writer, Resumable, ParallelParts):
     def write_part(self, split, start, x, y, spec):
         from pathlib import Path
 
-        state = {"paths": [Path(p) for p in spec["paths"]], "schema": spec["schema"], "index": np.zeros((len(x), 2), np.int64),
-                 "first": start, "file": None, "shard": -1, "position": 0}
+        state = {
+            "paths": [Path(p) for p in spec["paths"]],
+            "schema": spec["schema"],
+            "index": np.zeros((len(x), 2), np.int64),
+            "first": start,
+            "file": None,
+            "shard": -1,
+            "position": 0,
+        }
         with _os_errors():
             self._write(state, start, x, y)
             self._close_shard(state)
@@ -115,7 +135,7 @@ class Writer(_Writer, Resumable, ParallelParts):
 
     def absorb_part(self, split, start, y, result):
         state = self._splits[split]
-        state["index"][start:start + len(y)] = result
+        state["index"][start : start + len(y)] = result
         state["shard"] = (start + len(y) - 1) // self.shard_size  # the shards after it are still to come
 
     def _write(self, state, start, x, y):
@@ -130,13 +150,24 @@ class Writer(_Writer, Resumable, ParallelParts):
                 options = tf.io.TFRecordOptions(compression_type="GZIP" if self.compression == "gzip" else "")
                 state["file"] = tf.io.TFRecordWriter(str(state["paths"][shard]), options=options)
                 state["shard"], state["position"] = shard, 0
-            label = (tf.train.Feature(int64_list=tf.train.Int64List(value=[target])) if classes
-                     else tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(target).tobytes()])))
-            record = tf.train.Example(features=tf.train.Features(feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(sample).tobytes()])),
-                "shape": shape,
-                "label" if classes else "target": label,
-            })).SerializeToString(deterministic=True)  # map keys sorted: the same bytes in any process
+            label = (
+                tf.train.Feature(int64_list=tf.train.Int64List(value=[target]))
+                if classes
+                else tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(target).tobytes()])
+                )
+            )
+            record = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "image": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(sample).tobytes()])
+                        ),
+                        "shape": shape,
+                        "label" if classes else "target": label,
+                    }
+                )
+            ).SerializeToString(deterministic=True)  # map keys sorted: the same bytes in any process
             state["file"].write(record)
             state["index"][i - state["first"]] = (state["position"] + RECORD_HEADER, len(record))
             state["position"] += RECORD_HEADER + len(record) + RECORD_FOOTER
@@ -148,7 +179,7 @@ class Writer(_Writer, Resumable, ParallelParts):
 
     def _finish(self, split, state):
         self._close_shard(state)
-        for path in state["paths"][state["shard"] + 1:]:  # an empty split still gets its one (empty) shard
+        for path in state["paths"][state["shard"] + 1 :]:  # an empty split still gets its one (empty) shard
             _tf().io.TFRecordWriter(str(path)).close()
         np.save(index_path(self.path, split), state["index"])
         state["finished"] = True
@@ -166,7 +197,7 @@ class Writer(_Writer, Resumable, ParallelParts):
         state = self._splits[split]
         if done == len(state["index"]):
             return state["paths"] + [index_path(self.path, split)]
-        return state["paths"][:done // self.shard_size]
+        return state["paths"][: done // self.shard_size]
 
     def resume_split(self, split, count, schema, done, state):
         """Completed shards are kept (their index entries rebuilt from the record headers); the
@@ -219,8 +250,11 @@ def _os_errors():
     try:
         yield
     except tf.errors.OpError as e:
-        code = {tf.errors.ResourceExhaustedError: errno.ENOSPC, tf.errors.PermissionDeniedError: errno.EACCES,
-                tf.errors.NotFoundError: errno.ENOENT}.get(type(e), errno.EIO)
+        code = {
+            tf.errors.ResourceExhaustedError: errno.ENOSPC,
+            tf.errors.PermissionDeniedError: errno.EACCES,
+            tf.errors.NotFoundError: errno.ENOENT,
+        }.get(type(e), errno.EIO)
         path = e.message.split(";")[0].strip() if ";" in e.message else None
         raise OSError(code, os.strerror(code), path) from e
 
@@ -250,7 +284,9 @@ class Store(ChunkedStore):
 
     def shard_paths(self, split: str) -> list:
         if split not in self._shard_paths:
-            self._shard_paths[split] = shard_paths(self.path, split, self.num_samples(split), self.shard_size, self.options["compression"])
+            self._shard_paths[split] = shard_paths(
+                self.path, split, self.num_samples(split), self.shard_size, self.options["compression"]
+            )
         return self._shard_paths[split]
 
     def _index_of(self, split: str) -> np.ndarray:
@@ -261,7 +297,10 @@ class Store(ChunkedStore):
             except (OSError, ValueError) as e:
                 raise CorruptStoreError(f"{path}: cannot read the record index ({e}); {_REPAIR}") from None
             if index.shape != (self.num_samples(split), 2):
-                raise CorruptStoreError(f"{path}: indexes {index.shape[0]} records, the manifest says {self.num_samples(split)}; {_REPAIR}")
+                raise CorruptStoreError(
+                    f"{path}: indexes {index.shape[0]} records, the manifest says {self.num_samples(split)}; "
+                    f"{_REPAIR}"
+                )
             self._index[split] = index
         return self._index[split]
 
@@ -273,10 +312,14 @@ class Store(ChunkedStore):
             features = tf.io.parse_example(payloads, {"image": feature_spec(self.schema)["image"]})
             return _raw(features["image"].numpy(), self.schema.dtype, self.sample_shape)
         except tf.errors.InvalidArgumentError:
-            raise CorruptStoreError(f"{where}: a record near sample {first} does not parse as an ooc tf.train.Example; {_REPAIR}") from None
+            raise CorruptStoreError(
+                f"{where}: a record near sample {first} does not parse as an ooc tf.train.Example; {_REPAIR}"
+            ) from None
         except ValueError:
-            raise CorruptStoreError(f"{where}: a record near sample {first} holds a sample of another size than "
-                                    f"{self.schema.dtype} {self.sample_shape}; {_REPAIR}") from None
+            raise CorruptStoreError(
+                f"{where}: a record near sample {first} holds a sample of another size than "
+                f"{self.schema.dtype} {self.sample_shape}; {_REPAIR}"
+            ) from None
 
     def _shard_bytes(self, split: str, shard: int) -> bytes:
         path = self.shard_paths(split)[shard]
@@ -291,8 +334,11 @@ class Store(ChunkedStore):
         offsets = (index[:, 0] - base).tolist()
         lengths = index[:, 1].tolist()
         if offsets and offsets[-1] + lengths[-1] > len(data):
-            raise CorruptStoreError(f"{self.shard_paths(split)[shard]} is truncated: the index needs {offsets[-1] + lengths[-1]} bytes, it holds {len(data)}; {_REPAIR}")
-        return [bytes(view[o:o + n]) for o, n in zip(offsets, lengths)]
+            raise CorruptStoreError(
+                f"{self.shard_paths(split)[shard]} is truncated: the index needs {offsets[-1] + lengths[-1]} "
+                f"bytes, it holds {len(data)}; {_REPAIR}"
+            )
+        return [bytes(view[o : o + n]) for o, n in zip(offsets, lengths)]
 
     # GZIP: a shard is a chunk -----------------------------------------------------------------------
     def _read_rows(self, split, start, stop):
@@ -342,18 +388,34 @@ class Store(ChunkedStore):
         try:
             parsed = [tf.io.parse_example(batch, spec)[name].numpy() for batch in dataset]
         except (tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            raise CorruptStoreError(f"{self.path}: cannot read the {split} labels ({e.message.splitlines()[0]}); {_REPAIR}") from None
+            raise CorruptStoreError(
+                f"{self.path}: cannot read the {split} labels ({e.message.splitlines()[0]}); {_REPAIR}"
+            ) from None
         if name == "label":
-            labels = np.concatenate(parsed).astype(self.schema.target_dtype) if parsed else np.empty(0, self.schema.target_dtype)
+            labels = (
+                np.concatenate(parsed).astype(self.schema.target_dtype)
+                if parsed
+                else np.empty(0, self.schema.target_dtype)
+            )
         else:
             try:
-                labels = np.concatenate([_raw(p, self.schema.target_dtype, self.schema.target_shape) for p in parsed]) if parsed \
+                labels = (
+                    np.concatenate(
+                        [_raw(p, self.schema.target_dtype, self.schema.target_shape) for p in parsed]
+                    )
+                    if parsed
                     else np.empty((0, *self.schema.target_shape), self.schema.target_dtype)
+                )
             except ValueError:
-                raise CorruptStoreError(f"{self.path}: a {split} record's target is not {self.schema.target_dtype} "
-                                        f"{self.schema.target_shape}; {_REPAIR}") from None
+                raise CorruptStoreError(
+                    f"{self.path}: a {split} record's target is not {self.schema.target_dtype} "
+                    f"{self.schema.target_shape}; {_REPAIR}"
+                ) from None
         if len(labels) != self.num_samples(split):
-            raise CorruptStoreError(f"{self.path}: the {split} shards hold {len(labels)} records, the manifest says {self.num_samples(split)}; {_REPAIR}")
+            raise CorruptStoreError(
+                f"{self.path}: the {split} shards hold {len(labels)} records, the manifest says "
+                f"{self.num_samples(split)}; {_REPAIR}"
+            )
         return labels
 
     def close(self):
@@ -362,8 +424,15 @@ class Store(ChunkedStore):
         super().close()
 
 
-def tf_dataset(store: Store, split: str, *, batch_size: int, shuffle_buffer: int = 0, seed: int | None = None,
-               cycle_length: int = 4):
+def tf_dataset(
+    store: Store,
+    split: str,
+    *,
+    batch_size: int,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+    cycle_length: int = 4,
+):
     """The streaming tf.data view: shards interleaved (``cycle_length`` at a time, read in parallel),
     shuffled in a buffer of ``shuffle_buffer`` records, batched, parsed and decoded in parallel.
     Yields float32 ``(x, y)`` batches like ``ooc.batches``, but in tf.data's own order."""
@@ -374,8 +443,12 @@ def tf_dataset(store: Store, split: str, *, batch_size: int, shuffle_buffer: int
     files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle_buffer:
         files = files.shuffle(len(paths), seed=seed)
-    records = files.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
-                               cycle_length=cycle_length, num_parallel_calls=autotune, deterministic=seed is not None)
+    records = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+        cycle_length=cycle_length,
+        num_parallel_calls=autotune,
+        deterministic=seed is not None,
+    )
     if shuffle_buffer:
         records = records.shuffle(shuffle_buffer, seed=seed)
     schema = store.schema
@@ -389,6 +462,8 @@ def tf_dataset(store: Store, split: str, *, batch_size: int, shuffle_buffer: int
             x = tf.cast(x, tf.float32) / 255.0
         if "label" in features:
             return x, features["label"]
-        return x, tf.reshape(tf.io.decode_raw(features["target"], tf.as_dtype(schema.target_dtype)), (-1, *schema.target_shape))
+        return x, tf.reshape(
+            tf.io.decode_raw(features["target"], tf.as_dtype(schema.target_dtype)), (-1, *schema.target_shape)
+        )
 
     return records.batch(batch_size).map(decode, num_parallel_calls=autotune).prefetch(autotune)

@@ -1,5 +1,6 @@
 """A Zarr v3 group: the store directory is the group, with arrays ``<split>/x`` (n, *sample_shape) and
-``<split>/y`` (n, *target_shape) in the source's dtypes, chunked along the sample axis. ``zarr.open_group(store)`` reads it as is.
+``<split>/y`` (n, *target_shape) in the source's dtypes, chunked along the sample axis.
+``zarr.open_group(store)`` reads it as is.
 An interrupted conversion resumes from its first uncommitted chunk.
 
 Reads go chunk by chunk through ``ChunkedStore``'s cache. On a local disk a chunk file is read and
@@ -27,11 +28,14 @@ import zlib
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, Writer as _Writer
+from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable
+from ooc.formats.base import Writer as _Writer
 from ooc.remote import URL
 
 NAME = "zarr"
-OPTIONS = LayoutOptions(compressions=("none", "zstd", "blosc", "gzip"), default_compression="zstd", default_chunk_size=1024)
+OPTIONS = LayoutOptions(
+    compressions=("none", "zstd", "blosc", "gzip"), default_compression="zstd", default_chunk_size=1024
+)
 
 
 def _compressors(name: str):
@@ -39,7 +43,9 @@ def _compressors(name: str):
 
     return {
         "none": None,
-        "zstd": [codecs.ZstdCodec(level=3, checksum=True)],  # a damaged chunk fails to decode instead of giving other pixels
+        "zstd": [
+            codecs.ZstdCodec(level=3, checksum=True)
+        ],  # a damaged chunk fails to decode instead of giving other pixels
         "blosc": [codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")],
         "gzip": [codecs.GzipCodec(level=4)],
     }[name]
@@ -75,19 +81,36 @@ class Writer(_Writer, Resumable, ParallelParts):
         return self._group
 
     def _chunks(self, count, schema):
-        return (max(1, min(self.chunk_size, count)), *schema.sample_shape), (max(1, min(LABEL_CHUNK, count)), *schema.target_shape)
+        return (max(1, min(self.chunk_size, count)), *schema.sample_shape), (
+            max(1, min(LABEL_CHUNK, count)),
+            *schema.target_shape,
+        )
 
     def begin_split(self, split, count, schema):
         group = self._open_group()
         compressors = _compressors(self.compression)
         x_chunks, y_chunks = self._chunks(count, schema)
         self._arrays[split] = (
-            group.create_array(f"{split}/x", shape=(count, *schema.sample_shape), dtype=schema.dtype, chunks=x_chunks,
-                               compressors=compressors, dimension_names=_dimension_names("sample", len(schema.sample_shape)),
-                               config=_CONFIG, overwrite=True),
-            group.create_array(f"{split}/y", shape=(count, *schema.target_shape), dtype=schema.target_dtype, chunks=y_chunks,
-                               compressors=compressors, dimension_names=_dimension_names("sample", len(schema.target_shape)),
-                               config=_CONFIG, overwrite=True),
+            group.create_array(
+                f"{split}/x",
+                shape=(count, *schema.sample_shape),
+                dtype=schema.dtype,
+                chunks=x_chunks,
+                compressors=compressors,
+                dimension_names=_dimension_names("sample", len(schema.sample_shape)),
+                config=_CONFIG,
+                overwrite=True,
+            ),
+            group.create_array(
+                f"{split}/y",
+                shape=(count, *schema.target_shape),
+                dtype=schema.target_dtype,
+                chunks=y_chunks,
+                compressors=compressors,
+                dimension_names=_dimension_names("sample", len(schema.target_shape)),
+                config=_CONFIG,
+                overwrite=True,
+            ),
         )
         self._target_crcs[split] = 0
 
@@ -101,9 +124,19 @@ class Writer(_Writer, Resumable, ParallelParts):
         done = done if done == count else done - done % x_chunks[0]
         try:
             x, y = group[f"{split}/x"], group[f"{split}/y"]
-            fits = (x.shape == (count, *schema.sample_shape) and x.chunks == x_chunks and x.dtype == schema.dtype
-                    and y.shape == (count, *schema.target_shape) and y.chunks == y_chunks and y.dtype == schema.target_dtype)
-            targets_crc = zlib.crc32(np.ascontiguousarray(y[:done])) if fits and done < count else state.get("labels_crc")
+            fits = (
+                x.shape == (count, *schema.sample_shape)
+                and x.chunks == x_chunks
+                and x.dtype == schema.dtype
+                and y.shape == (count, *schema.target_shape)
+                and y.chunks == y_chunks
+                and y.dtype == schema.target_dtype
+            )
+            targets_crc = (
+                zlib.crc32(np.ascontiguousarray(y[:done]))
+                if fits and done < count
+                else state.get("labels_crc")
+            )
         except (KeyError, ValueError, RuntimeError):  # missing, or a target chunk zarr cannot decode
             fits = False
         if not done or not fits or targets_crc != state.get("labels_crc"):
@@ -115,7 +148,7 @@ class Writer(_Writer, Resumable, ParallelParts):
 
     def write(self, split, start, x, y):
         xs, _ = self._arrays[split]
-        xs[start:start + len(x)] = x
+        xs[start : start + len(x)] = x
         self.absorb_part(split, start, y, None)
 
     def commit(self, split, done):
@@ -124,8 +157,14 @@ class Writer(_Writer, Resumable, ParallelParts):
     def final_files(self, split, done):
         xs, ys = self._arrays[split]
         files = [self.path / split / name / "zarr.json" for name in ("x", "y")]
-        files += [self.path.joinpath(split, "x", "c", str(c), *["0"] * (xs.ndim - 1)) for c in range(_finished(done, xs))]
-        return files + [self.path.joinpath(split, "y", "c", str(c), *["0"] * (ys.ndim - 1)) for c in range(_finished(done, ys))]
+        files += [
+            self.path.joinpath(split, "x", "c", str(c), *["0"] * (xs.ndim - 1))
+            for c in range(_finished(done, xs))
+        ]
+        return files + [
+            self.path.joinpath(split, "y", "c", str(c), *["0"] * (ys.ndim - 1))
+            for c in range(_finished(done, ys))
+        ]
 
     def path_of(self, split, index):
         rank = len(self._arrays[split][0].shape) - 1 if split in self._arrays else 2
@@ -136,12 +175,12 @@ class Writer(_Writer, Resumable, ParallelParts):
         import zarr
 
         xs = zarr.open_array(self.path / split / "x", mode="r+", zarr_format=3).with_config(_CONFIG)
-        xs[start:start + len(x)] = x
+        xs[start : start + len(x)] = x
 
     def absorb_part(self, split, start, y, result):
         _, ys = self._arrays[split]
         targets = np.ascontiguousarray(y)
-        ys[start:start + len(y)] = targets
+        ys[start : start + len(y)] = targets
         self._target_crcs[split] = zlib.crc32(targets, self._target_crcs[split])
 
     def close(self):
@@ -169,18 +208,30 @@ class Store(ChunkedStore):
             try:
                 self._group = zarr.open_group(**_where(self.path), mode="r")
             except (FileNotFoundError, ValueError) as e:
-                raise CorruptStoreError(f"{self.path}: cannot open as a Zarr group ({e}); re-convert with `ooc convert --format zarr --overwrite`") from None
+                raise CorruptStoreError(
+                    f"{self.path}: cannot open as a Zarr group ({e}); re-convert with `ooc convert --format "
+                    "zarr --overwrite`"
+                ) from None
         try:
             return self._group[f"{split}/{name}"]
         except KeyError:
-            raise CorruptStoreError(f"{self.path}: array {split}/{name} is missing; re-convert with `ooc convert --format zarr --overwrite`") from None
+            raise CorruptStoreError(
+                f"{self.path}: array {split}/{name} is missing; re-convert with `ooc convert --format zarr "
+                "--overwrite`"
+            ) from None
 
     def _read_labels(self, split):
         array = self._array(split, "y")
         for chunk in range(-(-self.num_samples(split) // array.chunks[0])):
             path = self.path.joinpath(split, "y", "c", str(chunk), *["0"] * len(self.schema.target_shape))
             if not self._exists(path):
-                raise self._missing(split, path, range(chunk * array.chunks[0], min((chunk + 1) * array.chunks[0], self.num_samples(split))))
+                raise self._missing(
+                    split,
+                    path,
+                    range(
+                        chunk * array.chunks[0], min((chunk + 1) * array.chunks[0], self.num_samples(split))
+                    ),
+                )
         return array[:]
 
     def _read_rows(self, split, start, stop):
@@ -202,7 +253,7 @@ class Store(ChunkedStore):
             except FileNotFoundError:
                 raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size)) from None
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return rows[:stop - start]  # the last chunk is stored whole, padded with the fill value
+        return rows[: stop - start]  # the last chunk is stored whole, padded with the fill value
 
     def _chunk_decoder(self, split, array):
         """A local chunk file's bytes to its rows, through the same numcodecs decoders zarr calls but
@@ -215,11 +266,16 @@ class Store(ChunkedStore):
 
     def _file_of(self, split, index):
         # the default v3 chunk key: c/<sample chunk>/0/0… (the other axes are one chunk each)
-        return self.path.joinpath(split, "x", "c", str(index // self.chunk_size), *["0"] * len(self.sample_shape))
+        return self.path.joinpath(
+            split, "x", "c", str(index // self.chunk_size), *["0"] * len(self.sample_shape)
+        )
 
     def _missing(self, split, path, samples):
-        error = CorruptStoreError(f"{path}: chunk file is missing (samples {samples.start}–{samples.stop - 1} of split '{split}'; "
-                                  f"zarr would read them as zeros); check the store with `ooc verify {self.path}`, re-convert it to repair")
+        error = CorruptStoreError(
+            f"{path}: chunk file is missing (samples {samples.start}–{samples.stop - 1} of split '{split}'; "
+            f"zarr would read them as zeros); check the store with `ooc verify {self.path}`, re-convert it to "
+            "repair"
+        )
         error.split, error.indices = split, samples
         return error
 
@@ -230,7 +286,7 @@ class Store(ChunkedStore):
             from ooc import remote
 
             self._keys = set(remote.list_files(self.path))
-        return path[len(self.path) + 1:] in self._keys
+        return path[len(self.path) + 1 :] in self._keys
 
     def _fetch_chunks(self, split, chunk_ids, size, count):
         if not isinstance(self.path, URL) or len(chunk_ids) < 2:
@@ -245,10 +301,9 @@ class Store(ChunkedStore):
         block = array.oindex[np.concatenate([np.arange(start, stop) for start, stop in bounds])]
         fetched, at = {}, 0
         for c, (start, stop) in zip(chunk_ids, bounds):
-            fetched[c] = block[at:at + stop - start].copy()  # the cache keeps chunks, not the whole block
+            fetched[c] = block[at : at + stop - start].copy()  # the cache keeps chunks, not the whole block
             at += stop - start
         return fetched
-
 
 
 def _decoder(array):

@@ -38,8 +38,24 @@ from ooc.sources.recipe import RecipeSource, is_recipe_folder
 from ooc.sources.stores import StoreSource
 from ooc.sources.table import TableSource
 
-__all__ = ["ArraySource", "COLORS", "IdxSource", "ImageFolderSource", "NpzSource", "ORDERS", "RecipeSource", "RepeatedSource",
-           "SPLITS", "Source", "SourceOptions", "StoreSource", "TableSource", "as_source", "open_source", "parse_size"]
+__all__ = [
+    "ArraySource",
+    "COLORS",
+    "IdxSource",
+    "ImageFolderSource",
+    "NpzSource",
+    "ORDERS",
+    "RecipeSource",
+    "RepeatedSource",
+    "SPLITS",
+    "Source",
+    "SourceOptions",
+    "StoreSource",
+    "TableSource",
+    "as_source",
+    "open_source",
+    "parse_size",
+]
 
 BUNDLED_MNIST = Path("data") / "mnist.npz"
 _REPO_MNIST = Path(__file__).resolve().parent.parent.parent / "data" / "mnist.npz"
@@ -57,7 +73,9 @@ class Source(Protocol):
 
     def num_samples(self, split: str) -> int: ...
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+    def iter_chunks(
+        self, split: str, chunk_size: int, limit: int | None = None, start: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
     def sha256(self) -> str: ...
 
@@ -86,21 +104,35 @@ def as_source(source, size=None, options: SourceOptions | None = None):
     if source is None or isinstance(source, (str, os.PathLike)):
         return open_source(source, options)
     if options.size is not None and getattr(source, "size", None) != options.size:
-        raise SourceError(f"--size applies when the source is opened from a path; open it with ImageFolderSource.open(path, size={options.size})")
+        raise SourceError(
+            "--size applies when the source is opened from a path; open it with ImageFolderSource.open(path, "
+            f"size={options.size})"
+        )
     return check_source(source)
 
 
 def check_source(source) -> Any:
     """A hand-made source object must declare what it yields (``Source``); what it then yields is
     checked chunk by chunk during the conversion."""
-    missing = [name for name in ("name", "splits", "schema", "num_samples", "iter_chunks", "sha256") if not hasattr(source, name)]
+    missing = [
+        name
+        for name in ("name", "splits", "schema", "num_samples", "iter_chunks", "sha256")
+        if not hasattr(source, name)
+    ]
     if missing:
-        raise SourceError(f"{type(source).__name__} is not an ooc source: it lacks {', '.join(missing)} (see ooc.sources.Source)")
+        raise SourceError(
+            f"{type(source).__name__} is not an ooc source: it lacks {', '.join(missing)} (see "
+            "ooc.sources.Source)"
+        )
     if not isinstance(source.schema, Schema):
-        raise SourceError(f"{source.name}: its schema is a {type(source.schema).__name__}, not an ooc.schema.Schema; "
-                          "declare shapes and dtypes with ooc.schema.schema_for(...)")
+        raise SourceError(
+            f"{source.name}: its schema is a {type(source.schema).__name__}, not an ooc.schema.Schema; "
+            "declare shapes and dtypes with ooc.schema.schema_for(...)"
+        )
     if "train" not in source.splits:
-        raise SourceError(f"{source.name}: its splits are {', '.join(source.splits)}; a source needs a 'train' split")
+        raise SourceError(
+            f"{source.name}: its splits are {', '.join(source.splits)}; a source needs a 'train' split"
+        )
     if not hasattr(source, "order"):
         try:
             source.order = {"kind": "source"}
@@ -125,8 +157,11 @@ def open_source(path: str | Path | None = None, options: SourceOptions | None = 
 
 
 def _check(options: SourceOptions) -> None:
-    for option, value, allowed in (("--target-kind", options.target_kind, (None, *TARGET_KINDS)), ("--color", options.color, COLORS),
-                                   ("--order", options.order, ORDERS)):
+    for option, value, allowed in (
+        ("--target-kind", options.target_kind, (None, *TARGET_KINDS)),
+        ("--color", options.color, COLORS),
+        ("--order", options.order, ORDERS),
+    ):
         if value not in allowed:
             raise OptionError(f"{option} {value!r}: choose one of {', '.join(a for a in allowed if a)}")
     if (options.x is None) != (options.y is None):
@@ -138,8 +173,12 @@ def _ordered(source, order: str, *, seed: int):
         raise OptionError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     can = isinstance(source, RandomAccess) and not isinstance(source, StoreSource)
     if order == "shuffle" and not can:
-        raise OptionError(f"--order shuffle: {source.name} is read front to back only (or is a store, whose order is kept); "
-                          "convert it with --order source, or from a source ooc reads in any order (.npy, files per sample)")
+        raise OptionError(
+            f"--order shuffle: {source.name} is read front to back only (or is a store, whose order is kept); "
+            ""
+            ""
+            "convert it with --order source, or from a source ooc reads in any order (.npy, files per sample)"
+        )
     cheap = can and getattr(source, "cheap_random_access", True)
     if order == "shuffle" or (order == "auto" and cheap):
         return Shuffled(source, seed=seed)
@@ -158,24 +197,40 @@ def _open_path(path, options: SourceOptions):
         return StoreSource(open_store(path))
     path = Path(path)
     if not path.exists():
-        raise SourceError(f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, y_test")
+        raise SourceError(
+            f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, "
+            "y_test"
+        )
     suffix = path.suffix.lower()
     keys = (options.x, options.y) if options.x and options.y else None
     if (path.is_dir() and (path / "zarr.json").is_file()) or suffix in (".h5", ".hdf5"):
         _refuse_size(options, str(path))
         kind = "hdf5" if suffix in (".h5", ".hdf5") else "zarr"
-        return open_group(path, kind, keys=keys or ("{split}/x", "{split}/y"), raw=options.raw, target_kind=options.target_kind)
+        return open_group(
+            path,
+            kind,
+            keys=keys or ("{split}/x", "{split}/y"),
+            raw=options.raw,
+            target_kind=options.target_kind,
+        )
     if path.is_dir() and (options.targets is not None or is_recipe_folder(path)):
         _refuse_size(options, str(path))
         return RecipeSource.open(path, targets=options.targets, target_kind=options.target_kind)
     if is_image_folder(path):
-        return ImageFolderSource.open(path, size=options.size, color=options.color, need_test=options.test_fraction is None)
+        return ImageFolderSource.open(
+            path, size=options.size, color=options.color, need_test=options.test_fraction is None
+        )
     _refuse_size(options, str(path))
     if suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))) or suffix == ".csv":
         if not options.target_column:
             raise SourceError(f"{path} is a table: name its target column with --target-column NAME")
-        return TableSource(path, options.target_column, test_fraction=options.test_fraction or DEFAULT_TEST_FRACTION,
-                           seed=options.seed, target_kind=options.target_kind)
+        return TableSource(
+            path,
+            options.target_column,
+            test_fraction=options.test_fraction or DEFAULT_TEST_FRACTION,
+            seed=options.seed,
+            target_kind=options.target_kind,
+        )
     if suffix == ".npy":
         if options.targets is None:
             raise SourceError(f"{path} holds the samples only: pass their targets with --targets Y.npy")
@@ -184,13 +239,17 @@ def _open_path(path, options: SourceOptions):
         return source
     if path.is_dir():
         return IdxSource.open(path)
-    return NpzSource.open(path, keys=keys or ("x_{split}", "y_{split}"), raw=options.raw, target_kind=options.target_kind)
+    return NpzSource.open(
+        path, keys=keys or ("x_{split}", "y_{split}"), raw=options.raw, target_kind=options.target_kind
+    )
 
 
 def _refuse_size(options: SourceOptions, what: str) -> None:
     if options.size is not None:
-        raise SourceError(f"--size applies to image-folder sources only; {what} is not one "
-                          "(an image folder has train/ and test/ with a sub-folder of images per class); drop --size")
+        raise SourceError(
+            f"--size applies to image-folder sources only; {what} is not one "
+            "(an image folder has train/ and test/ with a sub-folder of images per class); drop --size"
+        )
 
 
 def _mnist(options: SourceOptions):
@@ -207,13 +266,18 @@ def _keras_mnist_path() -> Path:
     try:
         keras.datasets.mnist.load_data()
     except Exception as e:  # network errors come in many types
-        raise SourceError(f"{BUNDLED_MNIST} is missing and keras.datasets.mnist could not download MNIST ({e}); pass --source PATH") from None
+        raise SourceError(
+            f"{BUNDLED_MNIST} is missing and keras.datasets.mnist could not download MNIST ({e}); pass "
+            "--source PATH"
+        ) from None
     homes = [os.environ.get("KERAS_HOME", Path.home() / ".keras"), Path("/tmp/.keras")]
     for home in homes:
         cached = Path(home) / "datasets" / "mnist.npz"
         if cached.is_file():
             return cached
-    raise SourceError(f"{BUNDLED_MNIST} is missing and keras' cached mnist.npz was not found; pass --source PATH")
+    raise SourceError(
+        f"{BUNDLED_MNIST} is missing and keras' cached mnist.npz was not found; pass --source PATH"
+    )
 
 
 @dataclass
@@ -230,10 +294,15 @@ class RepeatedSource:
 
     def __post_init__(self):
         if not self.source.schema.is_image:
-            raise OptionError(f"--repeat shifts images; {self.source.name} holds samples of shape {self.source.schema.sample_shape}")
+            raise OptionError(
+                f"--repeat shifts images; {self.source.name} holds samples of shape "
+                f"{self.source.schema.sample_shape}"
+            )
 
     def __getattr__(self, name):  # path, name, schema, sha256, order: the source's
-        if name.startswith("__") or name == "source":  # unpickling (a parallel conversion's workers) asks before `source` is set
+        if (
+            name.startswith("__") or name == "source"
+        ):  # unpickling (a parallel conversion's workers) asks before `source` is set
             raise AttributeError(name)
         return getattr(self.source, name)
 
@@ -244,14 +313,18 @@ class RepeatedSource:
     def num_samples(self, split: str) -> int:
         return self.source.num_samples(split) * (self.repeat if split == "train" else 1)
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_chunks(
+        self, split: str, chunk_size: int, limit: int | None = None, start: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Chunks of exactly ``chunk_size`` samples (the last may be short) across the copies,
         from sample ``start`` on. Each source chunk's shift is drawn from its copy and its number,
         so skipped copies are not read and a resumed stream holds the same samples."""
         if split != "train":
             yield from self.source.iter_chunks(split, chunk_size, limit, start=start)
             return
-        per_copy = self.source.num_samples(split) if limit is None else min(limit, self.source.num_samples(split))
+        per_copy = (
+            self.source.num_samples(split) if limit is None else min(limit, self.source.num_samples(split))
+        )
         pending_x, pending_y, pending = [], [], 0
         for copy in range(min(start // max(per_copy, 1), self.repeat), self.repeat):
             offset = max(0, start - copy * per_copy)  # samples of this copy already written
@@ -261,7 +334,7 @@ class RepeatedSource:
                 if copy:
                     x = self._shift(x, np.random.default_rng([self.seed, copy, start_chunk]))
                 if start_chunk == first and offset > first * chunk_size:
-                    x, y = x[offset - first * chunk_size:], y[offset - first * chunk_size:]
+                    x, y = x[offset - first * chunk_size :], y[offset - first * chunk_size :]
                 pending_x.append(x)
                 pending_y.append(y)
                 pending += len(x)
@@ -276,7 +349,9 @@ class RepeatedSource:
         shifts = rng.integers(-self.max_shift, self.max_shift + 1, size=(len(x), 2))
         out = np.zeros_like(x)
         h, w = x.shape[1:3]
-        for (dy, dx) in {tuple(s) for s in shifts.tolist()}:
+        for dy, dx in {tuple(s) for s in shifts.tolist()}:
             sel = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
-            out[sel, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[sel, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            out[sel, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+                sel, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+            ]
         return out

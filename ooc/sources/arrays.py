@@ -42,30 +42,51 @@ class NpzSource(FileSource):
     _sha256: str | None = None
 
     @classmethod
-    def open(cls, path: str | Path, *, keys: tuple[str, str] = NPZ_KEYS, raw: bool = False, target_kind: str | None = None) -> "NpzSource":
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        keys: tuple[str, str] = NPZ_KEYS,
+        raw: bool = False,
+        target_kind: str | None = None,
+    ) -> NpzSource:
         path = Path(path)
         if not path.is_file():
-            raise SourceError(f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, y_test")
+            raise SourceError(
+                f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, "
+                "y_test"
+            )
         if not all("{split}" in key for key in keys):
-            raise SourceError(f"{path}: --x and --y of an .npz source name one array per split, with {{split}} in the name "
-                              f"(x_{{split}} finds x_train and x_test); save a single x and y as two .npy files instead")
-        source = cls(path.absolute())  # absolute: tasks on --dask workers resolve it, not our working directory
+            raise SourceError(
+                f"{path}: --x and --y of an .npz source name one array per split, with {{split}} in the name "
+                f"(x_{{split}} finds x_train and x_test); save a single x and y as two .npy files instead"
+            )
+        source = cls(
+            path.absolute()
+        )  # absolute: tasks on --dask workers resolve it, not our working directory
         wanted = [key.format(split=split) for split in SPLITS for key in keys]
         try:
             with zipfile.ZipFile(path) as zf:
                 names = {n.removesuffix(".npy") for n in zf.namelist()}
                 for key in wanted:
                     if key not in names:
-                        raise SourceError(f"{path} has no array '{key}' (found: {', '.join(sorted(names)) or 'none'}); an .npz source needs "
-                                          f"{', '.join(wanted)}")
+                        raise SourceError(
+                            f"{path} has no array '{key}' (found: {', '.join(sorted(names)) or 'none'}); an "
+                            ".npz source needs "
+                            f"{', '.join(wanted)}"
+                        )
                     with zf.open(key + ".npy") as fp:
                         shape, dtype = read_npy_header(fp, f"{path}:{key}")
                     source.members[key] = _Member(key + ".npy", shape, dtype)
         except (zipfile.BadZipFile, OSError) as e:
             raise SourceError(f"{path} is not a readable .npz file ({e})") from None
-        source.schema = _array_schema(str(path), {split: (source._x(split), source._y(split)) for split in SPLITS},
-                                      names={split: [key.format(split=split) for key in keys] for split in SPLITS},
-                                      raw=raw, target_kind=target_kind)
+        source.schema = _array_schema(
+            str(path),
+            {split: (source._x(split), source._y(split)) for split in SPLITS},
+            names={split: [key.format(split=split) for key in keys] for split in SPLITS},
+            raw=raw,
+            target_kind=target_kind,
+        )
         source._keys = keys
         return source
 
@@ -89,7 +110,9 @@ class NpzSource(FileSource):
     def num_samples(self, split: str) -> int:
         return self._x(split).shape[0]
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_chunks(
+        self, split: str, chunk_size: int, limit: int | None = None, start: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(x, y)`` for samples ``[start, min(limit, n))`` in order, ``chunk_size`` at a time,
         in the arrays' own dtypes. Samples before ``start`` (a resumed conversion's) are skipped by
         seeking, which in a compressed member reads and discards them."""
@@ -103,33 +126,57 @@ class NpzSource(FileSource):
             if start:
                 xf.seek(min(start, total) * x_bytes, 1)
                 yf.seek(min(start, total) * y_bytes, 1)
-            for start in range(start, total, chunk_size):
-                n = min(chunk_size, total - start)
+            for first in range(start, total, chunk_size):
+                n = min(chunk_size, total - first)
                 x = read_exact(xf, n * x_bytes, f"{self.path}:{x_m.name}")
                 y = read_exact(yf, n * y_bytes, f"{self.path}:{y_m.name}")
-                yield (np.frombuffer(x, x_m.dtype).reshape((n, *self.schema.sample_shape)),
-                       np.frombuffer(y, y_m.dtype).reshape((n, *y_m.shape[1:])))
+                yield (
+                    np.frombuffer(x, x_m.dtype).reshape((n, *self.schema.sample_shape)),
+                    np.frombuffer(y, y_m.dtype).reshape((n, *y_m.shape[1:])),
+                )
 
 
-def _array_schema(where: str, arrays: dict, *, names: dict, raw: bool, target_kind: str | None, class_names=None) -> Schema:
+def _array_schema(
+    where: str, arrays: dict, *, names: dict, raw: bool, target_kind: str | None, class_names=None
+) -> Schema:
     """The schema every split's (x, y) arrays share; refuses, naming the arrays, what does not fit."""
     schemas = {}
     for split, (x, y) in arrays.items():
         x_name, y_name = names[split]
         if len(x.shape) < 2 or len(y.shape) < 1:
-            raise SourceError(f"{where}: {x_name} is {x.dtype} of shape {tuple(x.shape)}; ooc expects samples (n, ...) with "
-                              "at least one value each, and targets (n, ...)")
+            raise SourceError(
+                f"{where}: {x_name} is {x.dtype} of shape {tuple(x.shape)}; ooc expects samples (n, ...) with "
+                ""
+                ""
+                "at least one value each, and targets (n, ...)"
+            )
         if y.shape[0] != x.shape[0]:
-            raise SourceError(f"{where}: {x_name} has {x.shape[0]} samples but {y_name} has {y.shape[0]} labels")
-        schemas[split] = schema_for(tuple(x.shape), x.dtype, tuple(y.shape), y.dtype, where=f"{where}: {x_name}, {y_name}",
-                                    raw=raw, target_kind=target_kind, class_names=class_names)
+            raise SourceError(
+                f"{where}: {x_name} has {x.shape[0]} samples but {y_name} has {y.shape[0]} labels"
+            )
+        schemas[split] = schema_for(
+            tuple(x.shape),
+            x.dtype,
+            tuple(y.shape),
+            y.dtype,
+            where=f"{where}: {x_name}, {y_name}",
+            raw=raw,
+            target_kind=target_kind,
+            class_names=class_names,
+        )
     first, *others = schemas.items()
     for split, schema in others:
-        if (schema.sample_shape, schema.dtype, schema.target_shape, schema.target_dtype) != \
-                (first[1].sample_shape, first[1].dtype, first[1].target_shape, first[1].target_dtype):
-            raise SourceError(f"{where}: {first[0]} samples are {first[1].dtype} {first[1].sample_shape} with targets "
-                              f"{first[1].target_dtype} {first[1].target_shape}, but {split} samples are {schema.dtype} "
-                              f"{schema.sample_shape} with targets {schema.target_dtype} {schema.target_shape}")
+        if (schema.sample_shape, schema.dtype, schema.target_shape, schema.target_dtype) != (
+            first[1].sample_shape,
+            first[1].dtype,
+            first[1].target_shape,
+            first[1].target_dtype,
+        ):
+            raise SourceError(
+                f"{where}: {first[0]} samples are {first[1].dtype} {first[1].sample_shape} with targets "
+                f"{first[1].target_dtype} {first[1].target_shape}, but {split} samples are {schema.dtype} "
+                f"{schema.sample_shape} with targets {schema.target_dtype} {schema.target_shape}"
+            )
     return first[1]
 
 
@@ -169,20 +216,24 @@ class ArraySource(FileSource, RandomAccess):
 
     def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y = self._arrays[split]
-        return (_take(x, indices).reshape((len(indices), *self.schema.sample_shape)),
-                _take(y, indices).reshape((len(indices), *self.schema.target_shape)))
+        return (
+            _take(x, indices).reshape((len(indices), *self.schema.sample_shape)),
+            _take(y, indices).reshape((len(indices), *self.schema.target_shape)),
+        )
 
 
 def _take(array, indices: np.ndarray) -> np.ndarray:
     """Rows at sorted ``indices``: one slice when they are a run (h5py reads points slowly)."""
     if len(indices) and indices[-1] - indices[0] == len(indices) - 1:
-        return np.asarray(array[int(indices[0]):int(indices[-1]) + 1])
+        return np.asarray(array[int(indices[0]) : int(indices[-1]) + 1])
     if hasattr(array, "oindex"):  # zarr
         return np.asarray(array.oindex[indices])
     return np.asarray(array[indices])
 
 
-def open_npy_pair(x_path: str | Path, y_path: str | Path, *, raw: bool = False, target_kind: str | None = None) -> ArraySource:
+def open_npy_pair(
+    x_path: str | Path, y_path: str | Path, *, raw: bool = False, target_kind: str | None = None
+) -> ArraySource:
     """Two ``.npy`` files, samples and targets: one split, which ``--test-fraction`` cuts."""
     x_path, y_path = Path(x_path).absolute(), Path(y_path).absolute()
 
@@ -192,16 +243,26 @@ def open_npy_pair(x_path: str | Path, y_path: str | Path, *, raw: bool = False, 
             try:
                 arrays.append(np.load(path, mmap_mode="r"))
             except (OSError, ValueError) as e:
-                raise SourceError(f"{path} is not a readable .npy file ({e}); pass --source X.npy --targets Y.npy") from None
+                raise SourceError(
+                    f"{path} is not a readable .npy file ({e}); pass --source X.npy --targets Y.npy"
+                ) from None
         return {"train": tuple(arrays)}
 
     arrays = opener()
-    schema = _array_schema(str(x_path), arrays, names={"train": [x_path.name, y_path.name]}, raw=raw, target_kind=target_kind)
+    schema = _array_schema(
+        str(x_path), arrays, names={"train": [x_path.name, y_path.name]}, raw=raw, target_kind=target_kind
+    )
     return ArraySource(x_path, arrays, schema, [x_path, y_path], opener)
 
 
-def open_group(path: str | Path, kind: str, *, keys: tuple[str, str] = GROUP_KEYS, raw: bool = False,
-               target_kind: str | None = None) -> ArraySource:
+def open_group(
+    path: str | Path,
+    kind: str,
+    *,
+    keys: tuple[str, str] = GROUP_KEYS,
+    raw: bool = False,
+    target_kind: str | None = None,
+) -> ArraySource:
     """An HDF5 file or a Zarr group with x and y datasets: per split (keys with ``{split}``) or one
     pair (a single split, which ``--test-fraction`` cuts)."""
     path = Path(path).absolute()
@@ -217,8 +278,10 @@ def open_group(path: str | Path, kind: str, *, keys: tuple[str, str] = GROUP_KEY
                 try:
                     pair.append(group[name])
                 except KeyError:
-                    raise SourceError(f"{path} has no dataset '{name}'; name the samples and targets with --x and --y "
-                                      "(e.g. --x images --y labels, or --x {split}/x --y {split}/y)") from None
+                    raise SourceError(
+                        f"{path} has no dataset '{name}'; name the samples and targets with --x and --y "
+                        "(e.g. --x images --y labels, or --x {split}/x --y {split}/y)"
+                    ) from None
             arrays[split] = tuple(pair)
         return arrays
 
@@ -239,4 +302,6 @@ def _open_group(path: Path, kind: str):
 
         return zarr.open_group(path, mode="r")
     except (OSError, ValueError, FileNotFoundError) as e:
-        raise SourceError(f"{path} is not a readable {'HDF5 file' if kind == 'hdf5' else 'Zarr group'} ({e})") from None
+        raise SourceError(
+            f"{path} is not a readable {'HDF5 file' if kind == 'hdf5' else 'Zarr group'} ({e})"
+        ) from None

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from ooc.errors import OptionError, SourceError
-from ooc.schema import Schema
 
 SPLITS = ("train", "test")
 
@@ -62,7 +61,9 @@ class RandomAccess:
     def targets(self, split: str) -> np.ndarray:
         raise NotImplementedError
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_chunks(
+        self, split: str, chunk_size: int, limit: int | None = None, start: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         total = self.num_samples(split) if limit is None else min(limit, self.num_samples(split))
         for first in range(start, total, chunk_size):
             yield self.read(split, np.arange(first, min(first + chunk_size, total)))
@@ -118,10 +119,16 @@ class Carved(Wrapped):
         everything = np.arange(source.num_samples(split))
         stratify = targets if source.schema.target_kind == "classes" else None
         try:
-            train, test = train_test_split(everything, test_size=test_fraction, random_state=seed, stratify=stratify)
+            train, test = train_test_split(
+                everything, test_size=test_fraction, random_state=seed, stratify=stratify
+            )
         except ValueError as e:
-            raise OptionError(f"--test-fraction {test_fraction} cannot carve a test split from {len(everything)} samples of "
-                              f"{source.name} ({e})") from None
+            raise OptionError(
+                f"--test-fraction {test_fraction} cannot carve a test split from {len(everything)} samples of "
+                ""
+                ""
+                f"{source.name} ({e})"
+            ) from None
         super().__init__(source, {"train": np.sort(train), "test": np.sort(test)})
         self._split = split
         self.carved = {"test_fraction": test_fraction, "seed": seed}
@@ -135,8 +142,10 @@ class Shuffled(Wrapped):
     is) must not give chunks of one class, which the chunk shuffle would feed as whole batches."""
 
     def __init__(self, source, *, seed: int):
-        indices = {split: np.random.default_rng([seed, i]).permutation(source.num_samples(split))
-                   for i, split in enumerate(source.splits)}
+        indices = {
+            split: np.random.default_rng([seed, i]).permutation(source.num_samples(split))
+            for i, split in enumerate(source.splits)
+        }
         super().__init__(source, indices)
         self.seed = seed
 
@@ -155,7 +164,10 @@ def read_npy_header(fp, where: str) -> tuple[tuple[int, ...], np.dtype]:
     except ValueError as e:
         raise SourceError(f"{where} is not a valid .npy array ({e})") from None
     if fortran or dtype.hasobject:
-        raise SourceError(f"{where} is a Fortran-ordered or object array; save it with np.save from a C-ordered numeric array")
+        raise SourceError(
+            f"{where} is a Fortran-ordered or object array; save it with np.save from a C-ordered numeric "
+            "array"
+        )
     return shape, dtype
 
 
@@ -174,7 +186,9 @@ def parse_size(size) -> tuple[int, int] | None:
         dims = [int(part) if part.strip().isdigit() else 0 for part in size.lower().split("x")]
     elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         dims = [size]
-    elif isinstance(size, (tuple, list)) and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in size):
+    elif isinstance(size, (tuple, list)) and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in size
+    ):
         dims = list(size)
     else:
         dims = []

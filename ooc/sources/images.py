@@ -17,7 +17,10 @@ from ooc.sources.base import SPLITS, FileSource, RandomAccess, parse_size, read_
 
 COLORS = ("auto", "rgb", "gray")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-_IMAGE_FOLDER_HELP = "an image-folder source needs train/ and test/, each with a sub-folder of images per class (train/3/xxx.png)"
+_IMAGE_FOLDER_HELP = (
+    "an image-folder source needs train/ and test/, "
+    "each with a sub-folder of images per class (train/3/xxx.png)"
+)
 _GRAY_MODES = ("1", "L", "LA", "La")
 
 
@@ -55,7 +58,9 @@ class ImageFolderSource(FileSource, RandomAccess):
     _sha256: str | None = None
 
     @classmethod
-    def open(cls, path: str | Path, size=None, color: str = "auto", need_test: bool = True) -> "ImageFolderSource":
+    def open(
+        cls, path: str | Path, size=None, color: str = "auto", need_test: bool = True
+    ) -> ImageFolderSource:
         if color not in COLORS:
             raise OptionError(f"--color must be one of {', '.join(COLORS)}, got {color!r}")
         source = cls(Path(path).absolute(), parse_size(size), color)
@@ -65,7 +70,11 @@ class ImageFolderSource(FileSource, RandomAccess):
             if not folder.is_dir():
                 if split == "test" and not need_test:
                     continue
-                fix = "; or pass --test-fraction F to carve the test split from train/" if split == "test" else ""
+                fix = (
+                    "; or pass --test-fraction F to carve the test split from train/"
+                    if split == "test"
+                    else ""
+                )
                 raise SourceError(f"{source.path} has no {split}/ folder: {_IMAGE_FOLDER_HELP}{fix}")
             folders[split] = {entry.name: Path(entry.path) for entry in _list(folder) if entry.is_dir()}
         if not folders["train"]:
@@ -85,16 +94,24 @@ class ImageFolderSource(FileSource, RandomAccess):
     def _list_split(self, split, folders, labels, dtype) -> _ImageSplit:
         unknown = sorted(set(folders) - set(labels))
         if unknown:
-            raise SourceError(f"{folders[unknown[0]]} is a class that train/ does not have; "
-                              f"add {self.path / 'train' / unknown[0]} or remove it (train/ has {', '.join(self.classes)})")
+            raise SourceError(
+                f"{folders[unknown[0]]} is a class that train/ does not have; "
+                f"add {self.path / 'train' / unknown[0]} or remove it (train/ has {', '.join(self.classes)})"
+            )
         paths, split_labels = [], []
         for name in sorted(folders, key=labels.get):
-            images = sorted(entry.name for entry in _list(folders[name])
-                            if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
+            images = sorted(
+                entry.name
+                for entry in _list(folders[name])
+                if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
+            )
             paths += [f"{split}/{name}/{image}" for image in images]
             split_labels += [labels[name]] * len(images)
         if not paths:
-            raise SourceError(f"{self.path / split} holds no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders: {_IMAGE_FOLDER_HELP}")
+            raise SourceError(
+                f"{self.path / split} holds no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders: "
+                f"{_IMAGE_FOLDER_HELP}"
+            )
         return _ImageSplit(paths, np.array(split_labels, dtype))
 
     @property
@@ -107,8 +124,16 @@ class ImageFolderSource(FileSource, RandomAccess):
 
     @property
     def schema(self) -> Schema:
-        return Schema(self.shape, np.uint8, "pixels", "classes", (), self.files["train"].labels.dtype, len(self.classes),
-                      tuple(self.classes))
+        return Schema(
+            self.shape,
+            np.uint8,
+            "pixels",
+            "classes",
+            (),
+            self.files["train"].labels.dtype,
+            len(self.classes),
+            tuple(self.classes),
+        )
 
     def num_samples(self, split: str) -> int:
         return len(self.files[split].paths)
@@ -134,11 +159,17 @@ class ImageFolderSource(FileSource, RandomAccess):
         height, width, channels = self.shape
         with _open_image(path) as image:
             if image.mode.startswith(("I", "F")):  # convert("L") would clip these to 0-255, not scale them
-                raise SourceError(f"{path} has {image.mode} pixels, wider than 8 bits, which ooc would clip; save the images as 8-bit")
+                raise SourceError(
+                    f"{path} has {image.mode} pixels, wider than 8 bits, which ooc would clip; save the "
+                    "images as 8-bit"
+                )
             if self.color == "auto" and channels == 1 and image.mode not in _GRAY_MODES:
                 first = self.path / self.files["train"].paths[0]
-                raise SourceError(f"{path} is in colour ({image.mode}) but {first} is grayscale; pass --color rgb to keep colour "
-                                  "or --color gray to convert every image to grayscale")
+                raise SourceError(
+                    f"{path} is in colour ({image.mode}) but {first} is grayscale; pass --color rgb to keep "
+                    "colour "
+                    "or --color gray to convert every image to grayscale"
+                )
             try:
                 converted = image.convert("L" if channels == 1 else "RGB")
                 if self.size is not None and converted.size != (width, height):
@@ -147,8 +178,10 @@ class ImageFolderSource(FileSource, RandomAccess):
                 raise _unreadable(path, e) from None
         if converted.size != (width, height):
             first = self.path / self.files["train"].paths[0]
-            raise SourceError(f"{path} is {converted.height}x{converted.width} pixels but {first} is {height}x{width}; "
-                              f"pass --size {height}x{width} (or --size N for NxN) to resize every image")
+            raise SourceError(
+                f"{path} is {converted.height}x{converted.width} pixels but {first} is {height}x{width}; "
+                f"pass --size {height}x{width} (or --size N for NxN) to resize every image"
+            )
         return np.asarray(converted).reshape(self.shape)
 
 
@@ -160,7 +193,9 @@ def _class_labels(train: Path, names: list[str]) -> dict[str, int]:
     seen = {}
     for name, label in labels.items():
         if label in seen:
-            raise SourceError(f"{train / seen[label]} and {train / name} are both class {label}; merge or rename one")
+            raise SourceError(
+                f"{train / seen[label]} and {train / name} are both class {label}; merge or rename one"
+            )
         seen[label] = name
     return labels
 
@@ -214,17 +249,25 @@ class IdxSource(FileSource):
     _sha256: str | None = None
 
     @classmethod
-    def open(cls, path: str | Path) -> "IdxSource":
+    def open(cls, path: str | Path) -> IdxSource:
         source = cls(Path(path).absolute())
         for split, prefix in _IDX_PREFIX.items():
             for kind, ndim in (("images", 3), ("labels", 1)):
-                source.files[f"{split}_{kind}"] = _read_idx_header(_find_idx(source.path, prefix, kind, ndim), ndim)
+                source.files[f"{split}_{kind}"] = _read_idx_header(
+                    _find_idx(source.path, prefix, kind, ndim), ndim
+                )
         for split in SPLITS:
             images, labels = source.files[f"{split}_images"], source.files[f"{split}_labels"]
             if images.shape[0] != labels.shape[0]:
-                raise SourceError(f"{images.path} holds {images.shape[0]} images but {labels.path} holds {labels.shape[0]} labels")
+                raise SourceError(
+                    f"{images.path} holds {images.shape[0]} images but {labels.path} holds {labels.shape[0]} "
+                    "labels"
+                )
         if source.files["train_images"].shape[1:] != source.files["test_images"].shape[1:]:
-            raise SourceError(f"{source.path}: train images are {source.files['train_images'].shape[1:]} but test images are {source.files['test_images'].shape[1:]}")
+            raise SourceError(
+                f"{source.path}: train images are {source.files['train_images'].shape[1:]} but test images "
+                f"are {source.files['test_images'].shape[1:]}"
+            )
         return source
 
     @property
@@ -239,9 +282,13 @@ class IdxSource(FileSource):
         return self.files[f"{split}_images"].shape[0]
 
     def _hashed_files(self) -> list[Path]:
-        return [self.files[key].path for key in ("train_images", "train_labels", "test_images", "test_labels")]
+        return [
+            self.files[key].path for key in ("train_images", "train_labels", "test_images", "test_labels")
+        ]
 
-    def iter_chunks(self, split: str, chunk_size: int, limit: int | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_chunks(
+        self, split: str, chunk_size: int, limit: int | None = None, start: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Samples ``[start, min(limit, n))``; those before ``start`` are skipped by seeking (a .gz
         file reads and discards them)."""
         images, labels = self.files[f"{split}_images"], self.files[f"{split}_labels"]
@@ -250,11 +297,14 @@ class IdxSource(FileSource):
         with _open_idx(images.path) as xf, _open_idx(labels.path) as yf:
             xf.seek(images.header_bytes + min(start, total) * sample_bytes)
             yf.seek(labels.header_bytes + min(start, total))
-            for start in range(start, total, chunk_size):
-                n = min(chunk_size, total - start)
+            for first in range(start, total, chunk_size):
+                n = min(chunk_size, total - first)
                 x = read_exact(xf, n * sample_bytes, f"{images.path}")
                 y = read_exact(yf, n, f"{labels.path}")
-                yield np.frombuffer(x, np.uint8).reshape((n, *images.shape[1:], 1)), np.frombuffer(y, np.uint8)
+                yield (
+                    np.frombuffer(x, np.uint8).reshape((n, *images.shape[1:], 1)),
+                    np.frombuffer(y, np.uint8),
+                )
 
 
 def _find_idx(folder: Path, prefix: str, kind: str, ndim: int) -> Path:
@@ -263,8 +313,10 @@ def _find_idx(folder: Path, prefix: str, kind: str, ndim: int) -> Path:
         for candidate in (folder / name, folder / (name + ".gz")):
             if candidate.is_file():
                 return candidate
-    raise SourceError(f"{folder} has no {names[0]}[.gz]: an IDX source folder needs train-images-idx3-ubyte, "
-                      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each may be .gz)")
+    raise SourceError(
+        f"{folder} has no {names[0]}[.gz]: an IDX source folder needs train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each may be .gz)"
+    )
 
 
 def _open_idx(path: Path):
@@ -276,8 +328,10 @@ def _read_idx_header(path: Path, ndim: int) -> _IdxFile:
         with _open_idx(path) as f:
             magic = f.read(4)
             if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] != 0x08 or magic[3] != ndim:
-                raise SourceError(f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s) "
-                                  f"(magic number {magic.hex() or 'missing'}, expected 000008{ndim:02x})")
+                raise SourceError(
+                    f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s) "
+                    f"(magic number {magic.hex() or 'missing'}, expected 000008{ndim:02x})"
+                )
             dims = f.read(4 * ndim)
             if len(dims) != 4 * ndim:
                 raise SourceError(f"{path} is truncated inside its header")
@@ -293,6 +347,8 @@ def _read_idx_header(path: Path, ndim: int) -> _IdxFile:
     except (OSError, gzip.BadGzipFile, EOFError) as e:
         raise SourceError(f"{path}: cannot read ({e})") from None
     if data != expected:
-        raise SourceError(f"{path} is {'truncated' if data < expected else 'longer than its header says'}: "
-                          f"the header promises {expected} values of shape {shape}, the file holds {data}")
+        raise SourceError(
+            f"{path} is {'truncated' if data < expected else 'longer than its header says'}: "
+            f"the header promises {expected} values of shape {shape}, the file holds {data}"
+        )
     return _IdxFile(path, shape, 4 + 4 * ndim)

@@ -31,8 +31,9 @@ def is_recipe_folder(path: Path) -> bool:
     if not path.is_dir():
         return False
     folders = [path / split for split in SPLITS if (path / split).is_dir()] or [path]
-    return any(name.endswith(".csv") for folder in folders for name in os.listdir(folder)) and \
-        not any((folder / name).is_dir() for folder in folders if folder != path for name in os.listdir(folder))
+    return any(name.endswith(".csv") for folder in folders for name in os.listdir(folder)) and not any(
+        (folder / name).is_dir() for folder in folders if folder != path for name in os.listdir(folder)
+    )
 
 
 @dataclass
@@ -53,9 +54,13 @@ class RecipeSource(FileSource, RandomAccess):
     _sha256: str | None = None
 
     @classmethod
-    def open(cls, path: str | Path, *, targets: str | Path | None = None, target_kind: str | None = None) -> "RecipeSource":
+    def open(
+        cls, path: str | Path, *, targets: str | Path | None = None, target_kind: str | None = None
+    ) -> RecipeSource:
         source = cls(Path(path).absolute())
-        folders = {split: source.path / split for split in SPLITS if (source.path / split).is_dir()} or {"train": source.path}
+        folders = {split: source.path / split for split in SPLITS if (source.path / split).is_dir()} or {
+            "train": source.path
+        }
         for split, folder in folders.items():
             target_file = source._targets_file(split, folder, targets)
             source.files[split] = _read_targets(target_file, folder, split)
@@ -67,8 +72,15 @@ class RecipeSource(FileSource, RandomAccess):
         y = np.concatenate(list(kinds.values()))
         kind = target_kind or infer_target_kind(y.shape[1:], y.dtype, where=str(first.targets))
         check_target_kind(kind, y.shape[1:], y.dtype, where=str(first.targets))
-        source.schema = Schema(shape, np.float32, "none", kind, y.shape[1:], y.dtype,
-                               int(y.shape[1]) if kind in ("binary", "onehot", "multilabel") else None)
+        source.schema = Schema(
+            shape,
+            np.float32,
+            "none",
+            kind,
+            y.shape[1:],
+            y.dtype,
+            int(y.shape[1]) if kind in ("binary", "onehot", "multilabel") else None,
+        )
         return source
 
     def _targets_file(self, split: str, folder: Path, given) -> Path:
@@ -83,8 +95,10 @@ class RecipeSource(FileSource, RandomAccess):
                 return candidate
         if split == "train" and (self.path / "target.csv").is_file():
             return self.path / "target.csv"
-        raise SourceError(f"{folder} holds sample files but no targets file names them: pass --targets FILE for train/ "
-                          f"(rows 'filename,label') or add {self.path / TARGET_NAMES[0].format(split=split)}")
+        raise SourceError(
+            f"{folder} holds sample files but no targets file names them: pass --targets FILE for train/ "
+            f"(rows 'filename,label') or add {self.path / TARGET_NAMES[0].format(split=split)}"
+        )
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -111,8 +125,11 @@ class RecipeSource(FileSource, RandomAccess):
         try:
             texts = read_and_parse(folder, names, out)
         except FileNotFoundError as e:
-            raise SourceError(f"{entry.folder / os.path.basename(e.filename or '?')}: no such file, but {entry.targets} names it; "
-                              "restore it or remove its row") from None
+            raise SourceError(
+                f"{entry.folder / os.path.basename(e.filename or '?')}: no such file, but {entry.targets} "
+                "names it; "
+                "restore it or remove its row"
+            ) from None
         finally:
             os.close(folder)
         if texts and not parse_exactly(texts, out):
@@ -122,20 +139,29 @@ class RecipeSource(FileSource, RandomAccess):
         return out.reshape((len(indices), *self.schema.sample_shape)), entry.values[indices]
 
 
-_HELP = "a CSV-folder source is train/ (and test/) with one CSV file per sample and a targets file of 'filename,label' rows"
+_HELP = (
+    "a CSV-folder source is train/ (and test/) with one CSV file per sample "
+    "and a targets file of 'filename,label' rows"
+)
 
 
 def _bad_file(path: Path, shape) -> SourceError:
     rows, columns = grid(shape)
-    return SourceError(f"{path}: expected {rows * columns} numbers ({rows} line{'s' if rows > 1 else ''} of {columns}, like the "
-                       "first file); fix or remove the file")
+    return SourceError(
+        f"{path}: expected {rows * columns} numbers ({rows} line{'s' if rows > 1 else ''} of {columns}, like "
+        "the "
+        "first file); fix or remove the file"
+    )
 
 
 def _sample_shape(path: Path) -> tuple[int, ...]:
     try:
         values = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as e:
-        raise SourceError(f"{path}: cannot read as comma-separated numbers ({' '.join(str(e).split())[:200]}); fix or remove the file") from None
+        raise SourceError(
+            f"{path}: cannot read as comma-separated numbers ({' '.join(str(e).split())[:200]}); fix or "
+            "remove the file"
+        ) from None
     return (values.shape[1],) if values.shape[0] == 1 else tuple(values.shape)
 
 
@@ -149,15 +175,22 @@ def _read_targets(path: Path, folder: Path, split: str) -> _CsvSplit:
     with open(path, encoding="utf-8", errors="replace") as f:
         first = f.readline().strip().split(",")
     if len(first) < 2:
-        raise SourceError(f"{path}: expected rows of 'filename,label' (a file name and its target), found {first!r:.80}")
+        raise SourceError(
+            f"{path}: expected rows of 'filename,label' (a file name and its target), found {first!r:.80}"
+        )
     header = not _is_number(first[1])
     names = ["file", *(f"y{i}" for i in range(len(first) - 1))]
     try:
-        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
-                               convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}),
+        )
     except (OSError, pa.ArrowInvalid) as e:
-        raise SourceError(f"{path}: cannot read the targets ({' '.join(str(e).split())[:200]}); "
-                          "expected rows of 'filename,label'") from None
+        raise SourceError(
+            f"{path}: cannot read the targets ({' '.join(str(e).split())[:200]}); "
+            "expected rows of 'filename,label'"
+        ) from None
     columns = []
     for n in names[1:]:
         column = table.column(n)
@@ -168,24 +201,43 @@ def _read_targets(path: Path, folder: Path, split: str) -> _CsvSplit:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 continue
         else:
-            raise SourceError(f"{path}: column {names.index(n) + 1} holds values that are not numbers; expected rows of 'filename,label'")
+            raise SourceError(
+                f"{path}: column {names.index(n) + 1} holds values that are not numbers; expected rows of "
+                "'filename,label'"
+            )
     dtype = np.result_type(*[c.dtype for c in columns])
     values = np.stack([c.astype(dtype) for c in columns], axis=1)
     listed = table.column("file").to_pylist()
     files = [name.removeprefix(f"{split}/") for name in listed]
-    present = {name for name in os.listdir(folder) if name.endswith(".csv")} - {path.name, "target.csv"} \
+    present = (
+        {name for name in os.listdir(folder) if name.endswith(".csv")}
+        - {path.name, "target.csv"}
         - {pattern.format(split=s) for pattern in TARGET_NAMES for s in SPLITS}
+    )
     missing = [name for name in files if name not in present]
     if missing:
-        raise SourceError(f"{folder / missing[0]}: no such file, but {path} names it ({len(missing)} missing in all); "
-                          "restore the files or remove their rows")
+        raise SourceError(
+            f"{folder / missing[0]}: no such file, but {path} names it ({len(missing)} missing in all); "
+            "restore the files or remove their rows"
+        )
     unlisted = sorted(present - set(files))
     if unlisted:
-        raise SourceError(f"{folder / unlisted[0]} has no row in {path} ({len(unlisted)} files without one); add their rows "
-                          "or move the files away")
+        raise SourceError(
+            f"{folder / unlisted[0]} has no row in {path} ({len(unlisted)} files without one); add their rows "
+            ""
+            ""
+            "or move the files away"
+        )
     if len(set(files)) != len(files):
         raise SourceError(f"{path} names a file more than once; each sample file needs exactly one row")
-    return _CsvSplit(folder, path, header, np.array(files), values[:, 0] if values.shape[1] == 1 else values, files == listed)
+    return _CsvSplit(
+        folder,
+        path,
+        header,
+        np.array(files),
+        values[:, 0] if values.shape[1] == 1 else values,
+        files == listed,
+    )
 
 
 def _is_number(text: str) -> bool:

@@ -36,7 +36,9 @@ class StoreSource(RandomAccess):
 
     def sha256(self) -> str:
         """Of the store's manifest (which holds every file's checksum): cheap, and changes with any file."""
-        manifest = {k: v for k, v in self.store.manifest.items() if k not in ("conversion_seconds", "resumed")}
+        manifest = {
+            k: v for k, v in self.store.manifest.items() if k not in ("conversion_seconds", "resumed")
+        }
         return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
     def targets(self, split: str) -> np.ndarray:
