@@ -32,18 +32,8 @@ MEASURED = ("csv", "zarr", "tfrecord")
 
 def test_every_layout_is_a_target():
     names = [t.name for t in targets_for(list(FORMATS), variants=True)]
-    assert names == [
-        "csv",
-        "hdf5",
-        "hdf5-gzip",
-        "zarr",
-        "zarr-none",
-        "zarr-chunk256",
-        "npy",
-        "parquet",
-        "tfrecord",
-        "tfrecord-gzip",
-    ]
+    assert [name for name in names if name in FORMATS] == list(FORMATS)  # a new layout is measured by itself
+    assert {"hdf5-gzip", "zarr-none", "zarr-chunk256", "tfrecord-gzip"} <= set(names)
     assert [t.name for t in targets_for(list(FORMATS), variants=False)] == list(FORMATS)
 
 

@@ -1,26 +1,31 @@
 """The one contract every on-disk layout implements: a ``Store`` to read and a ``Writer`` to fill.
 
-Store
-    Opened from a directory whose manifest names the format. Its surface is the same for every
-    layout: ``splits``, ``num_samples(split)``, ``labels(split)`` and ``read(split, indices)``.
-    ``read`` is implemented once, here: it validates the indices, sorts and de-duplicates them,
-    asks the layout for those rows (``_read_sorted``), restores the caller's order and decodes to
-    float32 in [0, 1] with shape ``(n, height, width, 1)``. Layouts therefore only ever see sorted,
-    unique indices (h5py refuses anything else) and can group them by chunk.
-    Stores open their files lazily and can be pickled, so they work in worker processes.
+A layout module provides ``NAME``, ``OPTIONS`` (``LayoutOptions``: compressions, chunk or shard
+sizes, the sample dtypes it stores exactly), ``Store`` and ``Writer``, and one line in
+``ooc.formats.FORMATS``; its tests are one class inheriting ``tests/conformance.py``'s suite.
 
-Writer
-    Receives each split as ``begin_split(split, count, sample_shape, label_dtype)`` followed by
-    ``write`` calls with consecutive ``(x, y)`` chunks, then ``close()``. It must never need the
-    whole split in memory. It writes data files only; the manifest is written by ``ooc.convert``
-    after ``close``. Chunks arrive as uint8 pixels (``encode`` turns them into the stored dtype),
-    cut at multiples of ``chunk_size`` so chunked layouts write whole chunks. After each ``write``,
-    ``commit`` makes the samples so far durable against a killed process; ``final_files`` names the
-    files no later write changes (checksummed into the journal and the manifest); ``resume_split``
-    reopens a split of an interrupted conversion and says where to go on (see ``ooc.convert``).
+Store (required: ``_read_sorted``, ``_read_labels``)
+    Opened from a directory whose manifest names the format and the data's ``ooc.schema.Schema``.
+    ``read(split, indices)`` is done once, here: it validates the indices, sorts and de-duplicates
+    them, asks the layout for those rows (``_read_sorted``: sorted, unique indices, rows in the
+    stored dtype), restores the caller's order, reshapes to ``(n, *sample_shape)`` and applies the
+    decoding the manifest declares (``read_stored`` applies none). ``_read_labels`` returns every
+    target of a split as stored. Optional: ``_file_of`` and ``_samples_with`` (what a read error
+    names), ``damage_errors`` (what the storage library raises on damaged bytes), ``chunk_size``
+    (what the chunk shuffle groups by; ``ChunkedStore`` does the chunk cache for a layout that
+    implements ``_read_rows``), ``_reset_handles`` (declares open files and caches: stores open
+    lazily, pickle without them and work in worker processes), ``close``.
 
-A layout module provides ``NAME``, ``Store``, ``Writer`` and ``OPTIONS`` (the allowed and default
-values of chunk size, compression and dtype), and one line in ``ooc.formats.FORMATS``.
+Writer (required: ``begin_split``, ``write``, ``close``)
+    Receives each split as ``begin_split(split, count, schema)`` followed by ``write`` calls with
+    consecutive ``(x, y)`` chunks already in the stored dtype, cut at multiples of ``chunk_size``
+    (chunked layouts write whole chunks), then ``close()``. It never needs a whole split in memory
+    and writes data files only: ``ooc.convert`` writes the manifest last. Optional: ``path_of`` (the
+    file a write error names) and two capabilities ``ooc.convert`` detects: ``Resumable`` (an
+    interrupted conversion goes on: ``commit``, ``final_files``, ``resume_split``; without it a
+    conversion run again starts over) and ``ParallelParts`` (``--jobs``/``--dask`` write parts in
+    other processes: ``write_part``, ``absorb_part``; without it a writer says why in
+    ``one_process_because``).
 """
 
 from __future__ import annotations
@@ -39,10 +44,6 @@ from ooc.errors import CorruptStoreError, OocError, OptionError
 from ooc.remote import URL
 from ooc.schema import SAMPLE_DTYPES, Schema
 
-# What storage libraries raise on a damaged file (h5py: OSError; zarr codecs: RuntimeError; pyarrow:
-# ArrowInvalid/ArrowIOError, subclasses of ValueError/OSError; numpy: ValueError, EOFError). Anything
-# else is a bug and keeps its traceback.
-LIBRARY_READ_ERRORS = (OSError, ValueError, RuntimeError, EOFError, KeyError)
 
 # float32(v) / float32(255) for every byte: the one definition of "normalised pixel", shared by the
 # binary readers and the CSV writer, so that every layout yields bit-identical batches.
@@ -130,6 +131,9 @@ class Store(ABC):
     """The reading side of a layout (see the module docstring for the contract)."""
 
     format_name: ClassVar[str]
+    # What the layout's storage library raises on damaged bytes, which becomes a one-line
+    # CorruptStoreError naming the file; anything else is a bug in ooc and keeps its traceback.
+    damage_errors: ClassVar[tuple[type[Exception], ...]] = (OSError, EOFError)
 
     def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
         self.path = path if isinstance(path, URL) else Path(path)  # a URL (ooc.remote) stays a string
@@ -191,7 +195,7 @@ class Store(ABC):
             targets = np.asarray(self._read_labels(split))
         except OocError:
             raise  # the layout's own message names the file already
-        except LIBRARY_READ_ERRORS as error:
+        except self.damage_errors as error:
             raise CorruptStoreError(
                 f"{self.path}: cannot read the targets of split '{split}' ({_first_line(error)}); "
                 f"check the store with `ooc verify {self.path}`, re-convert it to repair"
@@ -224,7 +228,7 @@ class Store(ABC):
         except OocError as error:
             error.split, error.indices = split, unique
             raise
-        except LIBRARY_READ_ERRORS as error:
+        except self.damage_errors as error:
             raise self._read_error(split, unique, error) from error
         if len(unique) != len(indices) or np.any(unique != indices):
             x = x[inverse]  # the caller's order, in the stored dtype: the fewest bytes to move
@@ -290,7 +294,7 @@ class Store(ABC):
         for index in indices.tolist():
             try:
                 self._read_sorted(split, np.array([index]))
-            except (OocError, *LIBRARY_READ_ERRORS):
+            except (OocError, *self.damage_errors):
                 bad = index
                 break
         samples = self._samples_with(split, bad)

@@ -143,6 +143,7 @@ class Writer(_Writer, Resumable, ParallelParts):
 
 class Store(_Store):
     format_name = NAME
+    damage_errors = (OSError, EOFError, ValueError)  # numpy: a memmap of a file cut short
 
     def _reset_handles(self):
         super()._reset_handles()

@@ -207,6 +207,7 @@ class _Parts(io.RawIOBase):
 
 class Store(ChunkedStore):
     format_name = NAME
+    damage_errors = (OSError, EOFError, ValueError)  # pyarrow's ArrowInvalid is a ValueError
 
     def _reset_handles(self):
         super()._reset_handles()

@@ -194,6 +194,8 @@ def _finished(done: int, array) -> int:
 
 class Store(ChunkedStore):
     format_name = NAME
+    # numcodecs raises RuntimeError on a damaged chunk, a short one fails to reshape (ValueError)
+    damage_errors = (OSError, EOFError, RuntimeError, ValueError)
 
     def _reset_handles(self):
         super()._reset_handles()
