@@ -44,7 +44,6 @@ from ooc.errors import CorruptStoreError, OocError, OptionError
 from ooc.remote import URL
 from ooc.schema import SAMPLE_DTYPES, Schema
 
-
 # float32(v) / float32(255) for every byte: the one definition of "normalised pixel", shared by the
 # binary readers and the CSV writer, so that every layout yields bit-identical batches.
 U8_TO_FLOAT32 = np.arange(256, dtype=np.float32) / np.float32(255)
