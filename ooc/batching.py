@@ -106,23 +106,48 @@ def batches(
     drop_remainder: bool = False,
     prefetch: int = 2,
     start_batch: int = 0,
-    read: Callable[[str, np.ndarray], Any] | None = None,
     shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(x, y)`` batches of one epoch of ``split`` (or of its ``indices`` subset).
+    """``(x, y)`` batches of one epoch of ``split`` (or of its ``indices`` subset): ``store.read``
+    of each index array of ``batch_plan`` (which says what ``start_batch`` and ``shard`` do).
 
     With ``prefetch`` > 0 a background thread, started by this call, reads up to that many batches
     ahead, so reading overlaps with whatever the caller does with the previous batch (the storage
     libraries and numpy release the GIL for their heavy parts); ``close()`` the iterator (or drop
     it) to stop the thread early.
-
-    ``start_batch`` k yields the epoch from its batch k on: the plan is drawn whole and then cut,
-    so a run resumed mid-epoch gets exactly the batches the uninterrupted one would have.
-    ``read(split, batch_indices)`` replaces ``store.read`` and what it returns is yielded (the
-    training loop uses it to skip unreadable samples and to know each batch's indices).
-    ``shard=(worker, workers)`` yields only that worker's part of each batch (``worker_shard``):
-    ``batch_size`` is then the global batch size.
     """
+    plan = batch_plan(
+        store,
+        split,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        epoch=epoch,
+        indices=indices,
+        drop_remainder=drop_remainder,
+        start_batch=start_batch,
+        shard=shard,
+    )
+    return read_ahead(store.read, split, plan, prefetch)
+
+
+def batch_plan(
+    store: Store,
+    split: str,
+    *,
+    batch_size: int,
+    shuffle: bool | str = False,
+    seed: int | None = None,
+    epoch: int = 0,
+    indices: np.ndarray | None = None,
+    drop_remainder: bool = False,
+    start_batch: int = 0,
+    shard: tuple[int, int] | None = None,
+) -> list[np.ndarray]:
+    """The index arrays of one epoch (``epoch_batches`` over the store's chunks), from batch
+    ``start_batch`` on: the plan is drawn whole and then cut, so a run resumed mid-epoch gets exactly
+    the batches the uninterrupted one would have. ``shard=(worker, workers)`` keeps only that
+    worker's part of each batch (``worker_shard``): ``batch_size`` is then the global batch size."""
     plan = epoch_batches(
         store.num_samples(split) if indices is None else indices,
         batch_size=batch_size,
@@ -137,9 +162,15 @@ def batches(
             f"start_batch must be in [0, {len(plan)}] (the epoch has {len(plan)} batches), got {start_batch}"
         )
     plan = plan[start_batch:]
-    if shard is not None:
-        plan = worker_shard(plan, worker=shard[0], workers=shard[1])
-    read = read or store.read
+    return worker_shard(plan, worker=shard[0], workers=shard[1]) if shard is not None else plan
+
+
+def read_ahead(
+    read: Callable[[str, np.ndarray], Any], split: str, plan: list[np.ndarray], prefetch: int = 2
+) -> Iterator:
+    """``read(split, batch)`` of each batch of ``plan``, in order, on a thread up to ``prefetch``
+    batches ahead (0: in the caller's thread). The training loop reads through its own ``read``
+    (which skips unreadable samples and says which batch it read)."""
     if prefetch <= 0:
         return (read(split, batch) for batch in plan)
     return _Prefetched((lambda b=b: read(split, b) for b in plan), prefetch)

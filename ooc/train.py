@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ooc.batching import SHUFFLE_MODES, batches
+from ooc.batching import SHUFFLE_MODES, batch_plan, read_ahead
 from ooc.checkpoint import Checkpointer, Progress, store_identity
 from ooc.errors import CorruptStoreError, OptionError
 from ooc.formats.base import Store
@@ -64,9 +64,8 @@ def evaluate(
     predict = predict or model.predict_on_batch
     task = Task.of(store.schema)
     loss_sum, metric_sum, seen, skipped, first_skip = 0.0, 0.0, 0, 0, None
-    for _, x, y, bad, first in batches(
-        store, split, batch_size=batch_size, indices=indices, read=batch_reader(store, on_error)
-    ):
+    plan = batch_plan(store, split, batch_size=batch_size, indices=indices)
+    for _, x, y, bad, first in read_ahead(batch_reader(store, on_error), split, plan):
         skipped, first_skip = skipped + bad, first_skip or first
         if not len(y):
             continue
@@ -531,10 +530,10 @@ def _epochs_with_train_on_batch(
     history = list(p.history)
     read = batch_reader(store, on_error)
     batches_per_epoch = -(-len(train_idx) // batch_size)
-    read_ahead = None  # the next epoch's batches, reading while this epoch validates
+    next_epoch = None  # the next epoch's batches, reading while this epoch validates
 
     def epoch_plan_of(epoch, start_batch=0):
-        return batches(
+        plan = batch_plan(
             store,
             "train",
             batch_size=batch_size,
@@ -543,9 +542,9 @@ def _epochs_with_train_on_batch(
             epoch=epoch,
             indices=train_idx,
             start_batch=start_batch,
-            read=read,
             shard=shard,
         )
+        return read_ahead(read, "train", plan)
 
     for epoch in range(p.epoch, epochs):
         if before_epoch is not None:
@@ -562,8 +561,8 @@ def _epochs_with_train_on_batch(
         # train_on_batch returns the last batch's metrics only: keep the epoch's running means here.
         # A resumed epoch counts the time its checkpoint had; checkpoint writes are not counted.
         epoch_start, cpu_start = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
-        epoch_plan = read_ahead or epoch_plan_of(epoch, p.batch)
-        read_ahead = None
+        epoch_plan = next_epoch or epoch_plan_of(epoch, p.batch)
+        next_epoch = None
         for indices, x, y, skipped, first_skip in epoch_plan:
             if step is not None:
                 loss_sum, correct, seen = step(x, y)
@@ -598,7 +597,7 @@ def _epochs_with_train_on_batch(
             # Start the next epoch's reads now: its first batch waits for a whole stretch of chunks
             # (~40 ms for zarr, measured), which validation hides. Not with before_epoch, which must
             # run first (the bench's cold-cache eviction: validation would warm the cache anyway).
-            read_ahead = epoch_plan_of(epoch + 1)
+            next_epoch = epoch_plan_of(epoch + 1)
         val = (
             evaluate(
                 net,

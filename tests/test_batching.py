@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ooc
-from ooc.batching import PREFETCH_NICENESS, epoch_batches
+from ooc.batching import PREFETCH_NICENESS, batch_plan, epoch_batches, read_ahead
 from ooc.errors import CorruptStoreError, OptionError
 from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
 
@@ -117,7 +117,7 @@ def test_prefetch_starts_reading_before_the_first_next():
         first_read.set()
         return store.read(split, indices)
 
-    it = ooc.batches(store, "train", batch_size=5, prefetch=2, read=read)
+    it = read_ahead(read, "train", batch_plan(store, "train", batch_size=5), prefetch=2)
     assert first_read.wait(
         timeout=30
     )  # no next() yet: the training loop relies on this to read during validation
@@ -138,7 +138,7 @@ def test_the_reader_thread_runs_niced_and_the_caller_does_not():
         seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # 0: the calling thread, on Linux
         return store.read(split, indices)
 
-    list(ooc.batches(store, "train", batch_size=5, prefetch=2, read=read))
+    list(read_ahead(read, "train", batch_plan(store, "train", batch_size=5), prefetch=2))
     assert seen == [min(19, mine + PREFETCH_NICENESS)] * 10
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine
 
@@ -185,16 +185,6 @@ def test_start_batch_resumes_the_same_plan():
 def test_read_replaces_store_read(prefetch):
     store = _memory_store()
     plan = epoch_batches(50, batch_size=8, shuffle=True, seed=9)
-    got = list(
-        ooc.batches(
-            store,
-            "train",
-            batch_size=8,
-            shuffle=True,
-            seed=9,
-            prefetch=prefetch,
-            start_batch=1,
-            read=lambda split, indices: (split, indices.tolist()),
-        )
-    )
+    plan_from_1 = batch_plan(store, "train", batch_size=8, shuffle=True, seed=9, start_batch=1)
+    got = list(read_ahead(lambda split, indices: (split, indices.tolist()), "train", plan_from_1, prefetch))
     assert got == [("train", b.tolist()) for b in plan[1:]]

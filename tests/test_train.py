@@ -43,18 +43,18 @@ def test_next_epoch_is_read_while_validating(monkeypatch, cold):
     import ooc.train as loop
 
     calls, trained = [], []
-    real_batches, real_evaluate = loop.batches, loop.evaluate
+    real_plan, real_evaluate = loop.batch_plan, loop.evaluate
 
-    def batches(store, split, **kw):
+    def batch_plan(store, split, **kw):
         if "epoch" in kw:
             calls.append(f"epoch {kw['epoch']}")
-        return real_batches(store, split, **kw)
+        return real_plan(store, split, **kw)
 
     def evaluate(net, store, split, **kw):
         calls.append(f"evaluate {split}")
         return real_evaluate(net, store, split, **kw)
 
-    monkeypatch.setattr(loop, "batches", batches)
+    monkeypatch.setattr(loop, "batch_plan", batch_plan)
     monkeypatch.setattr(loop, "evaluate", evaluate)
     x = np.random.default_rng(0).integers(0, 255, (120, 28, 28), dtype=np.uint8)
     store = ooc.MemoryStore({"train": (x, np.arange(120) % 10), "test": (x[:20], np.arange(20) % 10)})
