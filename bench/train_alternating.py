@@ -28,7 +28,7 @@ def main() -> None:
     import keras
 
     from ooc.checkpoint import Progress
-    from ooc.models import build_model
+    from ooc.models import Task, build_model
     from ooc.sources import as_source
     from ooc.stores import MemoryStore, open_store
     from ooc.train import _epochs_with_train_on_batch, split_validation
@@ -40,9 +40,7 @@ def main() -> None:
     targets.update({str(p): open_store(p) for p in args.stores})
     keras.utils.set_random_seed(0)
     train_idx, val_idx = split_validation(memory.labels("train"), val_fraction=0.1, seed=0)
-    net = build_model(
-        "lenet", input_shape=(*memory.sample_shape, 1), num_classes=memory.num_classes, learning_rate=2e-3
-    )
+    net = build_model("lenet", input_shape=memory.sample_shape, task=Task.of(memory.schema), learning_rate=2e-3)
     seconds: dict[str, list[float]] = {name: [] for name in targets}
     epoch = 0
     for round_ in range(args.rounds):

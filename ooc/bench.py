@@ -502,6 +502,7 @@ def run_bench(
     formats: list[str] | None = None,
     variants: bool = True,
     source: str | Path | None = None,
+    source_options=None,
     limit: int | None = None,
     repeats: int = 3,
     batch_size: int = 512,
@@ -539,7 +540,7 @@ def run_bench(
             "--remote measures the zarr and parquet stores from an S3 server: include zarr or parquet in "
             "--formats"
         )
-    src = as_source(source)
+    src = as_source(source, options=source_options)
     out.mkdir(parents=True, exist_ok=True)
     memory = MemoryStore.from_source(src, limit=limit)
     n = memory.num_samples("train")

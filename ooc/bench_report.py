@@ -379,7 +379,12 @@ def write_plots(report: dict[str, Any], out: Path) -> None:
         plt,
         [r["name"] for r in stores],
         [r["conversion"]["bytes_per_sample"] for r in stores],
-        reference=(28 * 28, "raw uint8 payload"),
+        reference=(
+            stores[0]["conversion"]["bytes_per_sample"] / stores[0]["conversion"]["ratio_to_raw"],
+            "raw payload",
+        )
+        if stores
+        else None,
         ylabel="bytes per sample on disk",
         title="Size on disk",
         path=out / "size_on_disk.png",

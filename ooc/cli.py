@@ -471,11 +471,14 @@ def info(
         "sample)"
     )
     src = m.get("source", {})
-    print(
-        f"source:      {src.get('path')} (sha256 {src.get('sha256')}"
-        + (f", limit {src['limit']}" if src.get("limit") else "")
-        + ")"
-    )
+    if src.get("adopted"):
+        print(f"source:      the files themselves, adopted in place ({src.get('path')})")
+    else:
+        print(
+            f"source:      {src.get('path')} (sha256 {src.get('sha256')}"
+            + (f", limit {src['limit']}" if src.get("limit") else "")
+            + ")"
+        )
     sums = m.get("checksums")
     print(
         f"checksums:   {sums['algorithm']} of {len(sums['files'])} files (check them with `ooc verify "
@@ -618,7 +621,16 @@ def bench(
     ),
     stores_dir: Annotated[Path, typer.Option(help="where the measured stores are converted")] = DATA_DIR
     / "bench",
-    source: Annotated[Optional[Path], typer.Option(help=".npz source [default: the bundled MNIST]")] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Option(help="your data: any source `ooc convert --source` takes [default: the bundled MNIST]"),
+    ] = None,
+    targets: Annotated[
+        Optional[Path], typer.Option(help="as for ooc convert: the recipe's targets CSV, or a targets .npy")
+    ] = None,
+    target_column: Annotated[
+        Optional[str], typer.Option(help="as for ooc convert: a table's target column")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="first N samples of each split")] = None,
     repeats: Annotated[int, typer.Option(help="repetitions of every timing (median, min, max reported)")] = 3,
     epochs: Annotated[int, typer.Option(help="training epochs per target; epochs 2..N are timed")] = 3,
@@ -663,6 +675,7 @@ def bench(
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
     from ooc.bench import run_bench
     from ooc.bench_report import recommendation, summary_table
+    from ooc.sources import SourceOptions
 
     _import_tensorflow_quietly()
     command = "ooc " + " ".join(sys.argv[1:])
@@ -674,6 +687,7 @@ def bench(
             formats=[f for f in formats.split(",") if f],
             variants=variants,
             source=source,
+            source_options=SourceOptions(targets=targets, target_column=target_column),
             limit=limit,
             repeats=repeats,
             batch_size=batch_size,
