@@ -4,6 +4,7 @@ two wrappers that change which samples a split holds (``Carved``) and in what or
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,21 @@ class FileSource:
         """Hashed before each file's bytes; empty where the file names carry no data."""
         return b""
 
+    # Whether the identity is the files' names, sizes and modification times rather than their bytes:
+    # for a folder of a file per sample, hashing every byte would read the whole source once more
+    # before converting it (measured: half the conversion time of the recipe's folder).
+    identity_by_stat = False
+
     def sha256(self) -> str:
-        """Of the source's file bytes as stored, streamed."""
+        """Of the source's file bytes as stored, streamed (or of their stat, ``identity_by_stat``)."""
         if self._sha256 is None:
             digest = hashlib.sha256()
             for path in self._hashed_files():
                 digest.update(self._file_tag(path))
+                if self.identity_by_stat:
+                    stat = os.stat(path)
+                    digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+                    continue
                 with open(path, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)

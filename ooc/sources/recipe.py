@@ -11,6 +11,7 @@ as float32 by the csv layout's exact parser, in parallel with reading, in any or
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +27,19 @@ TARGET_NAMES = ("{split}_target.csv", "{split}_targets.csv")
 
 
 def is_recipe_folder(path: Path) -> bool:
-    """A folder whose split folders (or itself) hold .csv files rather than class folders."""
+    """A folder whose split folders (or itself) hold .csv files rather than class folders (one listing
+    each: the entries' types come with it, no file is stat'ed)."""
     path = Path(path)
     if not path.is_dir():
         return False
     folders = [path / split for split in SPLITS if (path / split).is_dir()] or [path]
-    return any(name.endswith(".csv") for folder in folders for name in os.listdir(folder)) and not any(
-        (folder / name).is_dir() for folder in folders if folder != path for name in os.listdir(folder)
-    )
+    csv = subfolders = False
+    for folder in folders:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                csv = csv or entry.name.endswith(".csv")
+                subfolders = subfolders or (folder != path and entry.is_dir())
+    return csv and not subfolders
 
 
 @dataclass
@@ -48,6 +54,8 @@ class _CsvSplit:
 
 @dataclass
 class RecipeSource(FileSource, RandomAccess):
+    identity_by_stat = True  # a file per sample: the source is read once, to convert it
+
     path: Path
     files: dict[str, _CsvSplit] = field(default_factory=dict)
     schema: Schema | None = None
@@ -110,12 +118,20 @@ class RecipeSource(FileSource, RandomAccess):
     def targets(self, split: str) -> np.ndarray:
         return self.files[split].values
 
-    def _hashed_files(self) -> list[Path]:
-        entries = self.files.values()
-        return [e.targets for e in entries] + [e.folder / name for e in entries for name in e.names]
-
-    def _file_tag(self, path: Path) -> bytes:
-        return f"{path.name}\0".encode()
+    def sha256(self) -> str:
+        """Of the targets files' bytes and every sample file's name, size and modification time:
+        hashing every sample's bytes would read the whole source once more before converting it."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            for entry in self.files.values():
+                digest.update(entry.targets.read_bytes())
+                with os.scandir(entry.folder) as listing:
+                    stats = {item.name: item for item in listing}
+                for name in entry.names.tolist():
+                    stat = stats[name].stat()
+                    digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+            self._sha256 = digest.hexdigest()
+        return self._sha256
 
     def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         entry = self.files[split]
