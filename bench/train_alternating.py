@@ -40,7 +40,9 @@ def main() -> None:
     targets.update({str(p): open_store(p) for p in args.stores})
     keras.utils.set_random_seed(0)
     train_idx, val_idx = split_validation(memory.labels("train"), val_fraction=0.1, seed=0)
-    net = build_model("lenet", input_shape=memory.sample_shape, task=Task.of(memory.schema), learning_rate=2e-3)
+    net = build_model(
+        "lenet", input_shape=memory.sample_shape, task=Task.of(memory.schema), learning_rate=2e-3
+    )
     seconds: dict[str, list[float]] = {name: [] for name in targets}
     epoch = 0
     for round_ in range(args.rounds):

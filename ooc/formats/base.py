@@ -4,24 +4,24 @@ A layout module provides ``NAME``, ``OPTIONS`` (``LayoutOptions``: compressions,
 sizes, the sample dtypes it stores exactly), ``Store`` and ``Writer``, and one line in
 ``ooc.formats.FORMATS``; its tests are one class inheriting ``tests/conformance.py``'s suite.
 
-Store (required: ``_read_sorted``, ``_read_labels``)
+Store (required: ``_read_sorted``, ``_read_labels``, ``_file_of``)
     Opened from a directory whose manifest names the format and the data's ``ooc.schema.Schema``.
     ``read(split, indices)`` is done once, here: it validates the indices, sorts and de-duplicates
     them, asks the layout for those rows (``_read_sorted``: sorted, unique indices, rows in the
     stored dtype), restores the caller's order, reshapes to ``(n, *sample_shape)`` and applies the
     decoding the manifest declares (``read_stored`` applies none). ``_read_labels`` returns every
-    target of a split as stored. Optional: ``_file_of`` and ``_samples_with`` (what a read error
-    names), ``damage_errors`` (what the storage library raises on damaged bytes), ``chunk_size``
+    target of a split as stored; ``_file_of`` the file that holds a sample (what a read error names).
+    Optional: ``_samples_with`` (the samples a damaged file loses together), ``damage_errors`` (what the storage library raises on damaged bytes), ``chunk_size``
     (what the chunk shuffle groups by; ``ChunkedStore`` does the chunk cache for a layout that
     implements ``_read_rows``), ``_reset_handles`` (declares open files and caches: stores open
     lazily, pickle without them and work in worker processes), ``close``.
 
-Writer (required: ``begin_split``, ``write``, ``close``)
+Writer (required: ``begin_split``, ``write``, ``close``, ``path_of``)
     Receives each split as ``begin_split(split, count, schema)`` followed by ``write`` calls with
     consecutive ``(x, y)`` chunks already in the stored dtype, cut at multiples of ``chunk_size``
     (chunked layouts write whole chunks), then ``close()``. It never needs a whole split in memory
-    and writes data files only: ``ooc.convert`` writes the manifest last. Optional: ``path_of`` (the
-    file a write error names) and two capabilities ``ooc.convert`` detects: ``Resumable`` (an
+    and writes data files only: ``ooc.convert`` writes the manifest last; ``path_of`` names the file a
+    sample goes to (what a write error names). Optional: two capabilities ``ooc.convert`` detects: ``Resumable`` (an
     interrupted conversion goes on: ``commit``, ``final_files``, ``resume_split``; without it a
     conversion run again starts over) and ``ParallelParts`` (``--jobs``/``--dask`` write parts in
     other processes: ``write_part``, ``absorb_part``; without it a writer says why in
@@ -276,9 +276,9 @@ class Store(ABC):
     def _read_labels(self, split: str) -> np.ndarray:
         """Every target of ``split``, in sample order, as stored: (n, *target_shape)."""
 
+    @abstractmethod
     def _file_of(self, split: str, index: int) -> Path:
-        """Optional: the file that holds sample ``index``, what a read error names (default: the store)."""
-        return self.path
+        """The file that holds sample ``index``: what a read error names (and ``ooc verify`` would flag)."""
 
     def _samples_with(self, split: str, index: int) -> range:
         """Optional: the samples stored together with ``index`` (its chunk), lost together when it is
@@ -448,9 +448,9 @@ class Writer(ABC):
         except Exception:
             pass
 
+    @abstractmethod
     def path_of(self, split: str, index: int) -> Path:
-        """Optional: the file sample ``index`` of ``split`` goes to, what a write error names."""
-        return self.path
+        """The file sample ``index`` of ``split`` goes to: what a write error names."""
 
 
 class Resumable(ABC):
