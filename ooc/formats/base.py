@@ -11,10 +11,11 @@ Store (required: ``_read_sorted``, ``_read_labels``, ``_file_of``)
     stored dtype), restores the caller's order, reshapes to ``(n, *sample_shape)`` and applies the
     decoding the manifest declares (``read_stored`` applies none). ``_read_labels`` returns every
     target of a split as stored; ``_file_of`` the file that holds a sample (what a read error names).
-    Optional: ``_samples_with`` (the samples a damaged file loses together), ``damage_errors`` (what
-    the storage library raises on damaged bytes), ``chunk_size`` (what the chunk shuffle groups by; ``ChunkedStore`` does the chunk cache for a layout that
-    implements ``_read_rows``), ``_reset_handles`` (declares open files and caches: stores open
-    lazily, pickle without them and work in worker processes), ``close``.
+    Optional: ``_samples_with`` (the samples a damaged file loses together: a single-file layout's
+    whole split), ``damage_errors`` (what the storage library raises on damaged bytes),
+    ``chunk_size`` (what the chunk shuffle groups by; ``ChunkedStore`` does the chunk cache for a
+    layout that implements ``_read_rows``), ``_reset_handles`` (declares open files and caches:
+    stores open lazily, pickle without them and work in worker processes), ``close``.
 
 Writer (required: ``begin_split``, ``write``, ``close``, ``path_of``)
     Receives each split as ``begin_split(split, count, schema)`` followed by ``write`` calls with
