@@ -102,4 +102,9 @@ def as_tf_dataset(
         tf.TensorSpec((None, *schema.sample_shape), tf.as_dtype(schema.read_dtype)),
         tf.TensorSpec((None, *schema.target_shape), y_dtype),
     )
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+    # the number of batches, told to tf.data: without it fit warns "Your input ran out of data" at the
+    # end of the first epoch although every step ran
+    n = store.num_samples(split) if indices is None else len(indices)
+    steps = n // batch_size if drop_remainder else -(-n // batch_size)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)

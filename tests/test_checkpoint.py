@@ -492,3 +492,47 @@ def test_resume_refuses_a_store_converted_again(tmp_path):
         checkpoint_dir=ckpt,
         resume=True,
     )
+
+
+def stochastic_net(input_shape, task):
+    """A user's model with random and stateful layers: Dropout draws numbers every step, BatchNorm
+    keeps moving statistics; --resume must end bit for bit where an uninterrupted run ends."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(task.outputs, activation=task.activation),
+        ],
+        name="stochastic",
+    )
+
+
+def test_any_model_resumes_bit_for_bit(hdf5_store, tmp_path):
+    run = {**RUN, "model": stochastic_net}
+    reference = train(hdf5_store, **run, model_path=tmp_path / "reference.keras")
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            hdf5_store,
+            **run,
+            checkpoint_dir=tmp_path / "ckpt",
+            checkpoint_every=3,
+            after_batch=recorder([], kill_at=(1, 5)),
+        )
+    assert (
+        json.loads((tmp_path / "ckpt" / "state.json").read_text())["rng"] != []
+    )  # Dropout's generator is saved
+    resumed = train(
+        hdf5_store,
+        **run,
+        checkpoint_dir=tmp_path / "ckpt",
+        checkpoint_every=3,
+        resume=True,
+        model_path=tmp_path / "resumed.keras",
+    )
+    assert same_model(tmp_path / "reference.keras", tmp_path / "resumed.keras")
+    assert resumed["test"] == reference["test"] and resumed["model"]["name"] == "stochastic"

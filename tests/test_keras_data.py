@@ -68,3 +68,23 @@ def test_fit_loop_trains_the_same_batches_as_train_on_batch(store_dirs, tmp_path
     a, b = (keras.saving.load_model(tmp_path / name).get_weights() for name in ("fit.keras", "ours.keras"))
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert fit["test"] == ours["test"]
+
+
+def test_fit_on_the_tf_dataset_knows_its_length(store_dirs):
+    import warnings
+
+    import keras
+
+    dataset = ooc.as_tf_dataset(
+        ooc.open_store(store_dirs["npy"]), "train", batch_size=64, shuffle="chunk", seed=0
+    )
+    assert int(dataset.cardinality()) == 5  # 300 samples: 4 batches of 64 and one of 44
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(dataset, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
