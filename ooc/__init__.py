@@ -12,6 +12,7 @@ from ooc.convert import convert  # noqa: E402
 from ooc.errors import OocError  # noqa: E402
 from ooc.formats import FORMATS, get_format  # noqa: E402
 from ooc.keras_data import as_pydataset, as_tf_dataset  # noqa: E402
+from ooc.resumable_fit import resumable_fit  # noqa: E402
 from ooc.stores import MemoryStore, open_store  # noqa: E402
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "epoch_batches",
     "get_format",
     "open_store",
+    "resumable_fit",
 ]

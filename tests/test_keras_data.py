@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 import ooc
 
@@ -88,3 +91,54 @@ def test_fit_on_the_tf_dataset_knows_its_length(store_dirs):
         history = model.fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
+def test_fit_resumes_mid_epoch_with_the_batches_and_weights_of_an_uninterrupted_fit(store_dirs, tmp_path):
+    import keras
+
+    store = ooc.open_store(store_dirs["zarr"])
+
+    seen = []  # batches fit itself trained, in the last run
+
+    def run(directory, stop_at=None):
+        seen.clear()
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.2),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        data = ooc.as_pydataset(store, "train", batch_size=32, shuffle="chunk", seed=1)
+        callbacks = [
+            ooc.resumable_fit(directory, data, every=2),
+            keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(batch)),
+        ]
+        if stop_at is not None:
+
+            class Kill(keras.callbacks.Callback):
+                def on_train_batch_end(self, batch, logs=None):
+                    if (self.epoch, batch + 1) == stop_at:
+                        raise KeyboardInterrupt
+
+                def on_epoch_begin(self, epoch, logs=None):
+                    self.epoch = epoch
+
+            callbacks.append(Kill())
+        model.fit(data, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
+        return model
+
+    reference = run(tmp_path / "reference")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", stop_at=(1, 7))  # epoch 2, after batch 7: its checkpoint is at batch 6
+    state = json.loads((tmp_path / "killed" / "state.json").read_text())
+    assert (state["epoch"], state["batch"]) == (1, 6)
+    resumed = run(tmp_path / "killed")  # the same script run again
+    assert len(seen) == 10  # fit trained epoch 3 only: the callback trained the rest of epoch 2 before it
+    assert all(np.array_equal(a, b) for a, b in zip(reference.get_weights(), resumed.get_weights()))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(reference.optimizer.variables, resumed.optimizer.variables)
+    )
