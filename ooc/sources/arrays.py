@@ -39,6 +39,7 @@ class NpzSource(FileSource):
     path: Path
     members: dict[str, _Member] = field(default_factory=dict)
     schema: Schema | None = None
+    keys: tuple[str, str] = NPZ_KEYS  # the x and y arrays' names, with {split}
     _sha256: str | None = None
 
     @classmethod
@@ -61,9 +62,8 @@ class NpzSource(FileSource):
                 f"{path}: --x and --y of an .npz source name one array per split, with {{split}} in the name "
                 f"(x_{{split}} finds x_train and x_test); save a single x and y as two .npy files instead"
             )
-        source = cls(
-            path.absolute()
-        )  # absolute: tasks on --dask workers resolve it, not our working directory
+        # absolute: tasks on --dask workers resolve it, not our working directory
+        source = cls(path.absolute(), keys=tuple(keys))
         wanted = [key.format(split=split) for split in SPLITS for key in keys]
         try:
             with zipfile.ZipFile(path) as zf:
@@ -87,7 +87,6 @@ class NpzSource(FileSource):
             raw=raw,
             target_kind=target_kind,
         )
-        source._keys = keys
         return source
 
     def _x(self, split):
@@ -97,7 +96,7 @@ class NpzSource(FileSource):
         return self.members[self._key(1, split)]
 
     def _key(self, which: int, split: str) -> str:
-        return getattr(self, "_keys", NPZ_KEYS)[which].format(split=split)
+        return self.keys[which].format(split=split)
 
     @property
     def splits(self) -> tuple[str, ...]:
