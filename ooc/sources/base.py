@@ -116,30 +116,38 @@ class Wrapped(RandomAccess):
         return x[inverse], y[inverse]
 
 
+def carve_test(targets: np.ndarray, *, test_fraction: float, seed: int, classes: bool, what: str):
+    """Sorted (train, test) indices of ``targets``' samples: ``test_fraction`` of them as test, seeded,
+    stratified when they are classes. ``what`` names the samples in an error."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise OptionError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    everything = np.arange(len(targets))
+    try:
+        train, test = train_test_split(
+            everything, test_size=test_fraction, random_state=seed, stratify=targets if classes else None
+        )
+    except ValueError as e:
+        raise OptionError(
+            f"--test-fraction {test_fraction} cannot carve a test split from {len(everything)} {what} ({e})"
+        ) from None
+    return np.sort(train), np.sort(test)
+
+
 class Carved(Wrapped):
     """A source with one split, cut into train and test (stratified for classes, seeded)."""
 
     def __init__(self, source, *, test_fraction: float, seed: int):
-        from sklearn.model_selection import train_test_split
-
-        if not 0 < test_fraction < 1:
-            raise OptionError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
         (split,) = source.splits
-        targets = source.targets(split)
-        everything = np.arange(source.num_samples(split))
-        stratify = targets if source.schema.target_kind == "classes" else None
-        try:
-            train, test = train_test_split(
-                everything, test_size=test_fraction, random_state=seed, stratify=stratify
-            )
-        except ValueError as e:
-            raise OptionError(
-                f"--test-fraction {test_fraction} cannot carve a test split from {len(everything)} samples of "
-                ""
-                ""
-                f"{source.name} ({e})"
-            ) from None
-        super().__init__(source, {"train": np.sort(train), "test": np.sort(test)})
+        train, test = carve_test(
+            source.targets(split),
+            test_fraction=test_fraction,
+            seed=seed,
+            classes=source.schema.target_kind == "classes",
+            what=f"samples of {source.name}",
+        )
+        super().__init__(source, {"train": train, "test": test})
         self._split = split
         self.carved = {"test_fraction": test_fraction, "seed": seed}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ooc.errors import OptionError, SourceError
+from ooc.errors import SourceError
 from ooc.schema import SAMPLE_DTYPES, Schema, schema_for
-from ooc.sources.base import FileSource
+from ooc.sources.base import FileSource, carve_test
 
 BATCH_ROWS = 1 << 14
 
@@ -161,19 +161,7 @@ def _numpy_type(arrow_type):
 
 def _carve(targets: np.ndarray, test_fraction: float, seed: int, *, classes: bool) -> np.ndarray:
     """A boolean per row: whether it goes to the test split (stratified for classes, seeded)."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < test_fraction < 1:
-        raise OptionError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    rows = np.arange(len(targets))
-    try:
-        _, test = train_test_split(
-            rows, test_size=test_fraction, random_state=seed, stratify=targets if classes else None
-        )
-    except ValueError as e:
-        raise OptionError(
-            f"--test-fraction {test_fraction} cannot carve a test split from {len(rows)} rows ({e})"
-        ) from None
-    mask = np.zeros(len(rows), bool)
+    _, test = carve_test(targets, test_fraction=test_fraction, seed=seed, classes=classes, what="rows")
+    mask = np.zeros(len(targets), bool)
     mask[test] = True
     return mask
