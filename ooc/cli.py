@@ -545,8 +545,7 @@ def train(
     checkpoint_every: Annotated[
         Optional[int],
         typer.Option(
-            help="checkpoint every N batches, and at every epoch end; 0: at epoch ends only [default: 200; "
-            "--loop fit: 0]"
+            help="checkpoint every N batches, and at every epoch end; 0: at epoch ends only [default: 200]"
         ),
     ] = None,
     resume: Annotated[

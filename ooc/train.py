@@ -181,12 +181,6 @@ class Outputs:
                 "--checkpoint-every must be a number of batches (0: at epoch ends only), got "
                 f"{self.checkpoint_every}"
             )
-        if config.loop == "fit" and self.checkpoint_every:
-            raise OptionError(
-                f"--checkpoint-every {self.checkpoint_every} needs --loop train_on_batch: --loop fit "
-                "checkpoints at "
-                "epoch ends only (pass --checkpoint-every 0)"
-            )
         if self.resume and self.checkpoint_dir is None:
             raise OptionError("--resume needs a --checkpoint-dir to resume from")
         if self.model_path is not None and Path(self.model_path).suffix != ".keras":
@@ -221,7 +215,7 @@ def train(
     store's target kind (``ooc.models.Task``).
 
     With ``checkpoint_dir`` the run is checkpointed every ``checkpoint_every`` batches (default
-    200; 0: epoch ends only; ``loop="fit"``: epoch ends only) and at every epoch end, and
+    200; 0: epoch ends only; with ``loop="fit"`` too) and at every epoch end, and
     ``resume=True`` continues it from there with exactly the batches and weights of an
     uninterrupted run (see ``ooc.checkpoint``). ``on_error="skip"`` trains on what can be read of
     a batch a corrupt file breaks, and counts the rest. ``after_batch(epoch, batches_done,
@@ -331,11 +325,7 @@ def train(
 def _checkpointer(store, config: TrainConfig, outputs: Outputs, log) -> Checkpointer | None:
     if outputs.checkpoint_dir is None:
         return None
-    every = (
-        (DEFAULT_CHECKPOINT_EVERY if config.loop == "train_on_batch" else 0)
-        if outputs.checkpoint_every is None
-        else outputs.checkpoint_every
-    )
+    every = DEFAULT_CHECKPOINT_EVERY if outputs.checkpoint_every is None else outputs.checkpoint_every
     identity = config.identity()
     del identity["on_error"]  # a resumed run may skip what the first one raised on
     checkpoints = Checkpointer(outputs.checkpoint_dir, {**store_identity(store), **identity}, every=every)
@@ -657,55 +647,15 @@ def _epochs_with_fit(
 ):
     """The same epochs through ``model.fit`` and a PyDataset (read one batch ahead in a thread):
     ``shuffle=False`` and ``set_epoch`` make fit's epoch k the plan of epoch k, in order, as in the
-    train_on_batch loop. Checkpoints and resuming work at epoch ends only: fit cannot start an
-    epoch at a batch."""
+    train_on_batch loop. Checkpoints every ``checkpoints.every`` batches and at epoch ends; fit cannot
+    start an epoch at a batch, so a run resumed mid-epoch trains the rest of that epoch step by step
+    (``train_on_batch``, fit's own step: the same weights) and lets fit go on from the next epoch."""
     import keras
 
     from ooc.keras_data import as_pydataset
 
     progress = progress or Progress()
     metric = Task.of(store.schema).metric
-
-    class EpochClock(keras.callbacks.Callback):
-        """Training time of each epoch, without the validation pass fit runs inside it; its record and checkpoint."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            train_data.set_epoch(epoch)  # before fit starts reading the epoch's batches
-            self.epoch, self.start, self.cpu, self.done = (
-                epoch,
-                time.perf_counter(),
-                time.process_time(),
-                None,
-            )
-
-        def on_train_batch_end(self, batch, logs=None):
-            if after_batch is not None:
-                after_batch(self.epoch, batch + 1, train_data.plan[batch])
-
-        def on_test_begin(self, logs=None):
-            self.done = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds, cpu = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
-            record = {
-                "epoch": epoch + 1,
-                "loss": float(logs["loss"]),
-                metric: float(logs[metric]),
-                **(
-                    {"val_loss": float(logs["val_loss"]), f"val_{metric}": float(logs[f"val_{metric}"])}
-                    if "val_loss" in logs
-                    else {}
-                ),
-                "seconds": seconds,
-                "cpu_seconds": cpu,
-                "samples_per_second": len(train_idx) / seconds,
-                "skipped": 0,
-            }
-            history.append(record)
-            _log_epoch(log, record, history, epochs)
-            if checkpoints is not None:
-                checkpoints.save(self.model, Progress(epoch=epoch + 1, history=history))
-
     history: list[dict] = list(progress.history)
     if progress.epoch >= epochs:
         return history
@@ -717,13 +667,116 @@ def _epochs_with_fit(
         if len(val_idx)
         else None
     )
-    net.fit(
-        train_data,
-        epochs=epochs,
-        initial_epoch=progress.epoch,
-        shuffle=False,
-        validation_data=val_data,
-        callbacks=[EpochClock()],
-        verbose=1 if sys.stdout.isatty() else 0,
-    )
+
+    def finish_epoch(epoch, record):
+        history.append(record)
+        _log_epoch(log, record, history, epochs)
+        if checkpoints is not None:
+            checkpoints.save(net, Progress(epoch=epoch + 1, history=history))
+
+    class EpochClock(keras.callbacks.Callback):
+        """Training time of each epoch, without the validation pass fit runs inside it; its record and checkpoints."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            train_data.set_epoch(epoch)  # before fit starts reading the epoch's batches
+            self.p = Progress(epoch=epoch, history=history)
+            self.epoch, self.start, self.cpu, self.done = (
+                epoch,
+                time.perf_counter(),
+                time.process_time(),
+                None,
+            )
+
+        def on_train_batch_end(self, batch, logs=None):
+            p = self.p
+            p.batch, p.seen = batch + 1, p.seen + len(train_data.plan[batch])
+            p.loss_sum, p.correct_sum = (
+                float(logs["loss"]) * p.seen,
+                float(logs[metric]) * p.seen,
+            )  # fit logs running means
+            if checkpoints is not None and checkpoints.due(p.batch, len(train_data)):
+                p.seconds, p.cpu_seconds = time.perf_counter() - self.start, time.process_time() - self.cpu
+                checkpoints.save(self.model, p)
+            if after_batch is not None:
+                after_batch(self.epoch, batch + 1, train_data.plan[batch])
+
+        def on_test_begin(self, logs=None):
+            self.done = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds, cpu = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
+            val = (
+                {"val_loss": float(logs["val_loss"]), f"val_{metric}": float(logs[f"val_{metric}"])}
+                if "val_loss" in logs
+                else {}
+            )
+            finish_epoch(
+                epoch,
+                {
+                    "epoch": epoch + 1,
+                    "loss": float(logs["loss"]),
+                    metric: float(logs[metric]),
+                    **val,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu,
+                    "samples_per_second": len(train_idx) / seconds,
+                    "skipped": 0,
+                },
+            )
+
+    initial_epoch = progress.epoch
+    if progress.batch:  # resumed mid-epoch
+        finish_epoch(
+            progress.epoch,
+            _rest_of_epoch(
+                net, train_data, val_idx, store, progress, metric, checkpoints, after_batch, batch_size
+            ),
+        )
+        initial_epoch += 1
+    if initial_epoch < epochs:
+        net.fit(
+            train_data,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            shuffle=False,
+            validation_data=val_data,
+            callbacks=[EpochClock()],
+            verbose=1 if sys.stdout.isatty() else 0,
+        )
     return history
+
+
+def _rest_of_epoch(
+    net, train_data, val_idx, store, p: Progress, metric, checkpoints, after_batch, batch_size
+) -> dict:
+    """Batches ``p.batch`` on of epoch ``p.epoch`` through ``train_on_batch``; the epoch's record."""
+    start, cpu = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
+    train_data.set_epoch(p.epoch)
+    for index in range(p.batch, len(train_data)):
+        x, y = train_data[index]
+        logs = net.train_on_batch(x, y, return_dict=True)
+        p.batch, p.seen = index + 1, p.seen + len(y)
+        p.loss_sum, p.correct_sum = (
+            p.loss_sum + float(logs["loss"]) * len(y),
+            p.correct_sum + float(logs[metric]) * len(y),
+        )
+        if checkpoints is not None and checkpoints.due(p.batch, len(train_data)):
+            p.seconds, p.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+            checkpoints.save(net, p)
+        if after_batch is not None:
+            after_batch(p.epoch, p.batch, train_data.plan[index])
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    val = {}
+    if len(val_idx):
+        result = evaluate(net, store, "train", indices=val_idx, batch_size=max(batch_size, 512))
+        val = {"val_loss": result["loss"], f"val_{metric}": result[metric]}
+    return {
+        "epoch": p.epoch + 1,
+        "loss": p.loss_sum / p.seen,
+        metric: p.correct_sum / p.seen,
+        **val,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "samples_per_second": p.seen / seconds,
+        "skipped": 0,
+    }

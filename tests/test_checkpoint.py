@@ -187,16 +187,30 @@ def test_fit_resumes_at_epoch_ends(hdf5_store, tmp_path):
     assert killed_seq[:9] + resumed_seq == reference_seq and len(reference_seq) == 18
     assert same_model(tmp_path / "reference.keras", tmp_path / "resumed.keras")
     assert without_timing(resumed["history"]) == without_timing(reference["history"])
-    raises(
-        OptionError,
-        "--checkpoint-every 3 needs --loop train_on_batch: --loop fit checkpoints at epoch ends only (pass "
-        "--checkpoint-every 0)",
-        train,
+
+    # and mid-epoch: a checkpoint every 3 batches, a kill after batch 5 of epoch 2 (its checkpoint: batch 3)
+    mid_seq, mid_resumed_seq = [], []
+    with pytest.raises(Killed):
+        train(
+            hdf5_store,
+            **fit,
+            checkpoint_dir=tmp_path / "mid",
+            checkpoint_every=3,
+            after_batch=recorder(mid_seq, kill_at=(1, 5), exception=Killed),
+        )
+    state = json.loads((tmp_path / "mid" / "state.json").read_text())
+    assert (state["epoch"], state["batch"]) == (1, 3)
+    train(
         hdf5_store,
         **fit,
-        checkpoint_dir=ckpt,
+        checkpoint_dir=tmp_path / "mid",
         checkpoint_every=3,
+        resume=True,
+        after_batch=recorder(mid_resumed_seq),
+        model_path=tmp_path / "mid.keras",
     )
+    assert mid_seq[: 9 + 3] + mid_resumed_seq == reference_seq  # the same batches, none twice
+    assert same_model(tmp_path / "reference.keras", tmp_path / "mid.keras")
 
 
 def test_random_generator_state_survives_a_checkpoint(tmp_path):
