@@ -33,6 +33,10 @@ app = typer.Typer(
 )
 FORMAT_CHOICES = ", ".join(FORMATS)
 DATA_DIR = Path("data")
+MODEL_HELP = (
+    "the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, a saved model "
+    "(my_net.keras) or a function (mypkg.nets:build, called with the input shape and the task)"
+)
 STORAGE_OPTION_HELP = (
     "key=value for the filesystem of a URL --out/--path (fsspec/s3fs), repeatable: "
     "endpoint_url=http://127.0.0.1:9000, "
@@ -507,9 +511,7 @@ def train(
         str,
         choice(
             Model,
-            help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
-            "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
-            "input shape and the task)",
+            help=MODEL_HELP,
         ),
     ] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of weights, validation split and batch order")] = 0,
@@ -638,9 +640,7 @@ def bench(
         str,
         choice(
             Model,
-            help="the network: the recipe's LeNet, its wide revision, an MLP for any sample shape, "
-            "a saved model (my_net.keras) or a function (mypkg.nets:build, called with the "
-            "input shape and the task)",
+            help=MODEL_HELP,
         ),
     ] = "lenet",
     seed: Annotated[int, typer.Option(help="seed of shuffles and weights")] = 0,
