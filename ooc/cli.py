@@ -116,9 +116,12 @@ def _reporter(quiet: bool):
     return Reporter(quiet=quiet or _State.quiet)
 
 
-def _import_tensorflow_quietly() -> None:
+def _import_tensorflow_quietly(needed: bool = False) -> None:
     """TensorFlow's native start-up logs (oneDNN, CUDA probing) reach fd 2 before any log level
-    applies; hide them so errors stay one line, but replay them if the import itself fails."""
+    applies; hide them so errors stay one line, but replay them if the import itself fails. Under
+    another Keras backend TensorFlow is imported only where it is ``needed`` (TFRecord)."""
+    if not needed and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
@@ -278,7 +281,7 @@ def convert(
 
     out = _location(out, storage_option) if out else DATA_DIR / format
     if format == "tfrecord":
-        _import_tensorflow_quietly()
+        _import_tensorflow_quietly(needed=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: resumable, one line
     try:
         with _reporter(quiet) as reporter:

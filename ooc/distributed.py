@@ -57,13 +57,23 @@ def cluster_size(config: dict) -> int:
 
 def strategy_from_env(environ: Mapping[str, str] | None = None):
     """``MultiWorkerMirroredStrategy`` if ``TF_CONFIG`` has a cluster of more than one worker,
-    ``MirroredStrategy`` if there is more than one local GPU, else ``None``.
+    ``MirroredStrategy`` if there is more than one local GPU, else ``None`` (always, on another
+    Keras backend than TensorFlow: tf.distribute cannot drive a JAX or PyTorch model).
 
     Call it before TensorFlow runs anything: the multi-worker strategy configures collective ops,
     which TensorFlow only allows at start-up."""
-    import tensorflow as tf
+    import keras
 
     config = tf_config(environ)
+    if keras.backend.backend() != "tensorflow":
+        if cluster_size(config) > 1:
+            raise OptionError(
+                f"TF_CONFIG describes a cluster, and training on several workers takes Keras on TensorFlow, "
+                f"not {keras.backend.backend()}: set KERAS_BACKEND=tensorflow or unset TF_CONFIG"
+            )
+        return None
+    import tensorflow as tf
+
     if cluster_size(config) > 1:
         task = config.get("task", {})
         if not isinstance(task, dict) or "type" not in task or "index" not in task:

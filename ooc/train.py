@@ -251,8 +251,8 @@ def train(
         )
     net.summary(print_fn=lambda line, *args, **kwargs: log(line))
     log(
-        f"training {net.name} on {len(train_idx)} samples of {store.path} ({store.format_name}), validating "
-        f"on {len(val_idx)}"
+        f"training {net.name} (Keras on {keras.backend.backend()}) on {len(train_idx)} samples of {store.path} "
+        f"({store.format_name}), validating on {len(val_idx)}"
     )
     distributed = cluster.step_for(net, config, log)
 
@@ -302,6 +302,7 @@ def train(
             "spec": model_name(config.model),
             "parameters": int(net.count_params()),
             "task": Task.of(store.schema).kind,
+            "backend": keras.backend.backend(),
         },
         "config": config.identity(),
         "history": history,
@@ -734,6 +735,7 @@ def _epochs_with_fit(
         )
         initial_epoch += 1
     if initial_epoch < epochs:
+        _build_compiled(net, store, train_idx)
         net.fit(
             train_data,
             epochs=epochs,
@@ -744,6 +746,13 @@ def _epochs_with_fit(
             verbose=1 if sys.stdout.isatty() else 0,
         )
     return history
+
+
+def _build_compiled(net, store, train_idx) -> None:
+    """Build the compiled loss and metrics on one sample, so that ``fit`` does not peek at a batch:
+    on JAX it does, and Keras' reader threads then serve the peeked batches again first."""
+    x, y = store.read("train", np.asarray(train_idx[:1]))
+    net.evaluate(x, y, verbose=0)
 
 
 def _rest_of_epoch(

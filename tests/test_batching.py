@@ -13,6 +13,8 @@ from ooc.batching import PREFETCH_NICENESS, batch_plan, epoch_batches, read_ahea
 from ooc.errors import CorruptStoreError, OptionError
 from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
 
+pytestmark = pytest.mark.any_backend  # run under KERAS_BACKEND=jax too (README)
+
 
 @pytest.mark.parametrize("n,batch_size", [(10, 3), (300, 32), (512, 512), (5, 8), (1000, 1)])
 @pytest.mark.parametrize("shuffle", [False, True])

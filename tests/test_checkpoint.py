@@ -66,6 +66,7 @@ def without_timing(history):
     ]
 
 
+@pytest.mark.any_backend
 def test_resume_mid_epoch_is_the_uninterrupted_run(hdf5_store, tmp_path):
     reference_seq, killed_seq, resumed_seq = [], [], []
     reference = train(
@@ -161,6 +162,7 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(hdf5_store, tm
     ]
 
 
+@pytest.mark.any_backend
 def test_fit_resumes_at_epoch_ends(hdf5_store, tmp_path):
     fit = dict(RUN, loop="fit")
     reference_seq, killed_seq, resumed_seq = [], [], []
@@ -213,6 +215,7 @@ def test_fit_resumes_at_epoch_ends(hdf5_store, tmp_path):
     assert same_model(tmp_path / "reference.keras", tmp_path / "mid.keras")
 
 
+@pytest.mark.any_backend
 def test_random_generator_state_survives_a_checkpoint(tmp_path):
     """The LeNets have none; a model with dropout would: model.save does not keep it, state.json does."""
     import keras
@@ -399,6 +402,7 @@ def _ooc(*args, cwd, **kwargs):
     )
 
 
+@pytest.mark.any_backend
 def test_cli_sigkill_then_resume(tmp_path):
     assert _ooc("convert", "--format", "npy", "--source", MNIST, "--limit", 600, cwd=tmp_path).returncode == 0
     args = ["train", "--store", "npy", "--epochs", 2, "--batch-size", 32, "--checkpoint-every", 3]
@@ -526,6 +530,7 @@ def stochastic_net(input_shape, task):
     )
 
 
+@pytest.mark.any_backend
 def test_any_model_resumes_bit_for_bit(hdf5_store, tmp_path):
     run = {**RUN, "model": stochastic_net}
     reference = train(hdf5_store, **run, model_path=tmp_path / "reference.keras")

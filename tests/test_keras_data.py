@@ -14,6 +14,7 @@ def _plan_x(store, epoch, **kw):
     return [x for x, _ in ooc.batches(store, "train", epoch=epoch, **kw)]
 
 
+@pytest.mark.any_backend
 def test_pydataset_reshuffles_samples_each_epoch(store_dirs):
     store = ooc.open_store(store_dirs["zarr"])
     kw = dict(batch_size=40, shuffle="chunk", seed=2)
@@ -38,6 +39,7 @@ def test_tf_dataset_is_one_epoch_per_iteration(store_dirs):
         assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(got, expected))
 
 
+@pytest.mark.any_backend
 def test_fit_loop_trains(store_dirs):
     from ooc.train import train
 
@@ -50,6 +52,7 @@ def test_fit_loop_trains(store_dirs):
     assert report["test"]["accuracy"] > 0.3  # 270 samples, 2 epochs; chance is 0.1
 
 
+@pytest.mark.any_backend
 def test_set_epoch_serves_that_epochs_plan(store_dirs):
     store = ooc.open_store(store_dirs["zarr"])
     kw = dict(batch_size=40, shuffle="chunk", seed=2)
@@ -58,6 +61,7 @@ def test_set_epoch_serves_that_epochs_plan(store_dirs):
     assert all(np.array_equal(ds[i][0], x) for i, x in enumerate(_plan_x(store, 3, **kw)))
 
 
+@pytest.mark.any_backend
 def test_fit_loop_trains_the_same_batches_as_train_on_batch(store_dirs, tmp_path):
     """fit(shuffle=False) and set_epoch: the same batches in the same order, so the same weights bit for bit."""
     import keras
@@ -93,6 +97,7 @@ def test_fit_on_the_tf_dataset_knows_its_length(store_dirs):
     assert not [w for w in caught if "ran out of data" in str(w.message)]
 
 
+@pytest.mark.any_backend
 def test_fit_resumes_mid_epoch_with_the_batches_and_weights_of_an_uninterrupted_fit(store_dirs, tmp_path):
     import keras
 

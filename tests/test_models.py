@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -12,6 +13,8 @@ import ooc
 from ooc.errors import OptionError
 from ooc.models import Task, build_model
 from ooc.train import evaluate, train
+
+pytestmark = pytest.mark.any_backend  # run under KERAS_BACKEND=jax too (README)
 
 QUIET = {"log": lambda line: None, "strategy": None}
 
@@ -60,7 +63,13 @@ def test_the_loss_follows_the_target_kind(kind, loss, metric):
     )
     net = models[0]
     assert net.loss == loss and set(report["history"][0]) >= {"loss", metric, "val_loss", f"val_{metric}"}
-    assert report["model"] == {"name": "mlp", "spec": "mlp", "parameters": net.count_params(), "task": kind}
+    assert report["model"] == {
+        "name": "mlp",
+        "spec": "mlp",
+        "parameters": net.count_params(),
+        "task": kind,
+        "backend": keras.backend.backend(),
+    }
     x, y = store.read("test", np.arange(32))
     keras_loss, keras_metric = net.evaluate(x, y, batch_size=32, verbose=0)
     ours = evaluate(net, store, "test")

@@ -21,6 +21,7 @@ def test_validation_split_is_stratified_and_disjoint():
         split_validation(labels, val_fraction=1.5, seed=0)
 
 
+@pytest.mark.any_backend
 def test_same_seed_same_weights_whatever_the_store(store_dirs, mnist):
     memory = ooc.MemoryStore(
         {
