@@ -20,6 +20,7 @@ then is the previous model file deleted. ``state.json`` is the commit point.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import zipfile
@@ -116,6 +117,7 @@ class Checkpointer:
             "config": self.config,
             "optimizer_iterations": int(net.optimizer.iterations.numpy()),
             "rng": rng_state(net),
+            "backend_rng": backend_rng_state(),
             **asdict(progress),
         }
         tmp = self.directory / (STATE_NAME + ".tmp")
@@ -169,6 +171,7 @@ class Checkpointer:
                 f"says {state.get('optimizer_iterations')}; drop --resume to start the run afresh"
             )
         restore_rng(net, state.get("rng", []))
+        restore_backend_rng(state.get("backend_rng"))
         return net, progress
 
     def _check_config(self, saved: dict[str, Any]) -> None:
@@ -196,6 +199,39 @@ class Checkpointer:
 def rng_state(net) -> list[list[int]]:
     """The state of every random generator of the model's layers (e.g. dropout's), in layer order."""
     return [np.asarray(v).tolist() for v in net.variables if "seed_generator" in v.path]
+
+
+def backend_rng_state() -> str | None:
+    """PyTorch's global generator, base64: on that backend an unseeded Dropout draws from it, not
+    from a seed-generator variable of the model."""
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    return base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii")
+
+
+def reseed_backend_for_epoch(seed: int | None, epoch: int) -> None:
+    """On PyTorch, Keras' fit draws from the global generator whenever it starts an epoch's data
+    loader, so a fit resumed mid-run draws other numbers than one never stopped; reseeding it from
+    (seed, epoch) at each epoch's start gives both the same dropout masks from there on."""
+    import keras
+
+    if seed is None or keras.backend.backend() != "torch":
+        return
+    import torch
+
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+
+
+def restore_backend_rng(state: str | None) -> None:
+    if state is None:
+        return
+    import torch
+
+    torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(state), dtype=np.uint8).copy()))
 
 
 def restore_rng(net, state: list[list[int]]) -> None:

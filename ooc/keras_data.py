@@ -29,13 +29,18 @@ def as_pydataset(
     workers: int = 1,
     max_queue_size: int = 4,
 ):
-    """A ``keras.utils.PyDataset`` of ``(x, y)`` batches; ``workers`` > 1 reads batches in threads."""
+    """A ``keras.utils.PyDataset`` of ``(x, y)`` batches; ``workers`` > 1 reads batches in threads.
+
+    On JAX, ``fit`` reads one batch to build an unbuilt model's loss and metrics, and with
+    ``workers`` > 1 Keras' reader threads serve the batches read ahead then again first: build them
+    before the first ``fit`` (``model.evaluate`` on one sample), as ``ooc train --loop fit`` does."""
     import keras
 
     class StorePyDataset(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
             self.epoch = 0
+            self.seed = seed
             self.plan = self._make_plan()
 
         def _make_plan(self):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ooc.checkpoint import Checkpointer, Progress, restore_rng, rng_state
+from ooc.checkpoint import Checkpointer, Progress, reseed_backend_for_epoch, restore_rng, rng_state
 from ooc.errors import CheckpointError, OptionError
 
 
@@ -63,6 +63,7 @@ def resumable_fit(
 
         def on_epoch_begin(self, epoch, logs=None):
             dataset.set_epoch(epoch)  # before fit reads the epoch: epoch k is plan k
+            reseed_backend_for_epoch(dataset.seed, epoch)
             self.progress = Progress(epoch=epoch, history=self.progress.history)
 
         def on_train_batch_end(self, batch, logs=None):

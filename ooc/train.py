@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ooc.batching import SHUFFLE_MODES, batch_plan, read_ahead
-from ooc.checkpoint import Checkpointer, Progress, store_identity
+from ooc.checkpoint import Checkpointer, Progress, reseed_backend_for_epoch, store_identity
 from ooc.errors import CorruptStoreError, OptionError
 from ooc.formats.base import Store
 from ooc.models import MODELS, Task, model_name, resolve_model
@@ -680,6 +680,7 @@ def _epochs_with_fit(
 
         def on_epoch_begin(self, epoch, logs=None):
             train_data.set_epoch(epoch)  # before fit starts reading the epoch's batches
+            reseed_backend_for_epoch(seed, epoch)
             self.p = Progress(epoch=epoch, history=history)
             self.epoch, self.start, self.cpu, self.done = (
                 epoch,
