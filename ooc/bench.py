@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,104 @@ def targets_for(formats: list[str], *, variants: bool) -> list[Target]:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+# -- what is measured: the rows of report.json's ``results`` ---------------------------------------
+
+
+def _optional():
+    """A field that report.json leaves out while it is None."""
+    return field(default=None, metadata={"omit_if_none": True})
+
+
+@dataclass
+class ReadPass:
+    """Passes over the train split in one of READ_MODES; ``seconds`` etc. are ``summary`` dicts."""
+
+    seconds: dict[str, float]
+    cpu_seconds: dict[str, float]
+    samples_per_second: float
+    mb_per_second: float  # of the decoded payload, as reads return it
+    peak_rss_mb: float
+
+
+@dataclass
+class Conversion:
+    seconds: dict[str, float]
+    samples_per_second: float
+    bytes: int  # apparent size of the files
+    bytes_on_disk: int  # allocated blocks
+    bytes_per_sample: float  # on disk
+    ratio_to_raw: float  # on disk / the stored payload
+
+
+@dataclass
+class Training:
+    """Training runs of one kind (loop, shuffle, cache) on one store; the ratios are to in-memory training."""
+
+    shuffle: str
+    loop: str
+    cold: bool
+    epoch_seconds: dict[str, float]
+    epoch_cpu_seconds: dict[str, float]
+    first_epoch_seconds: float
+    train_samples: int
+    samples_per_second: float
+    test_accuracy: float
+    peak_rss_mb: float
+    ratio_to_memory: float | None = _optional()
+    loader_cpu_share: float | None = _optional()
+    memory_epoch_seconds: dict[str, float] | None = _optional()  # interleaved rounds: the memory runs
+    ratio_rounds: list[float] | None = _optional()  # interleaved rounds: each round's ratio
+
+
+@dataclass
+class Row:
+    """One measured target (``kind`` "store") or baseline: an entry of report.json's ``results``."""
+
+    name: str
+    kind: str
+    format: str
+    options: dict[str, Any]
+    read: dict[str, ReadPass]  # by mode of READ_MODES
+    conversion: Conversion | None = None
+    training: Training | None = None  # chunk shuffle, warm cache: the headline
+    training_cold: Training | None = None
+    training_fit: Training | None = None
+    training_global_shuffle: Training | None = None
+    tf_data: dict[str, Any] | None = None  # TFRecord's streaming view: "warm" and "cold" passes
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        """A row as report.json holds it (``to_json``'s inverse)."""
+
+        def training(entry):
+            return Training(**entry) if entry else None
+
+        return cls(
+            **{
+                **data,
+                "read": {mode: ReadPass(**r) for mode, r in data["read"].items()},
+                "conversion": Conversion(**data["conversion"]) if data.get("conversion") else None,
+                **{k: training(data.get(k)) for k in ("training", "training_cold", "training_fit")},
+                "training_global_shuffle": training(data.get("training_global_shuffle")),
+            }
+        )
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses as the dicts report.json holds (their optional fields only when set)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_json(getattr(value, f.name))
+            for f in fields(value)
+            if not (f.metadata.get("omit_if_none") and getattr(value, f.name) is None)
+        }
+    if isinstance(value, dict):
+        return {key: to_json(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
 
 
 class PeakRSS:
@@ -175,7 +273,7 @@ def measure_reads(
     repeats: int,
     progress: Callable[[str], None],
     modes: tuple[str, ...] = READ_MODES,
-) -> dict[str, Any]:
+) -> dict[str, ReadPass]:
     """Every mode of READ_MODES (warm only without ``files``); cold passes evict ``files`` and reopen
     the reader first (a reopened HDF5 file starts with an empty chunk cache; a closed memmap lets
     its pages go)."""
@@ -207,13 +305,13 @@ def measure_reads(
             peak = max(peak, rss.peak_mb)
         reader.close()
         median = statistics.median(times)
-        results[mode] = {
-            "seconds": summary(times),
-            "cpu_seconds": summary(cpus),
-            "samples_per_second": n / median,
-            "mb_per_second": n * sample_bytes / median / 1e6,
-            "peak_rss_mb": peak,
-        }
+        results[mode] = ReadPass(
+            seconds=summary(times),
+            cpu_seconds=summary(cpus),
+            samples_per_second=n / median,
+            mb_per_second=n * sample_bytes / median / 1e6,
+            peak_rss_mb=peak,
+        )
         progress(f"  read {mode}: {n / median:,.0f} samples/s")
     return results
 
@@ -272,7 +370,7 @@ def measure_training(
     shuffle: str = "chunk",
     loop: str = "train_on_batch",
     cold: bool = False,
-) -> dict[str, Any]:
+) -> Training:
     """One training run; ``cold`` evicts the store's files from the page cache before every epoch."""
     import keras
 
@@ -293,22 +391,22 @@ def measure_training(
         )
     history = report["history"][1:] or report["history"]  # the first epoch also traces the graph
     median = statistics.median(e["seconds"] for e in history)
-    return {
-        "shuffle": shuffle,
-        "loop": loop,
-        "cold": cold,
-        "epoch_seconds": summary([e["seconds"] for e in history]),
-        "epoch_cpu_seconds": summary([e["cpu_seconds"] for e in history]),
-        "first_epoch_seconds": report["history"][0]["seconds"],
-        "train_samples": report["store"]["train_samples"],
-        "samples_per_second": report["store"]["train_samples"] / median,
-        "test_accuracy": report["test"]["accuracy"],
-        "peak_rss_mb": rss.peak_mb,
-    }
+    return Training(
+        shuffle=shuffle,
+        loop=loop,
+        cold=cold,
+        epoch_seconds=summary([e["seconds"] for e in history]),
+        epoch_cpu_seconds=summary([e["cpu_seconds"] for e in history]),
+        first_epoch_seconds=report["history"][0]["seconds"],
+        train_samples=report["store"]["train_samples"],
+        samples_per_second=report["store"]["train_samples"] / median,
+        test_accuracy=report["test"]["accuracy"],
+        peak_rss_mb=rss.peak_mb,
+    )
 
 
 def measure_training_rounds(
-    rows: list[dict[str, Any]],
+    rows: list[Row],
     memory: MemoryStore,
     stores_dir: Path,
     n: int,
@@ -330,72 +428,85 @@ def measure_training_rounds(
     the rounds (min–max kept). A shared 2-core machine drifts by 10 % within minutes: one pair of
     neighbouring runs sees the same machine, and the median drops the round a burst of other work
     spoiled. The global-shuffle run (accuracy and speed of the exact shuffle) comes once, after."""
-    stores = [row for row in rows if row["kind"] == "store"]
-    runs: dict[str, dict[str, list]] = {row["name"]: {"memory": [], "warm": [], "cold": []} for row in stores}
+    stores = [row for row in rows if row.kind == "store"]
     options = dict(epochs=epochs, batch_size=batch_size, model=model, seed=seed)
-    for round_ in range(rounds):
-        if phase is not None:
-            phase(f"training round {round_ + 1} of {rounds}")
-        progress(f"training, round {round_ + 1} of {rounds}")
-        for row in stores[round_ % len(stores) :] + stores[: round_ % len(stores)]:
-            path, mine = stores_dir / row["name"], runs[row["name"]]
-            mine["memory"].append(measure_training(memory, **options))
-            mine["warm"].append(measure_training(open_store(path), **options))
-            mine["cold"].append(measure_training(open_store(path), cold=True, **options))
-            m, w, c = (mine[k][-1]["epoch_seconds"]["median"] for k in ("memory", "warm", "cold"))
-            progress(
-                f"  {row['name']}: memory {m:.2f}, warm {w:.2f} ({w / m:.2f} x), cold {c:.2f} s/epoch "
-                f"({c / m:.2f} x)"
-            )
+    runs = _interleaved_rounds(
+        stores, memory, stores_dir, rounds=rounds, options=options, progress=progress, phase=phase
+    )
     for row in stores:
-        mine = runs[row["name"]]
-        row["training"], row["training_cold"] = (
+        mine = runs[row.name]
+        row.training, row.training_cold = (
             _rounds_summary(mine[kind], mine["memory"]) for kind in ("warm", "cold")
         )
-        row["training"]["loader_cpu_share"] = loader_cpu_share(
-            row["read"], n, row["training"], rows[0]["training"]
-        )
-        t, c = row["training"], row["training_cold"]
+        row.training.loader_cpu_share = loader_cpu_share(row.read, n, row.training, rows[0].training)
+        t, c = row.training, row.training_cold
         progress(
-            f"{row['name']}: training {t['ratio_to_memory']:.2f} x memory warm "
-            f"({min(t['ratio_rounds']):.2f}–{max(t['ratio_rounds']):.2f}), "
-            f"{c['ratio_to_memory']:.2f} x cold ({min(c['ratio_rounds']):.2f}–{max(c['ratio_rounds']):.2f}), "
-            f"loader CPU {t['loader_cpu_share'] * 100:.1f} % of an in-memory epoch's"
+            f"{row.name}: training {t.ratio_to_memory:.2f} x memory warm "
+            f"({min(t.ratio_rounds):.2f}–{max(t.ratio_rounds):.2f}), "
+            f"{c.ratio_to_memory:.2f} x cold ({min(c.ratio_rounds):.2f}–{max(c.ratio_rounds):.2f}), "
+            f"loader CPU {t.loader_cpu_share * 100:.1f} % of an in-memory epoch's"
         )
     if tradeoff:
         if phase is not None:
             phase("training with the global shuffle")
         memory_epoch = statistics.median(
-            r["epoch_seconds"]["median"] for mine in runs.values() for r in mine["memory"]
+            r.epoch_seconds["median"] for mine in runs.values() for r in mine["memory"]
         )
         for row in stores:
-            g = row["training_global_shuffle"] = measure_training(
-                open_store(stores_dir / row["name"]), shuffle="global", **options
+            g = row.training_global_shuffle = measure_training(
+                open_store(stores_dir / row.name), shuffle="global", **options
             )
-            g["ratio_to_memory"] = g["epoch_seconds"]["median"] / memory_epoch
+            g.ratio_to_memory = g.epoch_seconds["median"] / memory_epoch
             progress(
-                f"  {row['name']}: train (global shuffle): {g['epoch_seconds']['median']:.2f} s/epoch "
-                f"({g['ratio_to_memory']:.2f} x memory)"
+                f"  {row.name}: train (global shuffle): {g.epoch_seconds['median']:.2f} s/epoch "
+                f"({g.ratio_to_memory:.2f} x memory)"
             )
 
 
-def _rounds_summary(store_runs: list[dict[str, Any]], memory_runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _interleaved_rounds(
+    stores: list[Row],
+    memory: MemoryStore,
+    stores_dir: Path,
+    *,
+    rounds: int,
+    options: dict[str, Any],
+    progress: Callable[[str], None],
+    phase: Callable[[str], None] | None,
+) -> dict[str, dict[str, list[Training]]]:
+    """The runs of ``measure_training_rounds``: store name -> "memory", "warm", "cold" -> one run a round."""
+    runs = {row.name: {"memory": [], "warm": [], "cold": []} for row in stores}
+    for round_ in range(rounds):
+        if phase is not None:
+            phase(f"training round {round_ + 1} of {rounds}")
+        progress(f"training, round {round_ + 1} of {rounds}")
+        for row in stores[round_ % len(stores) :] + stores[: round_ % len(stores)]:
+            path, mine = stores_dir / row.name, runs[row.name]
+            mine["memory"].append(measure_training(memory, **options))
+            mine["warm"].append(measure_training(open_store(path), **options))
+            mine["cold"].append(measure_training(open_store(path), cold=True, **options))
+            m, w, c = (mine[k][-1].epoch_seconds["median"] for k in ("memory", "warm", "cold"))
+            progress(
+                f"  {row.name}: memory {m:.2f}, warm {w:.2f} ({w / m:.2f} x), cold {c:.2f} s/epoch "
+                f"({c / m:.2f} x)"
+            )
+    return runs
+
+
+def _rounds_summary(store_runs: list[Training], memory_runs: list[Training]) -> Training:
     """One store's runs of every round as one record: the first run's fields, the epochs of all
     rounds, and the median of the rounds' ratios to their memory runs."""
-    ratios = [
-        s["epoch_seconds"]["median"] / m["epoch_seconds"]["median"] for s, m in zip(store_runs, memory_runs)
-    ]
-    epoch_medians = [s["epoch_seconds"]["median"] for s in store_runs]
-    return {
-        **store_runs[0],
-        "epoch_seconds": summary(epoch_medians),
-        "epoch_cpu_seconds": summary([s["epoch_cpu_seconds"]["median"] for s in store_runs]),
-        "samples_per_second": store_runs[0]["train_samples"] / statistics.median(epoch_medians),
-        "peak_rss_mb": max(s["peak_rss_mb"] for s in store_runs),
-        "memory_epoch_seconds": summary([m["epoch_seconds"]["median"] for m in memory_runs]),
-        "ratio_rounds": ratios,
-        "ratio_to_memory": statistics.median(ratios),
-    }
+    ratios = [s.epoch_seconds["median"] / m.epoch_seconds["median"] for s, m in zip(store_runs, memory_runs)]
+    epoch_medians = [s.epoch_seconds["median"] for s in store_runs]
+    return replace(
+        store_runs[0],
+        epoch_seconds=summary(epoch_medians),
+        epoch_cpu_seconds=summary([s.epoch_cpu_seconds["median"] for s in store_runs]),
+        samples_per_second=store_runs[0].train_samples / statistics.median(epoch_medians),
+        peak_rss_mb=max(s.peak_rss_mb for s in store_runs),
+        memory_epoch_seconds=summary([m.epoch_seconds["median"] for m in memory_runs]),
+        ratio_rounds=ratios,
+        ratio_to_memory=statistics.median(ratios),
+    )
 
 
 def measure_conversion_jobs(
@@ -435,7 +546,7 @@ def measure_conversion_jobs(
 
 
 def measure_fit(
-    rows: list[dict[str, Any]],
+    rows: list[Row],
     memory: MemoryStore,
     stores_dir: Path,
     n: int,
@@ -454,19 +565,16 @@ def measure_fit(
     it would tax every later read pass and ``train_on_batch`` run, which ``ooc train`` never pays. The
     chunk-order read pass is measured again after it: the loader CPU a ``--loop fit`` process pays."""
     progress("model.fit, last (its tf.data generator changes this process's allocator)")
-    memory_fit = rows[0]["training_fit"] = measure_training(
-        memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit"
-    )
-    memory_fit["ratio_to_memory"] = 1.0
-    progress(f"  memory: train with fit: {memory_fit['epoch_seconds']['median']:.2f} s/epoch")
+    options = dict(epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit")
+    memory_fit = rows[0].training_fit = measure_training(memory, **options)
+    memory_fit.ratio_to_memory = 1.0
+    progress(f"  memory: train with fit: {memory_fit.epoch_seconds['median']:.2f} s/epoch")
     for row in rows:
-        if row["kind"] != "store":
+        if row.kind != "store":
             continue
-        path = stores_dir / row["name"]
-        fit = row["training_fit"] = measure_training(
-            open_store(path), epochs=epochs, batch_size=batch_size, model=model, seed=seed, loop="fit"
-        )
-        fit["ratio_to_memory"] = fit["epoch_seconds"]["median"] / memory_fit["epoch_seconds"]["median"]
+        path = stores_dir / row.name
+        fit = row.training_fit = measure_training(open_store(path), **options)
+        fit.ratio_to_memory = fit.epoch_seconds["median"] / memory_fit.epoch_seconds["median"]
         store = open_store(path)
         read = measure_reads(
             lambda: _StoreReader(open_store(path)),
@@ -478,21 +586,76 @@ def measure_fit(
             progress=lambda line: None,
             modes=("chunk_warm",),
         )
-        fit["loader_cpu_share"] = loader_cpu_share(read, n, row["training"], rows[0]["training"])
+        fit.loader_cpu_share = loader_cpu_share(read, n, row.training, rows[0].training)
         progress(
-            f"  {row['name']}: train with fit: {fit['epoch_seconds']['median']:.2f} s/epoch "
-            f"({fit['ratio_to_memory']:.2f} x memory with fit), "
-            f"loader CPU after fit {fit['loader_cpu_share'] * 100:.1f} %"
+            f"  {row.name}: train with fit: {fit.epoch_seconds['median']:.2f} s/epoch "
+            f"({fit.ratio_to_memory:.2f} x memory with fit), "
+            f"loader CPU after fit {fit.loader_cpu_share * 100:.1f} %"
         )
 
 
 def loader_cpu_share(
-    read: dict[str, Any], n: int, training: dict[str, Any], memory_training: dict[str, Any]
+    read: dict[str, ReadPass], n: int, training: Training, memory_training: Training
 ) -> float:
     """CPU the loader spends on one training epoch's samples (chunk order, warm), as a share of the
     CPU of one in-memory training epoch."""
-    per_sample = read["chunk_warm"]["cpu_seconds"]["median"] / n
-    return per_sample * training["train_samples"] / memory_training["epoch_cpu_seconds"]["median"]
+    per_sample = read["chunk_warm"].cpu_seconds["median"] / n
+    return per_sample * training.train_samples / memory_training.epoch_cpu_seconds["median"]
+
+
+# -- one run: prepare the stores, measure conversions and reads, then training, then write the reports ----
+
+
+class _Phases:
+    """Announces the run's phases: ``callback(index, total, name)``, index from 1, total + 1 at the end."""
+
+    def __init__(self, total: int, callback: Callable[[int, int, str], None] | None):
+        self.total, self.callback, self.started = total, callback, 0
+
+    def start(self, name: str) -> None:
+        self.started += 1
+        if self.callback is not None:
+            self.callback(self.started, self.total, name)
+
+    def done(self) -> None:
+        if self.callback is not None:
+            self.callback(self.total + 1, self.total, "done")
+
+
+@dataclass
+class _Run:
+    """What the steps of one ``run_bench`` share."""
+
+    source: Any
+    limit: int | None
+    memory: MemoryStore
+    stores_dir: Path
+    batch_size: int
+    repeats: int
+    epochs: int
+    model: str
+    seed: int
+    progress: Callable[[str], None]
+    phases: _Phases
+
+    @property
+    def n(self) -> int:
+        return self.memory.num_samples("train")
+
+    @property
+    def training_options(self) -> dict[str, Any]:
+        return dict(epochs=self.epochs, batch_size=self.batch_size, model=self.model, seed=self.seed)
+
+    def reads(self, open_reader: Callable[[], Any], *, files: Path | None, chunk_size: int | None):
+        return measure_reads(
+            open_reader,
+            self.n,
+            files=files,
+            chunk_size=chunk_size,
+            batch_size=self.batch_size,
+            repeats=self.repeats,
+            progress=self.progress,
+        )
 
 
 def run_bench(
@@ -516,11 +679,53 @@ def run_bench(
     progress: Callable[[str], None] = print,
     phase: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure, then write report.json, report.md and the plots into ``out``; return the report.
-    Stores are converted under ``stores_dir`` and kept there for inspection.
+    """Measure, then write report.json, report.md and the plots into ``out``; return the report
+    (its ``results`` are ``Row`` objects). Stores are converted under ``stores_dir`` and kept there.
 
     ``progress(line)`` gets the findings as they come; ``phase(index, total, name)`` is called as
     each of the run's ``total`` phases starts (index from 1), and with ``total + 1`` at the end."""
+    _check_options(
+        repeats=repeats, epochs=epochs, batch_size=batch_size, limit=limit, scale_repeat=scale_repeat
+    )
+    _check_folders(out=out, stores_dir=stores_dir)
+    targets = targets_for(formats or list(FORMATS), variants=variants)
+    _check_remote(targets, remote=remote)
+    src = as_source(source, options=source_options)
+    out.mkdir(parents=True, exist_ok=True)
+    memory = MemoryStore.from_source(src, limit=limit)
+    phases = _Phases(
+        2 + len(targets) + repeats + bool(tradeoff) + 2 + (scale_repeat > 1) + bool(remote), phase
+    )
+    run = _Run(src, limit, memory, stores_dir, batch_size, repeats, epochs, model, seed, progress, phases)
+
+    rows = measure_baselines(run)
+    for target in targets:
+        rows += measure_target(run, target, recipe=not any(r.name == "recipe-loadtxt" for r in rows))
+    measure_all_training(run, rows, tradeoff=tradeoff)
+    report = {
+        "ooc_bench_version": REPORT_VERSION,
+        "command": command,
+        "machine": machine_info(),
+        "config": _config(run, tradeoff=tradeoff, scale_repeat=scale_repeat),
+        "results": rows,
+        **measure_beyond_the_rows(run, targets, scale_repeat=scale_repeat, remote=remote),
+    }
+    write_reports(report, out)
+    phases.done()
+    return report
+
+
+def _check_remote(targets: list[Target], *, remote: bool) -> None:
+    if remote and not any(t.name in ("zarr", "parquet") for t in targets):
+        raise OptionError(
+            "--remote measures the zarr and parquet stores from an S3 server: include zarr or parquet in "
+            "--formats"
+        )
+
+
+def _check_options(
+    *, repeats: int, epochs: int, batch_size: int, limit: int | None, scale_repeat: int
+) -> None:
     for option, value in (
         ("--repeats", repeats),
         ("--epochs", epochs),
@@ -531,247 +736,178 @@ def run_bench(
             raise OptionError(f"{option} must be at least 1, got {value}")
     if scale_repeat < 0 or scale_repeat == 1:
         raise OptionError(f"--scale-repeat must be 0 (skip) or at least 2 copies, got {scale_repeat}")
+
+
+def _check_folders(*, out: Path, stores_dir: Path) -> None:
     for option, folder in (("--out", Path(out)), ("--stores-dir", Path(stores_dir))):
         if folder.exists() and not folder.is_dir():
             raise OptionError(f"{option} {folder} is a file; pass a folder")
-    targets = targets_for(formats or list(FORMATS), variants=variants)
-    if remote and not any(t.name in ("zarr", "parquet") for t in targets):
-        raise OptionError(
-            "--remote measures the zarr and parquet stores from an S3 server: include zarr or parquet in "
-            "--formats"
+
+
+def _config(run: _Run, *, tradeoff: bool, scale_repeat: int) -> dict[str, Any]:
+    schema = run.memory.schema
+    return {
+        "source": str(run.source.path),
+        "limit": run.limit,
+        "train_samples": run.n,
+        "sample_shape": list(schema.sample_shape),
+        "stored_dtype": schema.dtype.name,
+        "read_dtype": schema.read_dtype.name,
+        "repeats": run.repeats,
+        "batch_size": run.batch_size,
+        "epochs": run.epochs,
+        "model": run.model,
+        "seed": run.seed,
+        "tradeoff": tradeoff,
+        "scale_repeat": scale_repeat,
+    }
+
+
+def measure_baselines(run: _Run) -> list[Row]:
+    """The numpy arrays in memory (read and trained) and a raw .npy memmap of them (read)."""
+    memory, progress = run.memory, run.progress
+    run.phases.start("baseline memory")
+    progress(f"baseline memory: {run.n} train samples")
+    rows = [
+        Row(
+            "memory",
+            "baseline",
+            "memory",
+            {},
+            read=run.reads(lambda: _StoreReader(memory), files=None, chunk_size=None),
+            training=measure_training(memory, **run.training_options),
         )
-    src = as_source(source, options=source_options)
-    out.mkdir(parents=True, exist_ok=True)
-    memory = MemoryStore.from_source(src, limit=limit)
-    n = memory.num_samples("train")
-    raw_bytes = int(np.prod(memory.sample_shape)) * memory.schema.dtype.itemsize  # stored payload per sample
-    rows: list[dict[str, Any]] = []
-    phases = 2 + len(targets) + repeats + bool(tradeoff) + 2 + (scale_repeat > 1) + bool(remote)
-    started = [0]
+    ]
+    progress(f"  train: {rows[0].training.epoch_seconds['median']:.2f} s/epoch")
 
-    def next_phase(name: str) -> None:
-        started[0] += 1
-        if phase is not None:
-            phase(started[0], phases, name)
-
-    next_phase("baseline memory")
-    progress(f"baseline memory: {n} train samples")
-    rows.append(
-        {
-            "name": "memory",
-            "kind": "baseline",
-            "training_cold": None,
-            "format": "memory",
-            "options": {},
-            "conversion": None,
-            "training_global_shuffle": None,
-            "read": measure_reads(
-                lambda: _StoreReader(memory),
-                n,
-                files=None,
-                chunk_size=None,
-                batch_size=batch_size,
-                repeats=repeats,
-                progress=progress,
-            ),
-            "training": measure_training(
-                memory, epochs=epochs, batch_size=batch_size, model=model, seed=seed
-            ),
-        }
-    )
-    progress(f"  train: {rows[0]['training']['epoch_seconds']['median']:.2f} s/epoch")
-
-    npy = stores_dir / "npy-memmap" / "train_x.npy"
+    npy = run.stores_dir / "npy-memmap" / "train_x.npy"
     npy.parent.mkdir(parents=True, exist_ok=True)
     np.save(npy, memory.arrays["train"][0])
-    next_phase("baseline npy-memmap")
+    run.phases.start("baseline npy-memmap")
     progress("baseline npy-memmap")
-    rows.append(
-        {
-            "name": "npy-memmap",
-            "kind": "baseline",
-            "training_cold": None,
-            "training_fit": None,
-            "format": "npy",
-            "options": {},
-            "conversion": None,
-            "training_global_shuffle": None,
-            "read": measure_reads(
-                lambda: MemmapReader(npy, memory.labels("train"), memory.schema),
-                n,
-                files=npy,
-                chunk_size=None,
-                batch_size=batch_size,
-                repeats=repeats,
-                progress=progress,
-            ),
-            "training": None,
-        }
-    )
+    reader = lambda: MemmapReader(npy, memory.labels("train"), memory.schema)
+    rows.append(Row("npy-memmap", "baseline", "npy", {}, read=run.reads(reader, files=npy, chunk_size=None)))
+    return rows
 
-    for target in targets:
-        next_phase(f"{target.name}: converting, reading")
-        progress(f"{target.name}: converting")
-        path = stores_dir / target.name
-        times = []
-        for _ in range(repeats):
-            remove_store(path)  # deleting the previous store is not part of converting
-            start = time.perf_counter()
-            convert(path, format=target.format, source=src, limit=limit, **target.options)
-            times.append(time.perf_counter() - start)
-        store = open_store(path)
-        apparent, allocated = disk_usage(path)
-        total = sum(store.num_samples(s) for s in store.splits)
-        conversion = {
-            "seconds": summary(times),
-            "samples_per_second": total / statistics.median(times),
-            "bytes": apparent,
-            "bytes_on_disk": allocated,
-            "bytes_per_sample": allocated / total,
-            "ratio_to_raw": allocated / (total * raw_bytes),
-        }
-        progress(
-            f"  {allocated / total:,.0f} bytes/sample, {conversion['samples_per_second']:,.0f} samples/s "
-            "converted"
-        )
-        read = measure_reads(
-            lambda: _StoreReader(open_store(path)),
-            n,
-            files=path,
-            chunk_size=store.chunk_size,
-            batch_size=batch_size,
-            repeats=repeats,
-            progress=progress,
-        )
+
+def measure_target(run: _Run, target: Target, *, recipe: bool) -> list[Row]:
+    """Convert one target and read it; on the csv layout, with ``recipe``, the recipe's loader too."""
+    run.phases.start(f"{target.name}: converting, reading")
+    run.progress(f"{target.name}: converting")
+    path = run.stores_dir / target.name
+    store, conversion = measure_conversion(run, target, path)
+    read = run.reads(lambda: _StoreReader(open_store(path)), files=path, chunk_size=store.chunk_size)
+    tf_data = None
+    if target.format == "tfrecord":
+        tf_data = measure_tf_data(path, batch_size=run.batch_size, repeats=run.repeats, progress=run.progress)
+    rows = [
+        Row(target.name, "store", target.format, store.options, read, conversion=conversion, tf_data=tf_data)
+    ]
+    if target.format == "csv" and recipe:
+        run.progress("baseline recipe-loadtxt (on the csv store)")
+        reader = lambda: RecipeReader(path, run.memory.sample_shape)
         rows.append(
-            {
-                "name": target.name,
-                "kind": "store",
-                "format": target.format,
-                "options": store.options,
-                "conversion": conversion,
-                "read": read,
-                "training": None,
-                "training_cold": None,
-                "training_fit": None,
-                "training_global_shuffle": None,
-                "tf_data": measure_tf_data(path, batch_size=batch_size, repeats=repeats, progress=progress)
-                if target.format == "tfrecord"
-                else None,
-            }
+            Row("recipe-loadtxt", "baseline", "csv", {}, read=run.reads(reader, files=path, chunk_size=None))
         )
-        if target.format == "csv" and not any(r["name"] == "recipe-loadtxt" for r in rows):
-            progress("baseline recipe-loadtxt (on the csv store)")
-            rows.append(
-                {
-                    "name": "recipe-loadtxt",
-                    "kind": "baseline",
-                    "training_cold": None,
-                    "training_fit": None,
-                    "format": "csv",
-                    "options": {},
-                    "conversion": None,
-                    "training_global_shuffle": None,
-                    "read": measure_reads(
-                        lambda: RecipeReader(path, memory.sample_shape),
-                        n,
-                        files=path,
-                        chunk_size=None,
-                        batch_size=batch_size,
-                        repeats=repeats,
-                        progress=progress,
-                    ),
-                    "training": None,
-                }
-            )
+    return rows
+
+
+def measure_conversion(run: _Run, target: Target, path: Path) -> tuple[Store, Conversion]:
+    """Convert ``repeats`` times (each into a fresh folder); the store and the conversion's numbers."""
+    times = []
+    for _ in range(run.repeats):
+        remove_store(path)  # deleting the previous store is not part of converting
+        start = time.perf_counter()
+        convert(path, format=target.format, source=run.source, limit=run.limit, **target.options)
+        times.append(time.perf_counter() - start)
+    store = open_store(path)
+    apparent, allocated = disk_usage(path)
+    total = sum(store.num_samples(s) for s in store.splits)
+    schema = run.memory.schema
+    raw_bytes = int(np.prod(schema.sample_shape)) * schema.dtype.itemsize  # stored payload per sample
+    conversion = Conversion(
+        seconds=summary(times),
+        samples_per_second=total / statistics.median(times),
+        bytes=apparent,
+        bytes_on_disk=allocated,
+        bytes_per_sample=allocated / total,
+        ratio_to_raw=allocated / (total * raw_bytes),
+    )
+    run.progress(
+        f"  {allocated / total:,.0f} bytes/sample, {conversion.samples_per_second:,.0f} samples/s converted"
+    )
+    return store, conversion
+
+
+def measure_all_training(run: _Run, rows: list[Row], *, tradeoff: bool) -> None:
+    """Training through every store against in-memory training (interleaved rounds), then model.fit."""
+    memory, n = run.memory, run.n
     measure_training_rounds(
         rows,
         memory,
-        stores_dir,
+        run.stores_dir,
         n,
-        rounds=repeats,
-        epochs=epochs,
-        batch_size=batch_size,
-        model=model,
-        seed=seed,
+        rounds=run.repeats,
         tradeoff=tradeoff,
-        progress=progress,
-        phase=next_phase,
+        progress=run.progress,
+        phase=run.phases.start,
+        **run.training_options,
     )
-    next_phase("model.fit")
+    run.phases.start("model.fit")
     measure_fit(
-        rows,
-        memory,
-        stores_dir,
-        n,
-        epochs=epochs,
-        batch_size=batch_size,
-        model=model,
-        seed=seed,
-        repeats=repeats,
-        progress=progress,
+        rows, memory, run.stores_dir, n, repeats=run.repeats, progress=run.progress, **run.training_options
     )
-    rows[0]["training"]["ratio_to_memory"] = 1.0
-    rows[0]["training"]["loader_cpu_share"] = loader_cpu_share(
-        rows[0]["read"], n, rows[0]["training"], rows[0]["training"]
-    )
+    reference = rows[0].training  # memory's own, against itself
+    reference.ratio_to_memory = 1.0
+    reference.loader_cpu_share = loader_cpu_share(rows[0].read, n, reference, reference)
 
-    report = {
-        "ooc_bench_version": REPORT_VERSION,
-        "command": command,
-        "machine": machine_info(),
-        "config": {
-            "source": str(src.path),
-            "limit": limit,
-            "train_samples": n,
-            "repeats": repeats,
-            "batch_size": batch_size,
-            "epochs": epochs,
-            "model": model,
-            "seed": seed,
-            "tradeoff": tradeoff,
-            "scale_repeat": scale_repeat,
-        },
-        "results": rows,
-        "conversion_jobs": next_phase("conversion with --jobs")
-        or measure_conversion_jobs(
-            stores_dir,
-            src,
+
+def measure_beyond_the_rows(
+    run: _Run, targets: list[Target], *, scale_repeat: int, remote: bool
+) -> dict[str, Any]:
+    """The report's entries besides ``results``: conversion with --jobs, memory at scale, S3 reads."""
+    run.phases.start("conversion with --jobs")
+    found = {
+        "conversion_jobs": measure_conversion_jobs(
+            run.stores_dir,
+            run.source,
             formats=[t.format for t in targets],
-            limit=limit,
-            repeats=repeats,
-            progress=progress,
+            limit=run.limit,
+            repeats=run.repeats,
+            progress=run.progress,
         ),
-        "scale": next_phase("memory at scale")
-        or measure_scale(
-            stores_dir,
-            src,
-            limit=limit,
-            repeat=scale_repeat,
-            batch_size=batch_size,
-            model=model,
-            seed=seed,
-            progress=progress,
-        )
-        if scale_repeat > 1
-        else None,
+        "scale": None,
     }
-    if remote:  # the default zarr and parquet stores, read from a local S3-compatible server next to the disk
-        next_phase("stores on S3")
-        report["remote"] = measure_remote_reads(
-            {t.name: stores_dir / t.name for t in targets if t.name in ("zarr", "parquet")},
-            batch_size=batch_size,
-            repeats=repeats,
-            progress=progress,
+    if scale_repeat > 1:
+        run.phases.start("memory at scale")
+        found["scale"] = measure_scale(
+            run.stores_dir,
+            run.source,
+            limit=run.limit,
+            repeat=scale_repeat,
+            batch_size=run.batch_size,
+            model=run.model,
+            seed=run.seed,
+            progress=run.progress,
         )
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if remote:  # the default zarr and parquet stores, read from a local S3-compatible server next to the disk
+        run.phases.start("stores on S3")
+        found["remote"] = measure_remote_reads(
+            {t.name: run.stores_dir / t.name for t in targets if t.name in ("zarr", "parquet")},
+            batch_size=run.batch_size,
+            repeats=run.repeats,
+            progress=run.progress,
+        )
+    return found
+
+
+def write_reports(report: dict[str, Any], out: Path) -> None:
+    """report.json (the rows as dicts), the plots and report.md."""
     from ooc.bench_report import write_markdown, write_plots
 
+    (out / "report.json").write_text(json.dumps(to_json(report), indent=2) + "\n")
     write_plots(report, out)
     (out / "report.md").write_text(write_markdown(report))
-    if phase is not None:
-        phase(phases + 1, phases, "done")
-    return report
 
 
 def machine_info() -> dict[str, Any]:
@@ -815,28 +951,17 @@ def measure_scale(
         convert(path, format="zarr", source=source, limit=limit, repeat=copies)
         report_path = path.with_name(path.name + "-train.json")
         progress(f"scale: training 1 epoch on {open_store(path).num_samples('train')} samples")
-        cmd = [
-            sys.executable,
-            "-m",
-            "ooc",
-            "train",
-            "--store",
-            "zarr",
-            "--path",
-            str(path),
-            "--epochs",
-            "1",
-            "--batch-size",
-            str(batch_size),
-            "--model",
-            model,
-            "--seed",
-            str(seed),
-            "--report",
-            str(report_path),
-            "--model-out",
-            str(path.with_name(path.name + ".keras")),
-        ]
+        options = {
+            "--store": "zarr",
+            "--path": path,
+            "--epochs": 1,
+            "--batch-size": batch_size,
+            "--model": model,
+        }
+        options.update(
+            {"--seed": seed, "--report": report_path, "--model-out": path.with_name(path.name + ".keras")}
+        )
+        cmd = [sys.executable, "-m", "ooc", "train", *(str(v) for item in options.items() for v in item)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         report = json.loads(report_path.read_text())
         runs[copies] = {
@@ -861,81 +986,19 @@ REMOTE_READ_MODES = ("chunk_warm", "global_warm")
 REMOTE_BUCKET = "ooc-bench"
 
 
-class LocalS3Server:
-    """moto's standalone S3 server on 127.0.0.1 and a free port, in a process of its own (so it does
-    not share this process's GIL with the reader being measured); a context manager."""
-
-    def __enter__(self):
-        import socket
-        import subprocess
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{port}"
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        try:
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if self._process.poll() is not None or time.monotonic() > deadline:
-                        raise OptionError(
-                            "--remote: could not start moto's S3 server (python -m moto.server); pip install "
-                            "'moto[server]'"
-                        ) from None
-                    time.sleep(0.1)
-        except BaseException:  # Ctrl-C while waiting too: never leave the server running
-            self._stop()
-            raise
-        # explicit options, not the environment: the measurement never touches a real account
-        self.storage_options = {
-            "endpoint_url": self.endpoint,
-            "key": "bench",
-            "secret": "bench",
-            "client_kwargs": {"region_name": "us-east-1"},
-        }
-        return self
-
-    def __exit__(self, *exc):
-        self._stop()
-
-    def _stop(self):
-        import subprocess
-
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-
-
 def measure_remote_reads(
     stores: dict[str, Path], *, batch_size: int, repeats: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Shuffled reads (chunk and global shuffle, warm) of each local zarr/parquet store, and of the
     same store uploaded to a local S3-compatible server over HTTP, measured back to back."""
     from ooc.remote import URL
+    from ooc.s3_server import LocalS3Server
 
     rows = []
-    with LocalS3Server() as server:
+    # explicit options, not the environment: the measurement never touches a real account
+    with LocalS3Server(key="bench", secret="bench", option="--remote") as server:
+        server.create_bucket(REMOTE_BUCKET)
         base = URL(f"s3://{REMOTE_BUCKET}", server.storage_options)
-        import boto3  # comes with moto; s3fs's mkdir would send us-east-1 as a location constraint, which S3 refuses
-
-        boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-            region_name="us-east-1",
-        ).create_bucket(Bucket=REMOTE_BUCKET)
         for name, path in stores.items():
             url = base / name
             local = open_store(path)
@@ -955,7 +1018,7 @@ def measure_remote_reads(
                     repeats=repeats,
                     progress=lambda line: None,
                 )
-                row[where] = {mode: reads[mode] for mode in REMOTE_READ_MODES}
+                row[where] = {mode: to_json(reads[mode]) for mode in REMOTE_READ_MODES}
             progress(
                 f"  {name}: shuffled warm samples/s, chunk / global: local "
                 f"{row['local']['chunk_warm']['samples_per_second']:,.0f} / "

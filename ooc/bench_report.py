@@ -1,9 +1,16 @@
-"""Turning a bench report (the dict written as report.json) into Markdown and PNG plots."""
+"""Turning a bench report into Markdown and PNG plots: the dict ``run_bench`` returns, whose
+``results`` are ``ooc.bench.Row`` objects (``load_report`` makes one from a report.json)."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from ooc.bench import Row, Training
 
 READ_LABELS = {
     "sequential_warm": "sequential, warm",
@@ -15,31 +22,52 @@ READ_LABELS = {
 }
 
 
-def _fit_cells(fit: dict[str, Any] | None) -> str:
+def load_report(path: Path) -> dict[str, Any]:
+    """A report.json as the report ``run_bench`` returned (its rows typed again)."""
+    report = json.loads(Path(path).read_text())
+    return {**report, "results": [Row.from_json(row) for row in report["results"]]}
+
+
+def _fit_cells(fit: Training | None) -> str:
     if not fit:
         return "– | – | – |"
-    share = f"{fit['loader_cpu_share'] * 100:.1f} %" if "loader_cpu_share" in fit else "–"
-    return f"{fit['epoch_seconds']['median']:.2f} | {fit['ratio_to_memory']:.2f} | {share} |"
+    share = f"{fit.loader_cpu_share * 100:.1f} %" if fit.loader_cpu_share is not None else "–"
+    return f"{fit.epoch_seconds['median']:.2f} | {fit.ratio_to_memory:.2f} | {share} |"
 
 
 def _rate(read: dict | None, mode: str) -> str:
     if not read or mode not in read:
         return "–"
     r = read[mode]
-    n = r["samples_per_second"] * r["seconds"]["median"]
-    return f"{r['samples_per_second']:,.0f} ({n / r['seconds']['max']:,.0f}–{n / r['seconds']['min']:,.0f})"
+    n = r.samples_per_second * r.seconds["median"]
+    return f"{r.samples_per_second:,.0f} ({n / r.seconds['max']:,.0f}–{n / r.seconds['min']:,.0f})"
 
 
-def _ratio(training: dict[str, Any]) -> str:
-    rounds = training.get("ratio_rounds")
-    return f"{training['ratio_to_memory']:.2f}" + (
-        f" ({min(rounds):.2f}–{max(rounds):.2f})" if rounds else ""
-    )
+def _ratio(training: Training) -> str:
+    rounds = training.ratio_rounds
+    return f"{training.ratio_to_memory:.2f}" + (f" ({min(rounds):.2f}–{max(rounds):.2f})" if rounds else "")
 
 
 def write_markdown(report: dict[str, Any]) -> str:
-    rows, cfg, m = report["results"], report["config"], report["machine"]
-    lines = [
+    rows, cfg = report["results"], report["config"]
+    sections = [
+        _introduction(report),
+        _conversion_section(rows, cfg),
+        _read_section(rows, cfg),
+        _training_section(rows, cfg),
+        _tradeoff_section(rows),
+        _tf_data_section(rows),
+        _jobs_section(report.get("conversion_jobs"), report["machine"]),
+        _scale_section(report.get("scale")),
+        _remote_section(report.get("remote")),
+        ["", "Plots: `read_throughput.png`, `size_on_disk.png`, `training_ratio.png`.", ""],
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _introduction(report: dict[str, Any]) -> list[str]:
+    cfg, m = report["config"], report["machine"]
+    return [
         "# ooc bench report",
         "",
         f"Command: `{report['command'] or 'ooc bench'}`",
@@ -57,29 +85,39 @@ def write_markdown(report: dict[str, Any]) -> str:
         "## Which layout should I use",
         "",
         recommendation(report),
+    ]
+
+
+def _conversion_section(rows: list[Row], cfg: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "## Size on disk and conversion",
         "",
-        "| target | options | bytes/sample on disk | ratio to raw uint8 | conversion samples/s | conversion s "
-        "(min–max) |",
+        f"| target | options | bytes/sample on disk | ratio to raw {cfg['stored_dtype']} | conversion samples/s | "
+        "conversion s (min–max) |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        if r["conversion"]:
-            c, s = r["conversion"], r["conversion"]["seconds"]
-            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items() if v is not None)
+        if r.conversion:
+            c, s = r.conversion, r.conversion.seconds
+            opts = ", ".join(f"{k}={v}" for k, v in r.options.items() if v is not None)
             lines.append(
-                f"| {r['name']} | {opts} | {c['bytes_per_sample']:,.0f} | {c['ratio_to_raw']:.2f} | "
-                f"{c['samples_per_second']:,.0f} | {s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f}) |"
+                f"| {r.name} | {opts} | {c.bytes_per_sample:,.0f} | {c.ratio_to_raw:.2f} | "
+                f"{c.samples_per_second:,.0f} | {s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f}) |"
             )
-    lines += [
+    return lines
+
+
+def _read_section(rows: list[Row], cfg: dict[str, Any]) -> list[str]:
+    read_bytes = math.prod(cfg["sample_shape"]) * np.dtype(cfg["read_dtype"]).itemsize
+    lines = [
         "",
         "## Reading the train split (samples/s, no prefetch)",
         "",
         "Global shuffle: a uniform permutation per epoch. Chunk shuffle: random chunks, samples shuffled "
         "within "
-        "stretches of 8 chunks (what `ooc train` does by default). MB/s of decoded float32 payload = "
-        "samples/s × 3136 B / 1e6; "
+        "stretches of 8 chunks (what `ooc train` does by default). "
+        f"MB/s of decoded {cfg['read_dtype']} payload = samples/s × {read_bytes} B / 1e6; "
         "cold passes evict the files with `posix_fadvise(POSIX_FADV_DONTNEED)` and reopen the store first.",
         "",
         "| target | "
@@ -87,21 +125,25 @@ def write_markdown(report: dict[str, Any]) -> str:
         + " | chunk warm MB/s | ratio to npy memmap (global warm / chunk warm) | peak RSS MB |",
         "| --- | " + " | ".join("---:" for _ in READ_LABELS) + " | ---: | ---: | ---: |",
     ]
-    memmap = next((r for r in rows if r["name"] == "npy-memmap"), None)
+    memmap = next((r for r in rows if r.name == "npy-memmap"), None)
     for r in rows:
         ratios = "–"
         if memmap:
             ratios = " / ".join(
-                f"{r['read'][m]['samples_per_second'] / memmap['read'][m]['samples_per_second']:.2f}"
+                f"{r.read[m].samples_per_second / memmap.read[m].samples_per_second:.2f}"
                 for m in ("global_warm", "chunk_warm")
             )
-        peak = max(v["peak_rss_mb"] for v in r["read"].values())
+        peak = max(v.peak_rss_mb for v in r.read.values())
         lines.append(
-            f"| {r['name']} | "
-            + " | ".join(_rate(r["read"], mode) for mode in READ_LABELS)
-            + f" | {r['read']['chunk_warm']['mb_per_second']:,.0f} | {ratios} | {peak:,.0f} |"
+            f"| {r.name} | "
+            + " | ".join(_rate(r.read, mode) for mode in READ_LABELS)
+            + f" | {r.read['chunk_warm'].mb_per_second:,.0f} | {ratios} | {peak:,.0f} |"
         )
-    lines += [
+    return lines
+
+
+def _training_section(rows: list[Row], cfg: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "## Training with the shared loop (train_on_batch, chunk shuffle, prefetch 2)",
         "",
@@ -125,132 +167,152 @@ def write_markdown(report: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        t = r["training"]
+        t = r.training
         if t:
-            e = t["epoch_seconds"]
-            cold = _ratio(r["training_cold"]) if r.get("training_cold") else "–"
+            e = t.epoch_seconds
+            cold = _ratio(r.training_cold) if r.training_cold else "–"
             lines.append(
-                f"| {r['name']} | {e['median']:.2f} ({e['min']:.2f}–{e['max']:.2f}) | {_ratio(t)} | {cold} | "
-                f"{t['samples_per_second']:,.0f} | {t['epoch_cpu_seconds']['median']:.2f} | "
-                f"{t['loader_cpu_share'] * 100:.1f} % | "
-                f"{t['test_accuracy'] * 100:.2f} % | {t['peak_rss_mb']:,.0f} | "
-                + _fit_cells(r.get("training_fit"))
+                f"| {r.name} | {e['median']:.2f} ({e['min']:.2f}–{e['max']:.2f}) | {_ratio(t)} | {cold} | "
+                f"{t.samples_per_second:,.0f} | {t.epoch_cpu_seconds['median']:.2f} | "
+                f"{t.loader_cpu_share * 100:.1f} % | "
+                f"{t.test_accuracy * 100:.2f} % | {t.peak_rss_mb:,.0f} | " + _fit_cells(r.training_fit)
             )
-    traded = [r for r in rows if r.get("training_global_shuffle")]
-    if traded:
-        lines += [
-            "",
-            "## Trade-offs: chunk size × compression × shuffle",
-            "",
-            "| target | chunk size | compression | bytes/sample | shuffle | read samples/s (warm) | loader "
-            "CPU s/epoch | epoch ratio to in-memory | test accuracy |",
-            "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
-        ]
-        for r in traded:
-            for mode, t in (("chunk", r["training"]), ("global", r["training_global_shuffle"])):
-                read = r["read"][f"{mode}_warm"]
-                cpu = (
-                    read["cpu_seconds"]["median"]
-                    * t["train_samples"]
-                    / (read["samples_per_second"] * read["seconds"]["median"])
-                )
-                lines.append(
-                    f"| {r['name']} | {r['options'].get('chunk_size') or '–'} | "
-                    f"{r['options'].get('compression')} | "
-                    f"{r['conversion']['bytes_per_sample']:,.0f} | {mode} | {read['samples_per_second']:,.0f} "
-                    f"| {cpu:.2f} | "
-                    f"{t['ratio_to_memory']:.2f} | {t['test_accuracy'] * 100:.2f} % |"
-                )
-    streamed = [r for r in rows if r.get("tf_data")]
-    if streamed:
-        lines += [
-            "",
-            "## TFRecord through tf.data (interleaved shards, parallel parsing, shuffle buffer of 10,000 "
-            "records)",
-            "",
-            "Not the exact shuffles of the table above: tf.data's own order. What a tf.data pipeline gets "
-            "from the same files.",
-            "",
-            "| target | warm samples/s | cold samples/s | ooc reader, global shuffle, warm |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for r in streamed:
-            lines.append(
-                f"| {r['name']} | {r['tf_data']['warm']['samples_per_second']:,.0f} | "
-                f"{r['tf_data']['cold']['samples_per_second']:,.0f} | "
-                f"{r['read']['global_warm']['samples_per_second']:,.0f} |"
-            )
-    jobs = report.get("conversion_jobs")
-    if jobs:
-        lines += [
-            "",
-            "## Conversion speed against --jobs",
-            "",
-            f"`ooc convert --jobs N` with default options ({m['cpus']} CPUs); the wall time includes starting "
-            "the worker processes. "
-            "The files are the same, byte for byte, whatever N.",
-            "",
-            "| layout | --jobs | conversion s (min–max) | samples/s | speed-up over --jobs 1 |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        for fmt, result in jobs.items():
-            first = next(iter(result["jobs"].values()))
-            for n, run in result["jobs"].items():
-                s = run["seconds"]
-                lines.append(
-                    f"| {fmt} | {n} | {s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f}) | "
-                    f"{run['samples_per_second']:,.0f} | "
-                    f"{run['samples_per_second'] / first['samples_per_second']:.2f} |"
-                )
-    scale = report.get("scale")
-    if scale:
-        lines += [
-            "",
-            "## Memory at scale (one training epoch on Zarr, each in a fresh process)",
-            "",
-            "| train samples | peak RSS MB | epoch s | samples/s |",
-            "| ---: | ---: | ---: | ---: |",
-        ]
-        for run in (scale["small"], scale["large"]):
-            lines.append(
-                f"| {run['train_samples']:,} | {run['peak_rss_mb']:,.0f} | {run['epoch_seconds']:.1f} | "
-                f"{run['samples_per_second']:,.0f} |"
-            )
-        lines += [
-            "",
-            f"{scale['repeat']}× the samples ({scale['repeat']} copies, `ooc convert --repeat "
-            f"{scale['repeat']}`): "
-            f"peak memory × {scale['peak_rss_ratio']:.3f}.",
-        ]
-    if report.get("remote"):
-        lines += [
-            "",
-            "## Object storage (S3 API over HTTP, local server)",
-            "",
-            f"The default stores uploaded to {report['remote']['server']}, read through fsspec/s3fs (zarr: "
-            "its async "
-            "FsspecStore, a batch's missing chunks fetched concurrently; parquet: a batch's missing row "
-            "groups fetched "
-            "concurrently, then decoded by pyarrow), against the same store on the local disk, measured back "
-            "to back (warm, no prefetch). "
-            "A local server measures the request overhead, not a network's latency.",
-            "",
-            "| target | bytes | local chunk / global samples/s | S3 chunk / global samples/s | S3 / local "
-            "(chunk / global) |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        for r in report["remote"]["results"]:
-            local, remote = (
-                tuple(r[w][m]["samples_per_second"] for m in ("chunk_warm", "global_warm"))
-                for w in ("local", "remote")
+    return lines
+
+
+def _tradeoff_section(rows: list[Row]) -> list[str]:
+    traded = [r for r in rows if r.training_global_shuffle]
+    if not traded:
+        return []
+    lines = [
+        "",
+        "## Trade-offs: chunk size × compression × shuffle",
+        "",
+        "| target | chunk size | compression | bytes/sample | shuffle | read samples/s (warm) | loader "
+        "CPU s/epoch | epoch ratio to in-memory | test accuracy |",
+        "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in traded:
+        for mode, t in (("chunk", r.training), ("global", r.training_global_shuffle)):
+            read = r.read[f"{mode}_warm"]
+            cpu = (
+                read.cpu_seconds["median"]
+                * t.train_samples
+                / (read.samples_per_second * read.seconds["median"])
             )
             lines.append(
-                f"| {r['name']} | {r['bytes']:,} | {local[0]:,.0f} / {local[1]:,.0f} | {remote[0]:,.0f} / "
-                f"{remote[1]:,.0f} | "
-                f"{remote[0] / local[0]:.2f} / {remote[1] / local[1]:.2f} |"
+                f"| {r.name} | {r.options.get('chunk_size') or '–'} | "
+                f"{r.options.get('compression')} | "
+                f"{r.conversion.bytes_per_sample:,.0f} | {mode} | {read.samples_per_second:,.0f} "
+                f"| {cpu:.2f} | "
+                f"{t.ratio_to_memory:.2f} | {t.test_accuracy * 100:.2f} % |"
             )
-    lines += ["", "Plots: `read_throughput.png`, `size_on_disk.png`, `training_ratio.png`.", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def _tf_data_section(rows: list[Row]) -> list[str]:
+    streamed = [r for r in rows if r.tf_data]
+    if not streamed:
+        return []
+    lines = [
+        "",
+        "## TFRecord through tf.data (interleaved shards, parallel parsing, shuffle buffer of 10,000 "
+        "records)",
+        "",
+        "Not the exact shuffles of the table above: tf.data's own order. What a tf.data pipeline gets "
+        "from the same files.",
+        "",
+        "| target | warm samples/s | cold samples/s | ooc reader, global shuffle, warm |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for r in streamed:
+        lines.append(
+            f"| {r.name} | {r.tf_data['warm']['samples_per_second']:,.0f} | "
+            f"{r.tf_data['cold']['samples_per_second']:,.0f} | "
+            f"{r.read['global_warm'].samples_per_second:,.0f} |"
+        )
+    return lines
+
+
+def _jobs_section(jobs: dict[str, Any] | None, machine: dict[str, Any]) -> list[str]:
+    if not jobs:
+        return []
+    lines = [
+        "",
+        "## Conversion speed against --jobs",
+        "",
+        f"`ooc convert --jobs N` with default options ({machine['cpus']} CPUs); the wall time includes starting "
+        "the worker processes. "
+        "The files are the same, byte for byte, whatever N.",
+        "",
+        "| layout | --jobs | conversion s (min–max) | samples/s | speed-up over --jobs 1 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for fmt, result in jobs.items():
+        first = next(iter(result["jobs"].values()))
+        for n, run in result["jobs"].items():
+            s = run["seconds"]
+            lines.append(
+                f"| {fmt} | {n} | {s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f}) | "
+                f"{run['samples_per_second']:,.0f} | "
+                f"{run['samples_per_second'] / first['samples_per_second']:.2f} |"
+            )
+    return lines
+
+
+def _scale_section(scale: dict[str, Any] | None) -> list[str]:
+    if not scale:
+        return []
+    lines = [
+        "",
+        "## Memory at scale (one training epoch on Zarr, each in a fresh process)",
+        "",
+        "| train samples | peak RSS MB | epoch s | samples/s |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for run in (scale["small"], scale["large"]):
+        lines.append(
+            f"| {run['train_samples']:,} | {run['peak_rss_mb']:,.0f} | {run['epoch_seconds']:.1f} | "
+            f"{run['samples_per_second']:,.0f} |"
+        )
+    return lines + [
+        "",
+        f"{scale['repeat']}× the samples ({scale['repeat']} copies, `ooc convert --repeat "
+        f"{scale['repeat']}`): "
+        f"peak memory × {scale['peak_rss_ratio']:.3f}.",
+    ]
+
+
+def _remote_section(remote: dict[str, Any] | None) -> list[str]:
+    if not remote:
+        return []
+    lines = [
+        "",
+        "## Object storage (S3 API over HTTP, local server)",
+        "",
+        f"The default stores uploaded to {remote['server']}, read through fsspec/s3fs (zarr: "
+        "its async "
+        "FsspecStore, a batch's missing chunks fetched concurrently; parquet: a batch's missing row "
+        "groups fetched "
+        "concurrently, then decoded by pyarrow), against the same store on the local disk, measured back "
+        "to back (warm, no prefetch). "
+        "A local server measures the request overhead, not a network's latency.",
+        "",
+        "| target | bytes | local chunk / global samples/s | S3 chunk / global samples/s | S3 / local "
+        "(chunk / global) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in remote["results"]:
+        local, there = (
+            tuple(r[w][m]["samples_per_second"] for m in ("chunk_warm", "global_warm"))
+            for w in ("local", "remote")
+        )
+        lines.append(
+            f"| {r['name']} | {r['bytes']:,} | {local[0]:,.0f} / {local[1]:,.0f} | {there[0]:,.0f} / "
+            f"{there[1]:,.0f} | "
+            f"{there[0] / local[0]:.2f} / {there[1] / local[1]:.2f} |"
+        )
+    return lines
 
 
 def summary_table(report: dict[str, Any]) -> str:
@@ -261,94 +323,93 @@ def summary_table(report: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["results"]:
-        read, t, g = r["read"], r["training"], r.get("training_global_shuffle")
-        size = f"{r['conversion']['bytes_per_sample']:,.0f}" if r["conversion"] else "–"
-        warm = f"{read['chunk_warm']['samples_per_second']:,.0f} / {read['global_warm']['samples_per_second']:,.0f}"
+        read, t, g = r.read, r.training, r.training_global_shuffle
+        size = f"{r.conversion.bytes_per_sample:,.0f}" if r.conversion else "–"
+        warm = f"{read['chunk_warm'].samples_per_second:,.0f} / {read['global_warm'].samples_per_second:,.0f}"
         cold = (
-            f"{read['chunk_cold']['samples_per_second']:,.0f} / "
-            f"{read['global_cold']['samples_per_second']:,.0f}"
+            f"{read['chunk_cold'].samples_per_second:,.0f} / {read['global_cold'].samples_per_second:,.0f}"
             if "chunk_cold" in read
             else "–"
         )
-        ratio = (
-            (f"{t['ratio_to_memory']:.2f}" + (f" / {g['ratio_to_memory']:.2f}" if g else "")) if t else "–"
-        )
-        cpu = f"{t['loader_cpu_share'] * 100:.1f} %" if t else "–"
-        cold_ratio = f"{r['training_cold']['ratio_to_memory']:.2f}" if r.get("training_cold") else "–"
-        lines.append(f"| {r['name']} | {size} | {warm} | {cold} | {ratio} | {cold_ratio} | {cpu} |")
+        ratio = (f"{t.ratio_to_memory:.2f}" + (f" / {g.ratio_to_memory:.2f}" if g else "")) if t else "–"
+        cpu = f"{t.loader_cpu_share * 100:.1f} %" if t else "–"
+        cold_ratio = f"{r.training_cold.ratio_to_memory:.2f}" if r.training_cold else "–"
+        lines.append(f"| {r.name} | {size} | {warm} | {cold} | {ratio} | {cold_ratio} | {cpu} |")
     return "\n".join(lines)
 
 
 def recommendation(report: dict[str, Any]) -> str:
     """A few sentences chosen by the numbers of this run, not written in advance."""
-    stores = [r for r in report["results"] if r["kind"] == "store"]
+    stores = [r for r in report["results"] if r.kind == "store"]
     if not stores:
         return "No store was measured."
-    fastest = min(stores, key=lambda r: r["training"]["ratio_to_memory"])
-    smallest = min(stores, key=lambda r: r["conversion"]["bytes_per_sample"])
-    cold = max(stores, key=lambda r: r["read"]["chunk_cold"]["samples_per_second"])
-    t = fastest["training"]
+    fastest = min(stores, key=lambda r: r.training.ratio_to_memory)
     text = [
-        f"For training speed pick **{fastest['name']}**: its epochs took {t['ratio_to_memory']:.2f}× the "
-        "in-memory time "
-        f"({t['epoch_seconds']['median']:.2f} s against "
-        f"{t['epoch_seconds']['median'] / t['ratio_to_memory']:.2f} s)."
+        f"For training speed pick **{fastest.name}**: its epochs took {fastest.training.ratio_to_memory:.2f}× "
+        "the in-memory time "
+        f"({fastest.training.epoch_seconds['median']:.2f} s against "
+        f"{fastest.training.epoch_seconds['median'] / fastest.training.ratio_to_memory:.2f} s)."
     ]
-    if smallest is not fastest:
-        st, sc = smallest["training"], smallest["conversion"]
-        text.append(
-            f"For disk space pick **{smallest['name']}**: {sc['bytes_per_sample']:,.0f} bytes per sample "
-            f"({sc['ratio_to_raw']:.2f}× the raw payload) against "
-            f"{fastest['conversion']['bytes_per_sample']:,.0f}, "
-            f"at {st['ratio_to_memory']:.2f}× the in-memory epoch time."
-        )
-    else:
-        text.append(
-            f"It is also the smallest on disk ({smallest['conversion']['bytes_per_sample']:,.0f} bytes per "
-            "sample)."
-        )
-    if cold is not fastest:
-        text.append(
-            f"When the data will not stay in the page cache, **{cold['name']}** reads shuffled batches "
-            "fastest from a cold cache "
-            f"({cold['read']['chunk_cold']['samples_per_second']:,.0f} samples/s with the chunk shuffle)."
-        )
-    slowest = max(stores, key=lambda r: r["training"]["ratio_to_memory"])
-    if slowest["training"]["ratio_to_memory"] > max(1.1, 1.1 * t["ratio_to_memory"]):
-        text.append(
-            f"Avoid **{slowest['name']}** for training: {slowest['training']['ratio_to_memory']:.2f}× the "
-            "in-memory epoch time."
-        )
-    recipe = next((r for r in report["results"] if r["name"] == "recipe-loadtxt"), None)
-    csv = next((r for r in stores if r["format"] == "csv"), None)
+    text += _size_and_cache_advice(stores, fastest)
+    recipe = next((r for r in report["results"] if r.name == "recipe-loadtxt"), None)
+    csv = next((r for r in stores if r.format == "csv"), None)
     if recipe and csv:
-        gain = (
-            csv["read"]["global_warm"]["samples_per_second"]
-            / recipe["read"]["global_warm"]["samples_per_second"]
-        )
+        gain = csv.read["global_warm"].samples_per_second / recipe.read["global_warm"].samples_per_second
         text.append(
             f"On the same CSV files ooc's reader runs at {gain:.2f}× the classic recipe's np.loadtxt loader "
             "(shuffled, warm)."
         )
-    traded = [r for r in stores if r.get("training_global_shuffle") and r["options"].get("chunk_size")]
-    if traded:
-        loss = max(
-            r["training_global_shuffle"]["test_accuracy"] - r["training"]["test_accuracy"] for r in traded
-        )
-        speed = min(
-            r["training_global_shuffle"]["ratio_to_memory"] / r["training"]["ratio_to_memory"] for r in traded
-        )
-        cost = (
-            f"losing at most {loss * 100:.2f} points of test accuracy"
-            if loss > 0
-            else f"with no loss of test accuracy (at worst {-loss * 100:.2f} points above the global shuffle)"
-        )
-        text.append(
-            f"On the chunked stores the chunk shuffle made epochs at least {speed:.2f}× faster than the exact "
-            "global "
-            f"shuffle, {cost}."
-        )
+    text += _shuffle_advice(stores)
     return " ".join(text)
+
+
+def _size_and_cache_advice(stores: list[Row], fastest: Row) -> list[str]:
+    smallest = min(stores, key=lambda r: r.conversion.bytes_per_sample)
+    cold = max(stores, key=lambda r: r.read["chunk_cold"].samples_per_second)
+    text = []
+    if smallest is not fastest:
+        st, sc = smallest.training, smallest.conversion
+        text.append(
+            f"For disk space pick **{smallest.name}**: {sc.bytes_per_sample:,.0f} bytes per sample "
+            f"({sc.ratio_to_raw:.2f}× the raw payload) against "
+            f"{fastest.conversion.bytes_per_sample:,.0f}, "
+            f"at {st.ratio_to_memory:.2f}× the in-memory epoch time."
+        )
+    else:
+        text.append(
+            f"It is also the smallest on disk ({smallest.conversion.bytes_per_sample:,.0f} bytes per sample)."
+        )
+    if cold is not fastest:
+        text.append(
+            f"When the data will not stay in the page cache, **{cold.name}** reads shuffled batches "
+            "fastest from a cold cache "
+            f"({cold.read['chunk_cold'].samples_per_second:,.0f} samples/s with the chunk shuffle)."
+        )
+    slowest = max(stores, key=lambda r: r.training.ratio_to_memory)
+    if slowest.training.ratio_to_memory > max(1.1, 1.1 * fastest.training.ratio_to_memory):
+        text.append(
+            f"Avoid **{slowest.name}** for training: {slowest.training.ratio_to_memory:.2f}× the "
+            "in-memory epoch time."
+        )
+    return text
+
+
+def _shuffle_advice(stores: list[Row]) -> list[str]:
+    traded = [r for r in stores if r.training_global_shuffle and r.options.get("chunk_size")]
+    if not traded:
+        return []
+    loss = max(r.training_global_shuffle.test_accuracy - r.training.test_accuracy for r in traded)
+    speed = min(r.training_global_shuffle.ratio_to_memory / r.training.ratio_to_memory for r in traded)
+    cost = (
+        f"losing at most {loss * 100:.2f} points of test accuracy"
+        if loss > 0
+        else f"with no loss of test accuracy (at worst {-loss * 100:.2f} points above the global shuffle)"
+    )
+    return [
+        f"On the chunked stores the chunk shuffle made epochs at least {speed:.2f}× faster than the exact "
+        "global "
+        f"shuffle, {cost}."
+    ]
 
 
 def write_plots(report: dict[str, Any], out: Path) -> None:
@@ -356,14 +417,13 @@ def write_plots(report: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     rows = report["results"]
-    names = [r["name"] for r in rows]
+    names = [r.name for r in rows]
     fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.13
     for i, mode in enumerate(READ_LABELS):
-        values = [r["read"][mode]["samples_per_second"] if mode in r["read"] else 0 for r in rows]
+        values = [r.read[mode].samples_per_second if mode in r.read else 0 for r in rows]
         ax.bar(np.arange(len(rows)) + (i - 2.5) * width, values, width, label=READ_LABELS[mode])
     ax.set_xticks(np.arange(len(rows)), names, rotation=30, ha="right")
     ax.set_yscale("log")
@@ -374,13 +434,13 @@ def write_plots(report: dict[str, Any], out: Path) -> None:
     fig.savefig(out / "read_throughput.png", dpi=100)
     plt.close(fig)
 
-    stores = [r for r in rows if r["conversion"]]
+    stores = [r for r in rows if r.conversion]
     _bars(
         plt,
-        [r["name"] for r in stores],
-        [r["conversion"]["bytes_per_sample"] for r in stores],
+        [r.name for r in stores],
+        [r.conversion.bytes_per_sample for r in stores],
         reference=(
-            stores[0]["conversion"]["bytes_per_sample"] / stores[0]["conversion"]["ratio_to_raw"],
+            stores[0].conversion.bytes_per_sample / stores[0].conversion.ratio_to_raw,
             "raw payload",
         )
         if stores
@@ -389,11 +449,11 @@ def write_plots(report: dict[str, Any], out: Path) -> None:
         title="Size on disk",
         path=out / "size_on_disk.png",
     )
-    trained = [r for r in rows if r["training"]]
+    trained = [r for r in rows if r.training]
     _bars(
         plt,
-        [r["name"] for r in trained],
-        [r["training"]["ratio_to_memory"] for r in trained],
+        [r.name for r in trained],
+        [r.training.ratio_to_memory for r in trained],
         reference=(1.0, "in-memory"),
         ylabel="epoch time / in-memory epoch time",
         title="Training through the store",

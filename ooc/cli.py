@@ -709,7 +709,7 @@ def bench(
     print(f"\nreport: {out / 'report.md'}, {out / 'report.json'}, plots in {out}")
     from ooc.progress import took
 
-    measured = [r["name"] for r in report["results"] if r["kind"] == "store"]
+    measured = [r.name for r in report["results"] if r.kind == "store"]
     print(
         f"benchmarked {len(measured)} stores ({', '.join(measured)}) on {report['config']['train_samples']:,} "
         "train samples "

@@ -23,6 +23,7 @@ from ooc import __version__
 from ooc.errors import ConversionInterrupted, OocError, OptionError, WriteError
 from ooc.formats import get_format
 from ooc.formats.base import ParallelParts
+from ooc.fs import is_remote, make_dirs
 from ooc.journal import (
     JOURNAL_VERSION,
     abort,
@@ -43,7 +44,7 @@ from ooc.manifest import (
 )
 from ooc.output import check_remote, open_output, remove_store, rmtree, unlink
 from ooc.parallel import Pool, stop, write_parallel
-from ooc.remote import URL, location
+from ooc.remote import location
 from ooc.schema import Schema, TargetTally
 from ooc.sources import RepeatedSource, Source, SourceOptions, as_source, parse_size
 
@@ -101,7 +102,7 @@ def convert(
         source = RepeatedSource(source, repeat)
     options["dtype"] = layout.OPTIONS.stored_dtype(format, source.schema, dtype)
     out = location(out, storage_options)  # a URL (s3://…) stays a string carrying its storage options
-    if isinstance(out, URL):
+    if is_remote(out):
         check_remote(out, format, jobs=jobs, dask=dask)
     pool = (
         Pool(jobs, dask) if jobs > 1 or dask is not None else None
@@ -148,7 +149,7 @@ def convert(
         run.stop()  # first: no worker writes on once this returns
         fix = (
             "re-run the same command with --overwrite to start over (conversions to object storage do not resume)"
-            if isinstance(out, URL)
+            if is_remote(out)
             else "re-run the same command to resume, or pass --overwrite to start over"
         )
         raise ConversionInterrupted(f"{out} is incomplete ({committed(journal)}); {fix}") from None
@@ -199,9 +200,8 @@ def _journal(out, *, overwrite: bool, identity: dict[str, Any], source) -> dict[
     if journal is not None:
         check_resumable(out, journal, identity)
         return journal
-    if not isinstance(out, URL):  # object stores have no directories
-        with naming(lambda: out):
-            out.mkdir(parents=True, exist_ok=True)
+    with naming(lambda: out):
+        make_dirs(out)  # object stores have no directories: nothing for a URL
     journal = {
         "ooc_journal_version": JOURNAL_VERSION,
         **identity,

@@ -30,8 +30,8 @@ import numpy as np
 
 from ooc.errors import OocError, StoreExistsError, WriteError
 from ooc.formats.base import Resumable
+from ooc.fs import is_remote
 from ooc.manifest import PARTIAL_NAME, file_checksum, is_bookkeeping
-from ooc.remote import URL
 from ooc.schema import Schema, check_chunk
 
 JOURNAL_VERSION = 1
@@ -82,7 +82,7 @@ def commit(out: Path, writer, journal: dict[str, Any], split: str, done: int) ->
     with naming(lambda: writer.path_of(split, max(done - 1, 0))):
         entry["state"] = writer.commit(split, done) if resumable else {}
         # a remote store is checksummed once, at the end (it cannot resume: nothing to keep per commit)
-        for path in writer.final_files(split, done) if resumable and not isinstance(out, URL) else ():
+        for path in writer.final_files(split, done) if resumable and not is_remote(out) else ():
             name = path.relative_to(out).as_posix()
             if name not in entry["files"]:
                 entry["files"][name] = file_checksum(path)
@@ -103,7 +103,7 @@ def intact(out: Path, files: dict[str, str]) -> bool:
 
 def checksums(out: Path, journal: dict[str, Any]) -> dict[str, str]:
     """Every file of the finished store: the journal's checksum where it has one, else computed now."""
-    if isinstance(out, URL):  # every object read back once, many at a time
+    if is_remote(out):  # every object read back once, many at a time
         from ooc import remote
 
         with naming(lambda: out):
@@ -132,7 +132,7 @@ def committed(journal: dict[str, Any]) -> str:
 def write_journal(out: Path, journal: dict[str, Any]) -> None:
     """Replace the journal atomically: a reader (or a resumed run) sees the old one or the new one."""
     path = out / PARTIAL_NAME
-    if isinstance(out, URL):  # one PUT replaces the object whole
+    if is_remote(out):  # one PUT replaces the object whole
         from ooc import remote
 
         with naming(lambda: path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ooc.errors import CorruptStoreError, StoreNotFoundError
+from ooc.fs import is_remote, write_atomic
 from ooc.remote import URL, location
 
 MANIFEST_NAME = "ooc.json"
@@ -29,9 +30,7 @@ CHECKSUM_ALGORITHM = "crc32"
 
 
 def manifest_path(store_path: str | os.PathLike) -> Path:
-    if isinstance(store_path, URL):
-        return store_path / MANIFEST_NAME
-    return Path(store_path) / MANIFEST_NAME
+    return location(store_path) / MANIFEST_NAME
 
 
 def is_bookkeeping(relative: str) -> bool:
@@ -53,29 +52,13 @@ def file_checksum(path: str | os.PathLike) -> str:
 def write_manifest(store_path: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """Write atomically: a temporary file renamed over the final name, after an fsync (remote: one PUT,
     which is atomic by itself)."""
-    final = manifest_path(store_path)
-    if isinstance(final, URL):
-        from ooc import remote
-
-        remote.write_bytes(
-            final,
-            (json.dumps({"ooc_manifest_version": MANIFEST_VERSION, **manifest}, indent=2) + "\n").encode(
-                "utf-8"
-            ),
-        )
-        return
-    tmp = final.with_name(final.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"ooc_manifest_version": MANIFEST_VERSION, **manifest}, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    data = json.dumps({"ooc_manifest_version": MANIFEST_VERSION, **manifest}, indent=2) + "\n"
+    write_atomic(manifest_path(store_path), data.encode("utf-8"))
 
 
 def read_manifest(store_path: str | os.PathLike) -> dict[str, Any]:
     path = location(store_path)
-    if isinstance(path, URL):
+    if is_remote(path):
         return _check_read(manifest_path(path), _read_remote(path))
     if not path.exists():
         raise StoreNotFoundError(f"{path}: no such store; create it with `ooc convert --out {path}`")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ooc import fs
 from ooc.errors import OptionError, StoreExistsError, WriteError
 from ooc.journal import JOURNAL_VERSION, naming
 from ooc.manifest import MANIFEST_NAME, PARTIAL_NAME, is_bookkeeping, manifest_path
@@ -16,7 +17,7 @@ from ooc.remote import REMOTE_FORMATS, URL, require_local
 
 def remove_store(path: Path, *, overwrite: bool = True) -> None:
     """Delete the store (complete or interrupted) at ``path``, and nothing that ooc did not write."""
-    if isinstance(path, URL):
+    if fs.is_remote(path):
         return remove_remote(path, overwrite=overwrite)
     if path.exists() and not path.is_dir():
         raise StoreExistsError(f"{path} is a file; choose another --out")
@@ -37,7 +38,7 @@ def remove_store(path: Path, *, overwrite: bool = True) -> None:
 def open_output(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
     """The journal of the interrupted conversion at ``out``, to resume; or None once ``out`` is free
     for a new store (an old one deleted only with ``overwrite``, and only if ooc made it)."""
-    if isinstance(out, URL):
+    if fs.is_remote(out):
         return remove_remote(out, overwrite=overwrite)
     partial = out / PARTIAL_NAME
     if not overwrite and partial.is_file() and not manifest_path(out).exists():
@@ -107,21 +108,8 @@ def remove_remote(out: URL, *, overwrite: bool) -> None:
 
 
 def unlink(path) -> None:
-    if isinstance(path, URL):
-        from ooc import remote
-
-        remote.remove(path)
-    else:
-        path.unlink()
+    fs.unlink(path)
 
 
 def rmtree(path) -> None:
-    if isinstance(path, URL):
-        from ooc import remote
-
-        try:
-            remote.remove(path, recursive=True)
-        except OSError:
-            pass
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+    fs.remove_tree(path, ignore_errors=True)

@@ -20,8 +20,8 @@ import numpy as np
 
 from ooc.errors import OptionError, SourceError
 from ooc.formats import get_format
+from ooc.fs import absolute
 from ooc.journal import as_stored, commit, naming
-from ooc.remote import URL
 from ooc.schema import Schema, TargetTally
 
 
@@ -121,7 +121,7 @@ def write_parallel(
         if start is not None:
             stop = min(start + unit, count)
             # an absolute path: a --dask worker resolves it in its own working directory
-            target = out if isinstance(out, URL) else out.absolute()
+            target = absolute(out)
             pending.append(
                 (
                     start,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ooc.fs import is_remote
 from ooc.manifest import CHECKSUM_ALGORITHM, file_checksum, is_bookkeeping, read_manifest
 from ooc.remote import URL, location
 
@@ -104,7 +105,7 @@ def _verify(path, *, quick, rng, progress) -> Report:
     else:
         sample = set(names)
     to_read = sum(int(listed[name].split()[1]) for name in sample)
-    if isinstance(path, URL):
+    if is_remote(path):
         report = _verify_remote(path, listed, names, sample, report)
         if progress:
             progress(len(names), len(names), to_read, to_read)

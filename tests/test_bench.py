@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from ooc.bench import READ_MODES, VARIANTS, targets_for
+from ooc.bench_report import load_report, write_markdown
 from ooc.formats import FORMATS
 
 from conftest import MNIST
@@ -184,6 +185,7 @@ def test_bench_report(tmp_path):
     ):
         assert heading in markdown
     assert "For training speed pick **" in markdown and report["command"] in markdown
+    assert write_markdown(load_report(out / "report.json")) == markdown  # report.json holds every typed field
     for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| target | bytes/sample | shuffled warm samples/s (chunk / global) |" in done.stdout

@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -223,11 +224,15 @@ def test_bench_phases(tmp_path, monkeypatch):
     from ooc import bench, bench_report
 
     def fake_training(store, **options):
-        return {"epoch_seconds": {"median": 1.0}}
+        return bench.Training("chunk", "train_on_batch", False, {"median": 1.0}, {}, 1.0, 1, 1.0, 1.0, 1.0)
 
     monkeypatch.setattr(bench, "measure_reads", lambda *a, **k: {})
     monkeypatch.setattr(bench, "measure_training", fake_training)
-    monkeypatch.setattr(bench, "_rounds_summary", lambda *a: {"ratio_to_memory": 1.0, "ratio_rounds": [1.0]})
+    monkeypatch.setattr(
+        bench,
+        "_rounds_summary",
+        lambda *a: replace(fake_training(None), ratio_to_memory=1.0, ratio_rounds=[1.0]),
+    )
     monkeypatch.setattr(bench, "loader_cpu_share", lambda *a: 0.0)
     monkeypatch.setattr(bench, "measure_fit", lambda *a, **k: None)
     monkeypatch.setattr(bench, "measure_conversion_jobs", lambda *a, **k: None)

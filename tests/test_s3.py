@@ -1,5 +1,6 @@
 """Stores on object storage, against a real S3-compatible HTTP server on 127.0.0.1 (moto's standalone
-server, started here): nothing is mocked at the Python level, s3fs and zarr speak HTTP to it.
+server, started here by ``ooc.s3_server.LocalS3Server``): nothing is mocked at the Python level, s3fs
+and zarr speak HTTP to it.
 Credentials and the endpoint come from the standard AWS_* variables, as a user's would."""
 
 from __future__ import annotations
@@ -7,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 
@@ -30,35 +30,17 @@ from conftest import CHUNK, LIMIT, MNIST
 BUCKET = "ooc-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    import boto3
-    from moto.server import ThreadedMotoServer
+    from ooc.s3_server import LocalS3Server
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
+    with LocalS3Server() as server, pytest.MonkeyPatch.context() as mp:
+        for key, value in server.environment.items():
             mp.setenv(key, value)
         for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             mp.delenv(key, raising=False)
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield endpoint
-    server.stop()
+        server.create_bucket(BUCKET)
+        yield server.endpoint
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ooc.errors import CorruptStoreError, OocError, OptionError
-from ooc.remote import URL
+from ooc.fs import is_remote
+from ooc.remote import location
 from ooc.schema import SAMPLE_DTYPES, Schema
 
 # float32(v) / float32(255) for every byte: the one definition of "normalised pixel", shared by the
@@ -136,7 +137,7 @@ class Store(ABC):
     damage_errors: ClassVar[tuple[type[Exception], ...]] = (OSError, EOFError)
 
     def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
-        self.path = path if isinstance(path, URL) else Path(path)  # a URL (ooc.remote) stays a string
+        self.path = location(path)  # a URL (ooc.remote) stays a string
         self.manifest = manifest
         self.schema = Schema.from_manifest(manifest)
         self._targets: dict[str, np.ndarray] = {}  # split -> targets as stored
@@ -506,7 +507,7 @@ class ParallelParts(ABC):
 
 def disk_usage(path: Path) -> tuple[int, int]:
     """(apparent bytes, allocated bytes) of every file below ``path``."""
-    if isinstance(path, URL):  # objects: what is stored is what is billed
+    if is_remote(path):  # objects: what is stored is what is billed
         from ooc import remote
 
         total = sum(remote.list_files(path).values())

@@ -29,7 +29,7 @@ import numpy as np
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, Resumable
 from ooc.formats.base import Writer as _Writer
-from ooc.remote import URL
+from ooc.fs import is_remote
 
 NAME = "parquet"
 OPTIONS = LayoutOptions(
@@ -105,7 +105,7 @@ class Writer(_Writer, Resumable):
             metadata={SHAPE_KEY: json.dumps(list(schema.sample_shape)).encode()},
         )
         where = file_path(self.path, split)
-        if isinstance(where, URL):  # an fsspec file: a multipart upload, completed when closed
+        if is_remote(where):  # an fsspec file: a multipart upload, completed when closed
             self._objects[split] = where.fs.open(where.key, "wb")
             where = self._objects[split]
         self._files[split] = pq.ParquetWriter(
@@ -219,9 +219,7 @@ class Store(ChunkedStore):
             _, pq = _pyarrow()
             path = file_path(self.path, split)
             try:
-                if isinstance(
-                    path, URL
-                ):  # range requests only, no read-ahead: a chunk read fetches its row groups
+                if is_remote(path):  # range requests only, no read-ahead: a chunk read fetches its row groups
                     handle = path.fs.open(path.key, "rb", cache_type="none")
                     self._sizes[split] = handle.size
                     parquet = pq.ParquetFile(handle, pre_buffer=True)
@@ -245,7 +243,7 @@ class Store(ChunkedStore):
         # a handle of its own: a ParquetFile must not serve two threads at once (chunk reads hold the chunk lock)
         _, pq = _pyarrow()
         path = file_path(self.path, split)
-        if isinstance(path, URL):
+        if is_remote(path):
             table = pq.read_table(path.key, filesystem=path.fs, columns=["label"], use_threads=False)
         else:
             table = pq.read_table(path, columns=["label"], use_threads=False)
@@ -271,7 +269,7 @@ class Store(ChunkedStore):
         return _values(column, self.schema.dtype, self.sample_shape)
 
     def _fetch_chunks(self, split, chunk_ids, size, count):
-        if not isinstance(self.path, URL) or len(chunk_ids) < 2:
+        if not is_remote(self.path) or len(chunk_ids) < 2:
             return super()._fetch_chunks(split, chunk_ids, size, count)
         # remote: the byte ranges of every missing row group fetched concurrently (adjacent ones
         # merged), then decoded by pyarrow from memory with the footer already read

@@ -30,7 +30,7 @@ import numpy as np
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable
 from ooc.formats.base import Writer as _Writer
-from ooc.remote import URL
+from ooc.fs import is_remote
 
 NAME = "zarr"
 OPTIONS = LayoutOptions(
@@ -263,7 +263,7 @@ class Store(ChunkedStore):
         (2.7 against 1.35 ms a 1024-sample zstd chunk, measured): half of what a zarr store costs the
         training on 2 cores. None (read through zarr) for a URL or codecs ooc does not write."""
         if split not in self._decoders:
-            self._decoders[split] = None if isinstance(self.path, URL) else _decoder(array)
+            self._decoders[split] = None if is_remote(self.path) else _decoder(array)
         return self._decoders[split]
 
     def _file_of(self, split, index):
@@ -282,7 +282,7 @@ class Store(ChunkedStore):
         return error
 
     def _exists(self, path) -> bool:
-        if not isinstance(self.path, URL):
+        if not is_remote(self.path):
             return os.path.exists(path)
         if self._keys is None:  # one listing of the store instead of a request per chunk
             from ooc import remote
@@ -291,7 +291,7 @@ class Store(ChunkedStore):
         return path[len(self.path) + 1 :] in self._keys
 
     def _fetch_chunks(self, split, chunk_ids, size, count):
-        if not isinstance(self.path, URL) or len(chunk_ids) < 2:
+        if not is_remote(self.path) or len(chunk_ids) < 2:
             return super()._fetch_chunks(split, chunk_ids, size, count)
         # remote: every missing chunk in one orthogonal selection, which zarr fetches concurrently
         array = self._array(split, "x")
@@ -331,6 +331,6 @@ def _decoder(array):
 
 def _where(path) -> dict:
     """``zarr.open_group``'s store argument: a URL goes through fsspec, with its storage options."""
-    if isinstance(path, URL):
+    if is_remote(path):
         return {"store": str(path), "storage_options": path.storage_options}
     return {"store": path}
