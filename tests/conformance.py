@@ -18,6 +18,7 @@ readers at once. What a layout cannot hold comes from its own ``OPTIONS.dtypes``
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
@@ -30,12 +31,14 @@ from ooc.errors import (
     CorruptStoreError,
     FormatMismatchError,
     OptionError,
+    StoreBusyError,
     StoreExistsError,
     StoreNotFoundError,
 )
 from ooc.formats import FORMATS, get_format
-from ooc.manifest import PARTIAL_NAME
+from ooc.manifest import LOCK_NAME, PARTIAL_NAME
 from ooc.schema import SAMPLE_DTYPES
+from ooc.verify import verify
 
 from conftest import LIMIT, MNIST, expected_x
 
@@ -315,6 +318,35 @@ class LayoutTests:
             ooc.convert(tmp_path, format=fmt, source=MNIST, limit=10, overwrite=True)
         assert (tmp_path / "notes.txt").read_text() == "mine"
 
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_second_conversion_to_one_out_is_refused(self, fmt, tmp_path, mnist, monkeypatch, overwrite):
+        """A conversion owns its --out: a second one started while the first writes (here: from the
+        first's first write) is refused in one line and touches nothing; the first's store is exact."""
+        out, writer, refused = tmp_path / "s", get_format(fmt).Writer, []
+        original = writer.write
+
+        def write_then_start_another(self, split, start, x, y):
+            original(self, split, start, x, y)
+            if not refused:
+                before = _snapshot(out)
+                with pytest.raises(StoreBusyError) as caught:
+                    ooc.convert(out, format=fmt, source=MNIST, limit=20, overwrite=overwrite)
+                refused.append((str(caught.value), before == _snapshot(out)))
+
+        monkeypatch.setattr(writer, "write", write_then_start_another)
+        ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **self.sizes(64))
+        message, untouched = refused[0]
+        assert message == (
+            f"{out} is being written by another ooc convert (pid {os.getpid()}); wait for it or choose "
+            "another --out"
+        )
+        assert untouched
+        x, y = ooc.open_store(out).read("train", np.arange(LIMIT))
+        assert np.array_equal(x, expected_x(mnist["x_train"])) and np.array_equal(y, mnist["y_train"])
+        assert verify(out).ok and not (out / LOCK_NAME).exists()
+        ooc.convert(out, format=fmt, source=MNIST, limit=10, overwrite=True)  # the lock went with the first
+        assert ooc.open_store(out).num_samples("train") == 10
+
     def test_failed_conversion_is_incomplete_and_resumes(self, fmt, tmp_path, monkeypatch):
         """A write error (disk full) leaves no manifest: open_store refuses the store; what was
         committed is kept, and the same conversion run again finishes it, exactly as one that never failed."""
@@ -481,6 +513,15 @@ class LayoutTests:
         want = expected_x(mnist["x_train"])
         for batch, (x, y) in results:
             assert np.array_equal(x, want[batch]) and np.array_equal(y, mnist["y_train"][batch])
+
+
+def _snapshot(path):
+    """Every file below ``path`` with its size, mtime and inode: what a refused conversion must not change."""
+    return {
+        p.relative_to(path).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _sizes(fmt, chunk):
