@@ -34,6 +34,7 @@ from ooc.errors import (
     StoreBusyError,
     StoreExistsError,
     StoreNotFoundError,
+    StoreRewrittenError,
 )
 from ooc.formats import FORMATS, get_format
 from ooc.manifest import LOCK_NAME, PARTIAL_NAME
@@ -346,6 +347,60 @@ class LayoutTests:
         assert verify(out).ok and not (out / LOCK_NAME).exists()
         ooc.convert(out, format=fmt, source=MNIST, limit=10, overwrite=True)  # the lock went with the first
         assert ooc.open_store(out).num_samples("train") == 10
+
+    def test_store_rewritten_under_a_reader_is_refused(self, fmt, tmp_path):
+        """convert --overwrite while a store is open: its next read raises, in one line, instead of
+        mixing cached targets of the old store with samples of the new (even one of equal content)."""
+        out = tmp_path / "s"
+        ooc.convert(out, format=fmt, source=MNIST, limit=40)
+        store = ooc.open_store(out)
+        store.read("train", [0, 5])
+        clone = pickle.loads(pickle.dumps(store))
+        ooc.convert(out, format=fmt, source=MNIST, limit=40, overwrite=True)
+        message = f"store {out} was rewritten while being read (by ooc convert --overwrite?); start again"
+        for reader in (store, clone):
+            with pytest.raises(StoreRewrittenError) as caught:
+                reader.read("train", [1, 2])
+            assert str(caught.value) == message
+        assert ooc.open_store(out).read("train", [1])[1].tolist() == [0]  # a new reader reads the new store
+        store.close()
+        os.utime(out / "ooc.json")  # touched, not rewritten: still the same store
+        reopened = ooc.open_store(out)
+        os.utime(out / "ooc.json", ns=(1, 1))
+        assert reopened.read("train", [1])[1].tolist() == [0]
+
+    @pytest.mark.parametrize("edit", ["count", "sample_shape", "chunk_size", "shard_size", "num_classes"])
+    def test_manifest_edit_is_refused(self, fmt, tmp_path, edit):
+        """A manifest that no longer describes its files is refused in one line when opened (or when its
+        targets are read), even with its own checksum recomputed; with the checksum left stale, by the
+        checksum, and `ooc verify` reports either."""
+        from ooc.manifest import write_manifest
+
+        out = tmp_path / "s"
+        ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **self.sizes(64))
+        manifest = json.loads((out / "ooc.json").read_text())
+        if edit == "count":
+            manifest["splits"]["train"]["count"] = LIMIT - 100
+        elif edit == "sample_shape":
+            manifest["sample_shape"] = [14, 56, 1]
+        elif edit == "num_classes":
+            manifest["target"]["num_classes"] = 5
+        elif manifest["options"].get(edit) is None:
+            pytest.skip(f"{fmt} has no {edit}")
+        else:
+            manifest["options"][edit] = 32
+        (out / "ooc.json").write_text(json.dumps(manifest))  # its own checksum left stale
+        with pytest.raises(CorruptStoreError, match=r"its content does not match its checksum"):
+            ooc.open_store(out)
+        assert not verify(out).ok
+        write_manifest(out, {k: v for k, v in manifest.items() if k != "manifest_crc32"})  # a consistent lie
+        with pytest.raises(CorruptStoreError) as caught:
+            with ooc.open_store(out) as store:
+                store.labels("train")
+        message = str(caught.value)
+        assert "\n" not in message and "re-convert" in message, message
+        report = verify(out)
+        assert report.problems == [message]
 
     def test_failed_conversion_is_incomplete_and_resumes(self, fmt, tmp_path, monkeypatch):
         """A write error (disk full) leaves no manifest: open_store refuses the store; what was

@@ -170,6 +170,21 @@ class Store(ABC):
         """Optional: refuse (``CorruptStoreError``, one line) a manifest whose reading-relevant fields
         do not match the data files; see the module docstring."""
 
+    def _check_array(self, where, split: str, name: str, shape, dtype, chunk: int | None = None) -> None:
+        """Refuse a stored array (``name`` "x" or "y" of ``split``) whose shape, dtype or chunk length
+        along the samples is not what the manifest says (``_check_manifest``'s helper)."""
+        n = self.num_samples(split)
+        want_shape = (n, *(self.sample_shape if name == "x" else self.schema.target_shape))
+        want_dtype = self.schema.dtype if name == "x" else self.schema.target_dtype
+        want_chunk = max(1, min(self.chunk_size, n)) if chunk is not None else None
+        if tuple(shape) != want_shape or np.dtype(dtype) != want_dtype or chunk != want_chunk:
+            chunks = "" if chunk is None else f" in chunks of {chunk}"
+            wanted = "" if chunk is None else f" in chunks of {want_chunk}"
+            raise CorruptStoreError(
+                f"{where}: {split}/{name} is {np.dtype(dtype)} {tuple(shape)}{chunks}, the manifest says "
+                f"{want_dtype} {want_shape}{wanted}; re-convert the store"
+            )
+
     @property
     def check_unit(self) -> int | None:
         """Samples per unit whose CRC-32 the read path checks (None: the layout's bytes are guarded
