@@ -285,11 +285,13 @@ class Store(ABC):
             n = self.num_samples(split)
             entry = {"y": _crc(np.asarray(self._read_labels(split)))}
             if unit:
-                entry["x"] = [
-                    _crc(self._read_sorted(split, np.arange(a, min(a + unit, n)))) for a in range(0, n, unit)
-                ]
+                entry["x"] = [_crc(self._unit_rows(split, a, min(a + unit, n))) for a in range(0, n, unit)]
             splits[split] = entry
         return {"algorithm": "crc32", "unit": unit, "splits": splits}
+
+    def _unit_rows(self, split: str, start: int, stop: int) -> np.ndarray:
+        """Stored rows ``[start, stop)`` for a CRC check (a layout may give a view instead of a copy)."""
+        return self._read_sorted(split, np.arange(start, stop))
 
     def _check_units(self, split: str, indices: np.ndarray) -> None:
         """Each unit of ``indices`` not yet checked in this pass over the split, against its CRC-32."""
@@ -303,7 +305,7 @@ class Store(ABC):
             if u in checked:
                 continue
             rows = np.arange(u * unit, min((u + 1) * unit, n))
-            actual = _crc(self._read_sorted(split, rows))
+            actual = _crc(self._unit_rows(split, int(rows[0]), int(rows[-1]) + 1))
             if u >= len(recorded) or actual != recorded[u]:
                 error = CorruptStoreError(
                     f"{self._file_of(split, int(rows[0]))}: samples {rows[0]}–{rows[-1]} of split '{split}' "
