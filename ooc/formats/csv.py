@@ -275,6 +275,12 @@ def parse_exactly(texts: list[bytes], out: np.ndarray) -> bool:
     return True
 
 
+def _grid_of(path: Path) -> tuple[int, int]:
+    """(lines, values on the first line) of a sample file, as it is."""
+    lines = path.read_bytes().splitlines()
+    return len(lines), (lines[0].count(b",") + 1 if lines else 0)
+
+
 def target_path(store: Path, split: str) -> Path:
     return store / f"{split}_target.csv"
 
@@ -407,13 +413,14 @@ class Store(_Store):
                     f"{folder}: does not hold {n} sample files {1:0{width}d}.csv–{last.name} as the manifest "
                     f"says; {fix}"
                 )
-            rows, columns = grid(self.sample_shape)
-            lines = (folder / f"{1:0{width}d}.csv").read_bytes().splitlines()
-            if len(lines) != rows or lines[0].count(b",") + 1 != columns:
+            # the first and the last file laid out alike, and not as the manifest says: the manifest is
+            # wrong (one damaged file is named by the read that meets it)
+            first, seen = _grid_of(folder / f"{1:0{width}d}.csv"), _grid_of(last)
+            if first == seen != grid(self.sample_shape):
                 raise CorruptStoreError(
-                    f"{folder / f'{1:0{width}d}.csv'}: holds {len(lines)} lines of "
-                    f"{lines[0].count(b',') + 1 if lines else 0} values, the manifest's sample shape "
-                    f"{list(self.sample_shape)} needs {rows} of {columns}; {fix}"
+                    f"{folder}: its sample files hold {first[0]} lines of {first[1]} values, the manifest's "
+                    f"sample shape {list(self.sample_shape)} needs {grid(self.sample_shape)[0]} of "
+                    f"{grid(self.sample_shape)[1]}; {fix}"
                 )
 
     def _file_names(self, split: str) -> np.ndarray:
