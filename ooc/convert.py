@@ -14,6 +14,7 @@ per-call costs, small enough that memory stays flat whatever the dataset's size.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -42,7 +43,7 @@ from ooc.manifest import (
     manifest_path,
     write_manifest,
 )
-from ooc.output import check_remote, open_output, remove_store, rmtree, unlink
+from ooc.output import check_remote, open_output, owning, remove_store, rmtree, unlink
 from ooc.parallel import Pool, stop, write_parallel
 from ooc.remote import location
 from ooc.schema import Schema, TargetTally
@@ -118,10 +119,29 @@ def convert(
         },
     }
     try:
-        journal = _journal(out, overwrite=overwrite, identity=identity, source=source)
+        with owning(out):  # before any byte of --out is touched: one conversion at a time
+            return _write_store(
+                out,
+                layout,
+                source,
+                identity,
+                pool,
+                overwrite=overwrite,
+                limit=limit,
+                repeat=repeat,
+                progress=progress,
+            )
     except BaseException:
         stop(pool)
         raise
+
+
+def _write_store(
+    out, layout, source, identity, pool, *, overwrite, limit, repeat, progress
+) -> dict[str, Any]:
+    """The conversion proper, once ``out`` is held: the journal, every split, the manifest last."""
+    options = identity["options"]
+    journal = _journal(out, overwrite=overwrite, identity=identity, source=source)
     run = _Conversion(
         out,
         source,
@@ -303,6 +323,13 @@ class _Conversion:
         }
         if self.resumed:
             manifest["resumed"] = self.resumed
+        manifest["generation"] = secrets.token_hex(8)  # this conversion's: an open store notices a rewrite
+        # what the read path checks (targets, and the units of a layout whose bytes carry no checksum),
+        # from one read of the written store
+        with get_format(identity["format"]).Store(self.out, manifest) as written:
+            read_back = written.read_checksums()
+        if read_back is not None:
+            manifest["read_checksums"] = read_back
         manifest["checksums"] = {"algorithm": CHECKSUM_ALGORITHM, "files": checksums(self.out, self.journal)}
         return manifest
 

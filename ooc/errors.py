@@ -30,6 +30,10 @@ class StoreExistsError(OocError, FileExistsError):
     """Output that already exists and may not be replaced."""
 
 
+class StoreBusyError(OocError, BlockingIOError):
+    """Output that another running ``ooc convert`` is writing (it holds the directory's lock)."""
+
+
 class FormatMismatchError(OocError, ValueError):
     """A store of another format than the caller asked for."""
 
@@ -42,6 +46,11 @@ class CorruptStoreError(OocError, ValueError):
 
     split: str | None = None
     indices = None
+
+
+class StoreRewrittenError(OocError, RuntimeError):
+    """A store converted again (``ooc convert --overwrite``) while it was open for reading: its batches
+    would mix two stores. Not a ``CorruptStoreError``: no sample may be skipped, the reader starts again."""
 
 
 class CheckpointError(OocError, ValueError):

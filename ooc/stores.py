@@ -9,7 +9,7 @@ import numpy as np
 from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError
 from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store
-from ooc.manifest import read_manifest
+from ooc.manifest import check_manifest_crc, read_manifest_signed
 from ooc.remote import REMOTE_FORMATS, location, require_local
 from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, TargetTally, schema_for
 
@@ -19,15 +19,18 @@ def open_store(
 ) -> Store:
     """The store at ``path``, of whatever layout its manifest names.
 
-    ``expect_format`` guards against training on another layout than the caller meant. ``path`` may
+    ``expect_format`` guards against training on another layout than the caller meant. The manifest
+    is checked (its fields, its own checksum, and against the data files: ``Store._check_manifest``)
+    before the store is returned. ``path`` may
     be a URL (``s3://bucket/mnist.zarr``) for zarr and parquet stores, with fsspec
     ``storage_options`` (default: credentials and endpoint from the environment).
     """
     path = location(path, storage_options)
     if expect_format is not None and expect_format not in REMOTE_FORMATS:
         require_local(expect_format, path)
-    manifest = read_manifest(path)
+    manifest, signature = read_manifest_signed(path)
     _check_manifest(path, manifest)
+    check_manifest_crc(f"{os.fspath(path)}/ooc.json", manifest)
     fmt = manifest["format"]
     if expect_format is not None and fmt != expect_format:
         raise FormatMismatchError(
@@ -36,7 +39,10 @@ def open_store(
         )
     if fmt not in REMOTE_FORMATS:
         require_local(fmt, path)
-    return get_format(fmt).Store(path, manifest)
+    store = get_format(fmt).Store(path, manifest)
+    store._seen = signature  # the file read above, not one that replaced it since
+    store._check_manifest()  # the manifest against the data files: counts, shapes, chunk sizes
+    return store
 
 
 def _check_manifest(path, manifest: dict) -> None:

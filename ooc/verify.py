@@ -5,6 +5,11 @@ changed (truncated or grown), a file the manifest does not list. ``quick`` check
 exists with its size, but compares the checksums of a random sample only (5 %, at least 3 files):
 sizes catch truncation and lost files at the cost of a directory walk, the sample catches
 widespread damage without reading the store.
+
+The manifest itself is checked too: its own checksum (``manifest_crc32``: edited or damaged since
+the conversion wrote it), and, once the files match, its claims about them (``open_store``'s checks
+of counts, shapes and chunk sizes against the data files) and every class label against its
+``num_classes``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ooc.errors import OocError
 from ooc.fs import is_remote
-from ooc.manifest import CHECKSUM_ALGORITHM, file_checksum, is_bookkeeping, read_manifest
+from ooc.manifest import (
+    CHECKSUM_ALGORITHM,
+    check_manifest_crc,
+    file_checksum,
+    is_bookkeeping,
+    manifest_path,
+    read_manifest,
+)
 from ooc.remote import URL, location
 
 QUICK_SHARE, QUICK_MIN = 0.05, 3
@@ -83,6 +96,10 @@ def _verify(path, *, quick, rng, progress) -> Report:
     path = location(path)  # a URL (s3://…) is checked object by object, through fsspec
     manifest = read_manifest(path)  # a missing or incomplete store raises, naming the fix
     report = Report(path, quick=quick)
+    try:
+        check_manifest_crc(manifest_path(path), manifest)
+    except OocError as e:
+        report.problems.append(str(e))
     checksums = manifest.get("checksums")
     if not isinstance(checksums, dict) or not isinstance(checksums.get("files"), dict):
         report.problems.append(
@@ -109,7 +126,29 @@ def _verify(path, *, quick, rng, progress) -> Report:
         report = _verify_remote(path, listed, names, sample, report)
         if progress:
             progress(len(names), len(names), to_read, to_read)
+        if report.ok:
+            _check_claims(path, report)
         return report
+    report = _verify_local(path, manifest, listed, names, sample, to_read, report, progress)
+    if report.ok:  # the files are as written: then what the manifest says about them must hold too
+        _check_claims(path, report)
+    return report
+
+
+def _check_claims(path, report: Report) -> None:
+    """The manifest against the data files (``open_store``'s checks) and every label against its
+    classes: a manifest edited consistently (its own checksum recomputed) is caught here."""
+    from ooc.stores import open_store
+
+    try:
+        with open_store(path) as store:
+            for split in store.splits:
+                store.stored_targets(split)
+    except OocError as e:
+        report.problems.append(str(e))
+
+
+def _verify_local(path, manifest, listed, names, sample, to_read, report: Report, progress) -> Report:
     bytes_done = 0
     for done, name in enumerate(names, 1):
         file = path / name

@@ -18,6 +18,7 @@ readers at once. What a layout cannot hold comes from its own ``OPTIONS.dtypes``
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
@@ -30,12 +31,15 @@ from ooc.errors import (
     CorruptStoreError,
     FormatMismatchError,
     OptionError,
+    StoreBusyError,
     StoreExistsError,
     StoreNotFoundError,
+    StoreRewrittenError,
 )
 from ooc.formats import FORMATS, get_format
-from ooc.manifest import PARTIAL_NAME
+from ooc.manifest import LOCK_NAME, PARTIAL_NAME
 from ooc.schema import SAMPLE_DTYPES
+from ooc.verify import verify
 
 from conftest import LIMIT, MNIST, expected_x
 
@@ -315,6 +319,89 @@ class LayoutTests:
             ooc.convert(tmp_path, format=fmt, source=MNIST, limit=10, overwrite=True)
         assert (tmp_path / "notes.txt").read_text() == "mine"
 
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_second_conversion_to_one_out_is_refused(self, fmt, tmp_path, mnist, monkeypatch, overwrite):
+        """A conversion owns its --out: a second one started while the first writes (here: from the
+        first's first write) is refused in one line and touches nothing; the first's store is exact."""
+        out, writer, refused = tmp_path / "s", get_format(fmt).Writer, []
+        original = writer.write
+
+        def write_then_start_another(self, split, start, x, y):
+            original(self, split, start, x, y)
+            if not refused:
+                before = _snapshot(out)
+                with pytest.raises(StoreBusyError) as caught:
+                    ooc.convert(out, format=fmt, source=MNIST, limit=20, overwrite=overwrite)
+                refused.append((str(caught.value), before == _snapshot(out)))
+
+        monkeypatch.setattr(writer, "write", write_then_start_another)
+        ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **self.sizes(64))
+        message, untouched = refused[0]
+        assert message == (
+            f"{out} is being written by another ooc convert (pid {os.getpid()}); wait for it or choose "
+            "another --out"
+        )
+        assert untouched
+        x, y = ooc.open_store(out).read("train", np.arange(LIMIT))
+        assert np.array_equal(x, expected_x(mnist["x_train"])) and np.array_equal(y, mnist["y_train"])
+        assert verify(out).ok and not (out / LOCK_NAME).exists()
+        ooc.convert(out, format=fmt, source=MNIST, limit=10, overwrite=True)  # the lock went with the first
+        assert ooc.open_store(out).num_samples("train") == 10
+
+    def test_store_rewritten_under_a_reader_is_refused(self, fmt, tmp_path):
+        """convert --overwrite while a store is open: its next read raises, in one line, instead of
+        mixing cached targets of the old store with samples of the new (even one of equal content)."""
+        out = tmp_path / "s"
+        ooc.convert(out, format=fmt, source=MNIST, limit=40)
+        store = ooc.open_store(out)
+        store.read("train", [0, 5])
+        clone = pickle.loads(pickle.dumps(store))
+        ooc.convert(out, format=fmt, source=MNIST, limit=40, overwrite=True)
+        message = f"store {out} was rewritten while being read (by ooc convert --overwrite?); start again"
+        for reader in (store, clone):
+            with pytest.raises(StoreRewrittenError) as caught:
+                reader.read("train", [1, 2])
+            assert str(caught.value) == message
+        assert ooc.open_store(out).read("train", [1])[1].tolist() == [0]  # a new reader reads the new store
+        store.close()
+        os.utime(out / "ooc.json")  # touched, not rewritten: still the same store
+        reopened = ooc.open_store(out)
+        os.utime(out / "ooc.json", ns=(1, 1))
+        assert reopened.read("train", [1])[1].tolist() == [0]
+
+    @pytest.mark.parametrize("edit", ["count", "sample_shape", "chunk_size", "shard_size", "num_classes"])
+    def test_manifest_edit_is_refused(self, fmt, tmp_path, edit):
+        """A manifest that no longer describes its files is refused in one line when opened (or when its
+        targets are read), even with its own checksum recomputed; with the checksum left stale, by the
+        checksum, and `ooc verify` reports either."""
+        from ooc.manifest import write_manifest
+
+        out = tmp_path / "s"
+        ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **self.sizes(64))
+        manifest = json.loads((out / "ooc.json").read_text())
+        if edit == "count":
+            manifest["splits"]["train"]["count"] = LIMIT - 100
+        elif edit == "sample_shape":
+            manifest["sample_shape"] = [14, 56, 1]
+        elif edit == "num_classes":
+            manifest["target"]["num_classes"] = 5
+        elif manifest["options"].get(edit) is None:
+            pytest.skip(f"{fmt} has no {edit}")
+        else:
+            manifest["options"][edit] = 32
+        (out / "ooc.json").write_text(json.dumps(manifest))  # its own checksum left stale
+        with pytest.raises(CorruptStoreError, match=r"its content does not match its checksum"):
+            ooc.open_store(out)
+        assert not verify(out).ok
+        write_manifest(out, {k: v for k, v in manifest.items() if k != "manifest_crc32"})  # a consistent lie
+        with pytest.raises(CorruptStoreError) as caught:
+            with ooc.open_store(out) as store:
+                store.labels("train")
+        message = str(caught.value)
+        assert "\n" not in message and "re-convert" in message, message
+        report = verify(out)
+        assert report.problems == [message]
+
     def test_failed_conversion_is_incomplete_and_resumes(self, fmt, tmp_path, monkeypatch):
         """A write error (disk full) leaves no manifest: open_store refuses the store; what was
         committed is kept, and the same conversion run again finishes it, exactly as one that never failed."""
@@ -481,6 +568,15 @@ class LayoutTests:
         want = expected_x(mnist["x_train"])
         for batch, (x, y) in results:
             assert np.array_equal(x, want[batch]) and np.array_equal(y, mnist["y_train"][batch])
+
+
+def _snapshot(path):
+    """Every file below ``path`` with its size, mtime and inode: what a refused conversion must not change."""
+    return {
+        p.relative_to(path).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _sizes(fmt, chunk):

@@ -109,3 +109,25 @@ def test_training_names_a_broken_csv_file(tmp_path):
         "data/csv/train/013.csv: expected 784 numeric values (28 lines of 28), found 783 values or a "
         "non-numeric one; re-convert with `ooc convert --format csv --overwrite`",
     )
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_convert_to_an_out_another_convert_is_writing(tmp_path, overwrite):
+    """Issue 18: a second `ooc convert` to the --out a running one holds (the lock, held here as the
+    first conversion holds it) exits 1 with one line and touches nothing there."""
+    import os
+
+    from ooc.output import owning
+
+    done = ooc("convert", "--format", "hdf5", "--source", MNIST, "--limit", 100, "--out", "s", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (tmp_path / "s").rglob("*")}
+    with owning(tmp_path / "s"):
+        second = ooc("convert", "--format", "hdf5", "--source", MNIST, "--out", "s", *overwrite, cwd=tmp_path)
+        one_line_error(
+            second,
+            f"s is being written by another ooc convert (pid {os.getpid()}); wait for it or choose another --out",
+        )
+        after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (tmp_path / "s").rglob("*")}
+        assert {p: v for p, v in after.items() if p.name != "ooc.lock"} == before
+    assert ooc("verify", "s", cwd=tmp_path).returncode == 0

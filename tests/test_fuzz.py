@@ -224,3 +224,111 @@ def test_garbage_manifest(small_stores, tmp_path, fmt, field, value, raw):
     else:  # a change ooc could accept (a field it does not use): the batch is still right
         with np.load(MNIST) as d:
             assert np.array_equal(np.rint(x[..., 0] * 255).astype(np.uint8), d["x_train"][[0, SMALL - 1]])
+
+
+# -- issue 18: manifests edited consistently, bytes flipped in uncompressed files ----------------------
+
+
+def _every_sample(path):
+    """Every sample and target of every split, read through ooc (raises ooc's errors)."""
+    with ooc.open_store(path) as store:
+        return {split: store.read(split, np.arange(store.num_samples(split))) for split in store.splits}
+
+
+def _as_written(small_stores, fmt):
+    return _every_sample(small_stores / fmt)
+
+
+_edits = st.sampled_from(["count", "sample_shape", "chunk_size", "shard_size", "num_classes"])
+
+
+@FUZZ
+@given(fmt=st.sampled_from(list(ooc.FORMATS)), edit=_edits, value=st.integers(1, 64))
+def test_manifest_edit_is_refused_or_harmless(small_stores, tmp_path, fmt, edit, value):
+    """A reading-relevant field edited, the manifest's own checksum recomputed (an edit that looks
+    legitimate): open_store or the read refuses it in one line, or the batches are exactly right."""
+    from ooc.manifest import write_manifest
+
+    path = _fresh_copy(small_stores, tmp_path, fmt, fmt)
+    manifest = json.loads((path / "ooc.json").read_text())
+    if edit == "count":
+        manifest["splits"]["train"]["count"] = value
+    elif edit == "sample_shape":
+        manifest["sample_shape"] = [value, 784 // value, 1] if 784 % value == 0 else [value, 28, 1]
+    elif edit == "num_classes":
+        manifest["target"]["num_classes"] = value
+    else:
+        assume(manifest["options"].get(edit) is not None)
+        manifest["options"][edit] = value
+    write_manifest(path, {k: v for k, v in manifest.items() if k != "manifest_crc32"})
+    try:
+        got = _every_sample(path)
+    except OocError as e:
+        _one_line(e)
+        return
+    want = _as_written(small_stores, fmt)
+    assert got.keys() == want.keys()
+    for split in want:
+        assert np.array_equal(got[split][0], want[split][0]) and np.array_equal(got[split][1], want[split][1])
+
+
+# uncompressed layouts, whose bytes carry no checksum of their own, and the files a flip is caught in
+# (csv: the targets file; its sample files are text that reads are not checked against)
+_UNCOMPRESSED = {
+    "hdf5": ("none", lambda p: ["data.h5"]),
+    "npy": ("none", lambda p: ["train_x.npy", "train_y.npy"]),
+    "zarr": (
+        "none",
+        lambda p: [q.relative_to(p).as_posix() for q in sorted((p / "train").rglob("c/*/*/*/*"))],
+    ),
+    "parquet": ("none", lambda p: ["train.parquet"]),
+    "tfrecord": ("none", lambda p: [q.name for q in sorted(p.glob("train-*.tfrecord"))]),
+    "csv": ("none", lambda p: ["train_target.csv"]),
+}
+
+
+@pytest.fixture(scope="module")
+def uncompressed_stores(tmp_path_factory):
+    base = tmp_path_factory.mktemp("plain")
+    for fmt, (compression, _) in _UNCOMPRESSED.items():
+        chunked = ooc.get_format(fmt).OPTIONS.default_chunk_size
+        sharded = ooc.get_format(fmt).OPTIONS.default_shard_size
+        ooc.convert(
+            base / fmt,
+            format=fmt,
+            source=MNIST,
+            limit=SMALL,
+            compression=compression,
+            chunk_size=8 if chunked else None,
+            shard_size=8 if sharded else None,
+        )
+    return base
+
+
+@FUZZ
+@given(
+    fmt=st.sampled_from(list(_UNCOMPRESSED)),
+    which=st.integers(0),
+    where=st.floats(0, 1),
+    flip=st.integers(1, 255),
+)
+def test_flipped_byte_in_an_uncompressed_store(uncompressed_stores, tmp_path, fmt, which, where, flip):
+    """A byte flipped in a data file of an uncompressed store: reading ends in ooc's one-line error,
+    or (a byte that no read depends on) in exactly the right batches; never in other pixels or labels."""
+    path = _fresh_copy(uncompressed_stores, tmp_path, fmt, fmt)
+    files = _UNCOMPRESSED[fmt][1](path)
+    victim = path / files[which % len(files)]
+    data = bytearray(victim.read_bytes())
+    at = min(int(where * len(data)), len(data) - 1)
+    data[at] ^= flip
+    victim.write_bytes(bytes(data))
+    try:
+        got = _every_sample(path)
+    except OocError as e:
+        _one_line(e)
+        return
+    want = _every_sample(uncompressed_stores / fmt)
+    for split in want:
+        assert np.array_equal(got[split][0], want[split][0]) and np.array_equal(
+            got[split][1], want[split][1]
+        ), f"{victim} byte {at}: wrong {split} batch"

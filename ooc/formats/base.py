@@ -15,7 +15,19 @@ Store (required: ``_read_sorted``, ``_read_labels``, ``_file_of``)
     whole split), ``damage_errors`` (what the storage library raises on damaged bytes),
     ``chunk_size`` (what the chunk shuffle groups by; ``ChunkedStore`` does the chunk cache for a
     layout that implements ``_read_rows``), ``_reset_handles`` (declares open files and caches:
-    stores open lazily, pickle without them and work in worker processes), ``close``.
+    stores open lazily, pickle without them and work in worker processes), ``close``,
+    ``_check_manifest`` (``open_store`` calls it: every manifest field reading relies on — counts,
+    sample shape, dtypes, chunk or shard size — checked against the data files, cheaply: array
+    shapes, chunk sizes, file counts, headers; never a read of the data), ``check_unit`` (samples
+    per unit whose CRC-32 the read path checks, for a layout whose bytes carry no checksum of
+    their own; None: not checked).
+
+    Integrity on the read path, done here for every layout: the targets are checked once per open
+    against the CRC-32 the conversion recorded (``read_checksums`` in the manifest) and class
+    labels against the manifest's ``num_classes``; with a ``check_unit``, each unit of samples is
+    checked against its CRC-32 the first time it is read in a pass over the split (a pass: until
+    every unit was checked). Every read also stats the manifest: a store converted again since it
+    was opened (another ``generation``) raises ``StoreRewrittenError`` instead of mixing two stores.
 
 Writer (required: ``begin_split``, ``write``, ``close``, ``path_of``)
     Receives each split as ``begin_split(split, count, schema)`` followed by ``write`` calls with
@@ -33,6 +45,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -41,8 +54,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ooc.errors import CorruptStoreError, OocError, OptionError
+from ooc.errors import CorruptStoreError, OocError, OptionError, StoreRewrittenError
 from ooc.fs import is_remote
+from ooc.manifest import manifest_signature, read_manifest
 from ooc.remote import location
 from ooc.schema import SAMPLE_DTYPES, Schema
 
@@ -143,11 +157,40 @@ class Store(ABC):
         self._targets: dict[str, np.ndarray] = {}  # split -> targets as stored
         self._labels: dict[str, np.ndarray] = {}  # split -> targets as reads return them
         self._labels_lock = threading.Lock()  # reader threads may all ask for the targets at once
+        # the manifest file as opened (``open_store`` sets the one its bytes were read from): a read
+        # that finds another one re-reads its generation (None: not on disk, nothing to compare)
+        self._seen = manifest_signature(self.path)
         self._reset_handles()
 
     def _reset_handles(self) -> None:
         """Declare the layout's open files and caches, all closed/empty: called by ``__init__``, after
         unpickling and by ``close``. Subclasses extend it (``super()._reset_handles()``)."""
+        self._checked_units: dict[str, set[int]] = {}  # split -> units checked in this pass
+
+    def _check_manifest(self) -> None:
+        """Optional: refuse (``CorruptStoreError``, one line) a manifest whose reading-relevant fields
+        do not match the data files; see the module docstring."""
+
+    def _check_array(self, where, split: str, name: str, shape, dtype, chunk: int | None = None) -> None:
+        """Refuse a stored array (``name`` "x" or "y" of ``split``) whose shape, dtype or chunk length
+        along the samples is not what the manifest says (``_check_manifest``'s helper)."""
+        n = self.num_samples(split)
+        want_shape = (n, *(self.sample_shape if name == "x" else self.schema.target_shape))
+        want_dtype = self.schema.dtype if name == "x" else self.schema.target_dtype
+        want_chunk = max(1, min(self.chunk_size, n)) if chunk is not None else None
+        if tuple(shape) != want_shape or np.dtype(dtype) != want_dtype or chunk != want_chunk:
+            chunks = "" if chunk is None else f" in chunks of {chunk}"
+            wanted = "" if chunk is None else f" in chunks of {want_chunk}"
+            raise CorruptStoreError(
+                f"{where}: {split}/{name} is {np.dtype(dtype)} {tuple(shape)}{chunks}, the manifest says "
+                f"{want_dtype} {want_shape}{wanted}; re-convert the store"
+            )
+
+    @property
+    def check_unit(self) -> int | None:
+        """Samples per unit whose CRC-32 the read path checks (None: the layout's bytes are guarded
+        by its own format, or not checked)."""
+        return None
 
     # -- the common surface -------------------------------------------------------------------
     @property
@@ -187,7 +230,10 @@ class Store(ABC):
         if split not in self._targets:
             with self._labels_lock:
                 if split not in self._targets:
-                    self._targets[split] = self._checked_targets(split)
+                    try:
+                        self._targets[split] = self._checked_targets(split)
+                    finally:
+                        self._check_unchanged()
         return self._targets[split]
 
     def _checked_targets(self, split: str) -> np.ndarray:
@@ -208,7 +254,93 @@ class Store(ABC):
                 "manifest "
                 f"says {self.schema.target_dtype} {want}; re-convert the store"
             )
+        recorded = self._recorded(split).get("y")
+        if recorded is not None and _crc(targets) != recorded:
+            raise CorruptStoreError(
+                f"{self._file_of(split, 0) if self.num_samples(split) else self.path}: the targets of split "
+                f"'{split}' differ from their checksum (crc32 {_crc(targets)}, recorded {recorded}); check the "
+                f"store with `ooc verify {self.path}`, re-convert it to repair"
+            )
+        classes = self.schema.num_classes
+        if self.schema.target_kind == "classes" and classes and targets.size:
+            low, high = int(targets.min()), int(targets.max())
+            if low < 0 or high >= classes:
+                raise CorruptStoreError(
+                    f"{self.path}: split '{split}' has class labels {low}–{high}, the manifest says "
+                    f"{classes} classes (0–{classes - 1}); re-convert the store"
+                )
         return targets
+
+    def _recorded(self, split: str) -> dict[str, Any]:
+        """The CRC-32s the conversion recorded for ``split``'s reads ({} for a store without them)."""
+        return self.manifest.get("read_checksums", {}).get("splits", {}).get(split, {})
+
+    def read_checksums(self) -> dict[str, Any] | None:
+        """What the read path checks, computed by reading the written store back once (the conversion
+        records it in the manifest): per split the targets' CRC-32 and, with a ``check_unit``, each
+        unit's. None for a store in object storage (reading it back would fetch it all)."""
+        if is_remote(self.path):
+            return None
+        unit, splits = self.check_unit, {}
+        for split in self.splits:
+            n = self.num_samples(split)
+            entry = {"y": _crc(np.asarray(self._read_labels(split)))}
+            if unit:
+                entry["x"] = [_crc(self._unit_rows(split, a, min(a + unit, n))) for a in range(0, n, unit)]
+            splits[split] = entry
+        return {"algorithm": "crc32", "unit": unit, "splits": splits}
+
+    def _unit_rows(self, split: str, start: int, stop: int) -> np.ndarray:
+        """Stored rows ``[start, stop)`` for a CRC check (a layout may give a view instead of a copy)."""
+        return self._read_sorted(split, np.arange(start, stop))
+
+    def _check_units(self, split: str, indices: np.ndarray) -> None:
+        """Each unit of ``indices`` not yet checked in this pass over the split, against its CRC-32."""
+        recorded = self._recorded(split).get("x")
+        unit = self.manifest.get("read_checksums", {}).get("unit")
+        if not recorded or not unit or unit != self.check_unit:
+            return
+        checked = self._checked_units.setdefault(split, set())
+        n = self.num_samples(split)
+        for u in np.unique(indices // unit).tolist():
+            if u in checked:
+                continue
+            rows = np.arange(u * unit, min((u + 1) * unit, n))
+            actual = _crc(self._unit_rows(split, int(rows[0]), int(rows[-1]) + 1))
+            if u >= len(recorded) or actual != recorded[u]:
+                error = CorruptStoreError(
+                    f"{self._file_of(split, int(rows[0]))}: samples {rows[0]}–{rows[-1]} of split '{split}' "
+                    f"differ from their checksum (crc32 {actual}, recorded "
+                    f"{recorded[u] if u < len(recorded) else 'none'}); check the store with `ooc verify "
+                    f"{self.path}`, re-convert it to repair"
+                )
+                error.split, error.indices = split, rows
+                raise error
+            checked.add(u)
+        if len(checked) >= len(recorded):
+            checked.clear()  # every unit checked: the next pass checks them again
+
+    def _check_unchanged(self) -> None:
+        """Raise ``StoreRewrittenError`` if the store was converted again since it was opened: one
+        stat of the manifest; its generation is read again only when the file changed."""
+        if self._seen is None:
+            return
+        now = manifest_signature(self.path)
+        if now == self._seen:
+            return
+        try:
+            manifest = read_manifest(self.path) if now is not None else None
+        except OocError:
+            manifest = None
+        if manifest is not None and (
+            manifest.get("generation") == self.manifest.get("generation")
+            and (manifest.get("generation") is not None or manifest == self.manifest)
+        ):
+            self._seen = now  # the same store (its manifest written again, or only touched)
+            return
+        raise StoreRewrittenError(
+            f"store {self.path} was rewritten while being read (by ooc convert --overwrite?); start again"
+        )
 
     def read(self, split: str, indices) -> tuple[np.ndarray, np.ndarray]:
         """Samples at ``indices`` (any order, repeats allowed), decoded as the manifest declares, and
@@ -227,13 +359,22 @@ class Store(ABC):
         try:
             x = self._read_sorted(split, unique)
         except OocError as error:
+            self._check_unchanged()  # a store rewritten under the read: say that, not which file failed
             error.split, error.indices = split, unique
             raise
         except self.damage_errors as error:
+            self._check_unchanged()
             raise self._read_error(split, unique, error) from error
+        try:
+            self._check_units(split, unique)  # its error names the unit's samples
+        except OocError:
+            self._check_unchanged()
+            raise
+        targets = self.stored_targets(split)
+        self._check_unchanged()  # after the read: what it returns is all of the store as opened
         if len(unique) != len(indices) or np.any(unique != indices):
             x = x[inverse]  # the caller's order, in the stored dtype: the fewest bytes to move
-        return x.reshape((len(indices), *self.sample_shape)), self.stored_targets(split)[indices]
+        return x.reshape((len(indices), *self.sample_shape)), targets[indices]
 
     def _checked_indices(self, split: str, indices) -> np.ndarray:
         n = self.num_samples(split)
@@ -314,6 +455,11 @@ class Store(ABC):
             raise OptionError(
                 f"split {split!r} is not in {self.path}: it has {', '.join(self.splits)}"
             ) from None
+
+
+def _crc(values: np.ndarray) -> str:
+    """CRC-32 of an array's bytes (C order), 8 hex digits: what ``read_checksums`` records."""
+    return f"{zlib.crc32(np.ascontiguousarray(values)):08x}"
 
 
 def _first_line(error: Exception) -> str:

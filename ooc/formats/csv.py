@@ -275,6 +275,12 @@ def parse_exactly(texts: list[bytes], out: np.ndarray) -> bool:
     return True
 
 
+def _grid_of(path: Path) -> tuple[int, int]:
+    """(lines, values on the first line) of a sample file, as it is."""
+    lines = path.read_bytes().splitlines()
+    return len(lines), (lines[0].count(b",") + 1 if lines else 0)
+
+
 def target_path(store: Path, split: str) -> Path:
     return store / f"{split}_target.csv"
 
@@ -392,6 +398,31 @@ class Store(_Store):
             return split, target_path(self.path, split), False
         return entry["folder"], self.path / entry["targets"], bool(entry.get("header"))
 
+    def _check_manifest(self):
+        """The count against the files' names (1-based, zero-padded to the count's width: the last
+        exists, the one after it does not) and the sample shape against the first file's lines."""
+        fix = "re-convert with `ooc convert --format csv --overwrite`"
+        for split in self.splits:
+            n, folder = self.num_samples(split), self.path / self._split_files(split)[0]
+            if split in self.manifest.get("csv", {}) or not n:
+                continue  # adopted: the targets file names the files (checked when it is read)
+            width = len(str(n))
+            last, after = folder / f"{n:0{width}d}.csv", folder / f"{n + 1:0{width}d}.csv"
+            if not last.is_file() or after.exists():
+                raise CorruptStoreError(
+                    f"{folder}: does not hold {n} sample files {1:0{width}d}.csv–{last.name} as the manifest "
+                    f"says; {fix}"
+                )
+            # the first and the last file laid out alike, and not as the manifest says: the manifest is
+            # wrong (one damaged file is named by the read that meets it)
+            first, seen = _grid_of(folder / f"{1:0{width}d}.csv"), _grid_of(last)
+            if first == seen != grid(self.sample_shape):
+                raise CorruptStoreError(
+                    f"{folder}: its sample files hold {first[0]} lines of {first[1]} values, the manifest's "
+                    f"sample shape {list(self.sample_shape)} needs {grid(self.sample_shape)[0]} of "
+                    f"{grid(self.sample_shape)[1]}; {fix}"
+                )
+
     def _file_names(self, split: str) -> np.ndarray:
         self.labels(split)
         return self._names[split]
@@ -415,8 +446,9 @@ class Store(_Store):
         fix = "re-convert with `ooc convert --format csv --overwrite`"
         types = {"file": pa.string(), **{n: pa.from_numpy_dtype(schema.target_dtype) for n in names[1:]}}
         try:
+            data = path.read_bytes()
             table = pacsv.read_csv(
-                path,
+                pa.py_buffer(data),
                 read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
                 convert_options=pacsv.ConvertOptions(column_types=types, quoted_strings_can_be_null=False),
             )
@@ -429,9 +461,23 @@ class Store(_Store):
             ) from None
         if table.num_rows != count or any(c.null_count for c in table.columns):
             raise CorruptStoreError(f"{path}: expected {count} {what}, found {table.num_rows} rows; {fix}")
+        self._check_targets_file(path, data, fix)  # well-formed, but the same bytes as written?
         self._names[split] = table.column("file").to_numpy(zero_copy_only=False)
         values = np.stack([table.column(n).to_numpy(zero_copy_only=False) for n in names[1:]], axis=1)
         return values.astype(schema.target_dtype, copy=False).reshape((count, *schema.target_shape))
+
+    def _check_targets_file(self, path: Path, data: bytes, fix: str) -> None:
+        """The targets file (names and targets: which file is which sample) against its checksum in the
+        manifest, on every read of it: a flipped byte would give other samples or labels silently."""
+        recorded = (
+            self.manifest.get("checksums", {}).get("files", {}).get(path.relative_to(self.path).as_posix())
+        )
+        actual = f"{zlib.crc32(data):08x} {len(data)}"
+        if recorded is not None and actual != recorded:
+            raise CorruptStoreError(
+                f"{path}: differs from its checksum (crc32 and size {actual}, the manifest says {recorded}); "
+                f"check the store with `ooc verify {self.path}`, {fix}"
+            )
 
     def _read_sorted(self, split, indices):
         """All files of the batch parsed by the compiled parser; what it declines goes to pyarrow,

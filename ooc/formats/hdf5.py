@@ -112,6 +112,17 @@ class Store(ChunkedStore):
                 "--format hdf5 --overwrite`"
             ) from None
 
+    @property
+    def check_unit(self):  # gzip chunks carry zlib's adler32; uncompressed and lzf ones nothing
+        return self.chunk_size if self.options["compression"] in ("none", "lzf") else None
+
+    def _check_manifest(self):
+        for split in self.splits:
+            x, y = self._dataset(split, "x"), self._dataset(split, "y")
+            where = self.path / FILE_NAME
+            self._check_array(where, split, "x", x.shape, x.dtype, (x.chunks or x.shape)[0])
+            self._check_array(where, split, "y", y.shape, y.dtype)
+
     def _read_labels(self, split):
         return self._dataset(split, "y")[:]
 

@@ -26,6 +26,9 @@ OPTIONS = LayoutOptions(
     default_chunk_size=None,
     chunking="none (one contiguous array per split)",
 )
+# Samples per unit whose CRC-32 reads check (the arrays have no chunks): a unit is checked the first
+# time one of its samples is read in a pass over the split, so a pass reads every byte once more.
+CHECK_UNIT = 1024
 
 
 def array_path(store, split: str, name: str):
@@ -175,6 +178,14 @@ class Store(_Store):
             self._maps[key] = array
         return self._maps[key]
 
+    @property
+    def check_unit(self):
+        return CHECK_UNIT
+
+    def _check_manifest(self):
+        for split in self.splits:  # the headers: shape and dtype (the maps are kept open)
+            self._map(split, "x"), self._map(split, "y")
+
     def _read_labels(self, split):
         return np.array(self._map(split, "y"))
 
@@ -183,3 +194,6 @@ class Store(_Store):
 
     def _read_sorted(self, split, indices):
         return self._map(split, "x")[indices]
+
+    def _unit_rows(self, split, start, stop):
+        return self._map(split, "x")[start:stop]  # a view of the map: the CRC reads the pages, no copy

@@ -238,6 +238,23 @@ class Store(ChunkedStore):
             self._files[split] = parquet
         return self._files[split]
 
+    @property
+    def check_unit(self):  # pyarrow writes no page checksums: uncompressed and snappy row groups have none
+        local = not is_remote(self.path)
+        return self.chunk_size if local and self.options["compression"] in ("none", "snappy") else None
+
+    def _check_manifest(self):
+        for split in self.splits:
+            metadata, where = self._file(split).metadata, file_path(self.path, split)  # checks the row count
+            shape = json.loads((metadata.metadata or {}).get(SHAPE_KEY, b"null"))
+            rows = metadata.row_group(0).num_rows if metadata.num_row_groups else 0
+            n = self.num_samples(split)
+            if shape != list(self.sample_shape) or (n and rows != min(self.chunk_size, n)):
+                raise CorruptStoreError(
+                    f"{where}: holds samples of shape {shape} in row groups of {rows}, the manifest says "
+                    f"{list(self.sample_shape)} in row groups of {min(self.chunk_size, n)}; re-convert the store"
+                )
+
     def _read_labels(self, split):
         self._file(split)  # checks the row count
         # a handle of its own: a ParquetFile must not serve two threads at once (chunk reads hold the chunk lock)

@@ -289,6 +289,37 @@ class Store(ChunkedStore):
             )
         return self._shard_paths[split]
 
+    @property
+    def check_unit(self):  # a GZIP shard carries its CRC; ooc's reads of plain records skip TFRecord's own
+        return self.shard_size if self.options["compression"] == "none" else None
+
+    def _check_manifest(self):
+        """The shard files the count and shard size name, the index's length, and the sample shape
+        that the first record holds (its ``shape`` feature)."""
+        for split in self.splits:
+            for path in self.shard_paths(split):
+                if not path.is_file():
+                    raise CorruptStoreError(
+                        f"{path}: missing: the manifest's count and shard size name {len(self.shard_paths(split))} "
+                        f"shards; {_REPAIR}"
+                    )
+            index = self._index_of(split)  # checks the count
+            if not len(index):
+                continue
+            data = self._shard_bytes(split, 0)
+            payload = self._payloads(data, index[:1], 0, split, 0)[0]
+            tf = _tf()
+            try:
+                shape = tf.io.parse_single_example(payload, {"shape": tf.io.VarLenFeature(tf.int64)})["shape"]
+                shape = tf.sparse.to_dense(shape).numpy().tolist()
+            except tf.errors.InvalidArgumentError:
+                shape = None
+            if shape != list(self.sample_shape):
+                raise CorruptStoreError(
+                    f"{self.shard_paths(split)[0]}: holds samples of shape {shape}, the manifest says "
+                    f"{list(self.sample_shape)}; {_REPAIR}"
+                )
+
     def _index_of(self, split: str) -> np.ndarray:
         if split not in self._index:
             path = index_path(self.path, split)

@@ -222,6 +222,17 @@ class Store(ChunkedStore):
                 "--overwrite`"
             ) from None
 
+    @property
+    def check_unit(self):  # zstd chunks carry their content checksum, gzip its CRC; none and blosc nothing
+        local = not is_remote(self.path)
+        return self.chunk_size if local and self.options["compression"] in ("none", "blosc") else None
+
+    def _check_manifest(self):
+        for split in self.splits:
+            x, y = self._array(split, "x"), self._array(split, "y")
+            self._check_array(self.path, split, "x", x.shape, x.dtype, x.chunks[0])
+            self._check_array(self.path, split, "y", y.shape, y.dtype)
+
     def _read_labels(self, split):
         array = self._array(split, "y")
         for chunk in range(-(-self.num_samples(split) // array.chunks[0])):
