@@ -32,14 +32,16 @@ def sizes(fmt):
 
 
 def contents(path):
-    """Every file's bytes, the manifest but its timing."""
+    """Every file's bytes, the manifest but what differs per conversion: its timing, its generation (and
+    so its own checksum)."""
     files = {
         p.relative_to(path).as_posix(): p.read_bytes()
         for p in path.rglob("*")
         if p.is_file() and p.name != MANIFEST_NAME
     }
     manifest = json.loads((path / MANIFEST_NAME).read_text())
-    manifest.pop("conversion_seconds")
+    for key in ("conversion_seconds", "generation", "manifest_crc32"):
+        manifest.pop(key)
     return files, manifest
 
 
