@@ -4,7 +4,11 @@ nothing written. Run in-process (``ooc.cli.main``) so the table stays fast."""
 from __future__ import annotations
 
 import json
+import shlex
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -105,6 +109,10 @@ CASES = [
         ("train", "--store", "zarr", "--batch-size", -5),
         "--batch-size must be a positive number of samples, got -5",
     ),
+    (
+        ("train", "--store", "zarr", "--learning-rate", "inf"),
+        "--learning-rate must be a finite number above 0, e.g. 2e-3, got inf",
+    ),
 ]
 
 
@@ -133,4 +141,130 @@ def test_store_from_a_newer_ooc(tmp_path, monkeypatch, capsys):
         1,
         "ooc: error: data/npy/ooc.json has manifest version 7; this ooc reads version 2 and older: upgrade "
         "ooc\n",
+    )
+
+
+# Training that goes wrong: one line naming the file or option and the fix, exit status, no traceback,
+# nothing half-written under a final name.
+
+TRAIN = ["train", "--store", "zarr", "--model", "mlp", "--epochs", 2, "--batch-size", 32]
+
+
+@pytest.fixture
+def small_zarr(tmp_path, monkeypatch, capsys):
+    """tmp_path as the working directory, with data/zarr: 120 MNIST samples a split."""
+    monkeypatch.chdir(tmp_path)
+    assert run(monkeypatch, capsys, "convert", "--format", "zarr", "--source", MNIST, "--limit", 120)[0] in (
+        0,
+        None,
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize("loop", ["train_on_batch", "fit"])
+def test_a_non_finite_loss_stops_the_run(loop, small_zarr, monkeypatch, capsys):
+    code, err = run(
+        monkeypatch, capsys, *TRAIN, "--loop", loop, "--learning-rate", 1e30, "--checkpoint-every", 1
+    )
+    assert (code, err) == (
+        1,
+        "ooc: error: epoch 1, batch 2: the training loss is nan; stopped without checkpointing those "
+        "weights (the last good checkpoint is kept in data/checkpoints/zarr-mlp); lower --learning-rate "
+        "(it is 1e+30) and start again\n",
+    )
+    state = json.loads((small_zarr / "data/checkpoints/zarr-mlp/state.json").read_text())
+    assert (state["epoch"], state["batch"]) == (0, 1) and not (small_zarr / "data/models").exists()
+
+
+def test_disk_full_while_saving_the_model(small_zarr, monkeypatch, capsys):
+    import errno
+
+    import keras
+
+    import ooc.checkpoint
+
+    real_save = keras.Model.save
+
+    def full_at_the_model_out(self, path, *args, **kwargs):
+        if "models" not in str(path):
+            return real_save(self, path, *args, **kwargs)
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full_at_the_model_out)
+    monkeypatch.setattr(ooc.checkpoint, "free_space", lambda directory: "12.0 KiB free")
+    code, err = run(monkeypatch, capsys, *TRAIN)
+    command = "ooc train --store zarr --model mlp --epochs 2 --batch-size 32 --resume"
+    assert (code, err) == (
+        1,
+        "ooc: error: data/models/zarr-mlp.keras: cannot write the trained model (No space left on device, "
+        "12.0 KiB free in data/models); the last checkpoint (2 of 2 epochs done) is kept in "
+        f"data/checkpoints/zarr-mlp: resume with `{command}`\n",
+    )
+    assert list((small_zarr / "data/models").iterdir()) == []  # neither the model nor its temporary file
+
+
+def test_disk_full_while_checkpointing(small_zarr, monkeypatch, capsys):
+    import errno
+
+    import keras
+
+    import ooc.checkpoint
+
+    real_save, saves = keras.Model.save, []
+
+    def full_at_the_second_checkpoint(self, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:  # the epoch's end, after a checkpoint at its batch 2
+            with open(path, "wb") as f:
+                f.write(b"PK\x03\x04 half a zip")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", full_at_the_second_checkpoint)
+    monkeypatch.setattr(ooc.checkpoint, "free_space", lambda directory: "0 bytes free")
+    code, err = run(monkeypatch, capsys, *TRAIN, "--checkpoint-every", 2)
+    command = "ooc train --store zarr --model mlp --epochs 2 --batch-size 32 --checkpoint-every 2 --resume"
+    ckpt = "data/checkpoints/zarr-mlp"
+    assert (code, err) == (
+        1,
+        f"ooc: error: {ckpt}/model-000002.keras: cannot write the checkpoint (No space left on device, 0 bytes "
+        f"free in {ckpt}); the last checkpoint (epoch 1 of 2, after 2 batches) is kept in {ckpt}: resume "
+        f"with `{command}`\n",
+    )
+    assert sorted(p.name for p in (small_zarr / ckpt).iterdir()) == [
+        "lock",
+        "model-000001.keras",
+        "state.json",
+    ]
+    assert not (small_zarr / "data/models").exists()
+
+
+def test_sigterm_says_where_the_checkpoint_is(small_zarr):
+    args = ["train", "--store", "zarr", "--model", "mlp", "--epochs", "500", "--checkpoint-every", "1"]
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "ooc", *args],
+        cwd=small_zarr,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    state = small_zarr / "data/checkpoints/zarr-mlp/state.json"
+    deadline = time.monotonic() + 120
+    while not state.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGTERM)
+    err = killed.communicate(timeout=60)[1].decode()
+    done = json.loads(state.read_text())
+    where = (
+        f"epoch {done['epoch'] + 1} of 500, after {done['batch']} batch"
+        + ("" if done["batch"] == 1 else "es")
+        if done["batch"]
+        else f"{done['epoch']} of 500 epochs done"
+    )
+    command = shlex.join(["ooc", *args, "--resume"])
+    assert (killed.returncode, err) == (
+        143,
+        f"ooc: interrupted: training stopped; the last checkpoint ({where}) is kept in "
+        f"data/checkpoints/zarr-mlp: resume with `{command}`\n",
     )
