@@ -314,7 +314,7 @@ def test_option_errors_name_the_option(hdf5_store, tmp_path):
         ),
         (dict(val_fraction=1.0), "--val-fraction must be in [0, 1), got 1.0"),
         (dict(val_fraction=-0.1), "--val-fraction must be in [0, 1), got -0.1"),
-        (dict(learning_rate=0.0), "--learning-rate must be positive, got 0.0"),
+        (dict(learning_rate=0.0), "--learning-rate must be a finite number above 0, e.g. 2e-3, got 0.0"),
         (dict(on_error="ignore"), "unknown --on-error 'ignore': choose one of raise, skip"),
         (dict(shuffle="random"), "unknown --shuffle 'random': choose one of chunk, global, none"),
         (
