@@ -91,7 +91,14 @@ def read_manifest(store_path: str | os.PathLike) -> dict[str, Any]:
         raise StoreNotFoundError(
             f"{path} is not an ooc store (no {MANIFEST_NAME}); create one with `ooc convert --out PATH`"
         )
-    return _check_read(mpath, mpath.read_bytes())
+    try:
+        data = mpath.read_bytes()
+    except OSError as e:  # a directory in its place, no read permission
+        raise CorruptStoreError(
+            f"{mpath}: cannot read the manifest ({e.strerror or e}); make it a readable file (check its "
+            "permissions) or re-convert the store"
+        ) from None
+    return _check_read(mpath, data)
 
 
 def _read_remote(path: URL) -> bytes:

@@ -4,12 +4,14 @@ nothing written. Run in-process (``ooc.cli.main``) so the table stays fast."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from ooc.cli import main
@@ -113,6 +115,12 @@ CASES = [
         ("train", "--store", "zarr", "--learning-rate", "inf"),
         "--learning-rate must be a finite number above 0, e.g. 2e-3, got inf",
     ),
+    (
+        ("convert", "--format", "zarr", "--size", 100000),
+        "--size 100000: at most 4096 pixels a side (one 100000x100000 RGB sample would be 27.9 GiB); pass "
+        "the size the model takes, e.g. 224",
+    ),
+    (("train", "--store", "memory", "--limit", 0), "--limit must be a positive number of samples, got 0"),
 ]
 
 
@@ -268,3 +276,120 @@ def test_sigterm_says_where_the_checkpoint_is(small_zarr):
         f"ooc: interrupted: training stopped; the last checkpoint ({where}) is kept in "
         f"data/checkpoints/zarr-mlp: resume with `{command}`\n",
     )
+
+
+# Bad stores and sources: the same one line, where a library's traceback was.
+
+
+@pytest.mark.parametrize("command", ["info", "verify"])
+def test_an_unreadable_manifest(command, small_zarr, monkeypatch, capsys):
+    manifest = small_zarr / "data/zarr/ooc.json"
+    manifest.unlink()
+    manifest.mkdir()  # tests run as root, which reads any file: a directory cannot be read either
+    assert run(monkeypatch, capsys, command, "data/zarr") == (
+        1,
+        "ooc: error: data/zarr/ooc.json: cannot read the manifest (Is a directory); make it a readable file "
+        "(check its permissions) or re-convert the store\n",
+    )
+
+
+def test_a_checksum_entry_that_is_not_a_checksum(small_zarr, monkeypatch, capsys):
+    path = small_zarr / "data/zarr/ooc.json"
+    manifest = json.loads(path.read_text())
+    manifest["checksums"]["files"]["zarr.json"] = {"crc32": 7}
+    path.write_text(json.dumps(manifest))
+    monkeypatch.setattr(sys, "argv", ["ooc", "verify", "data/zarr", "--quiet"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 1
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "data/zarr/ooc.json: the checksum of zarr.json is {'crc32': 7}, not '<crc32 hex> <size>'; the "
+        "manifest was edited or damaged: re-convert the store with `ooc convert --overwrite`"
+    )
+
+
+def test_a_parquet_store_whose_manifest_dtype_was_edited(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run(monkeypatch, capsys, "convert", "--format", "parquet", "--source", MNIST, "--limit", 120)
+    path = tmp_path / "data/parquet/ooc.json"
+    manifest = json.loads(path.read_text())
+    manifest["x"] = {"dtype": "float32", "decode": "none"}
+    manifest["options"]["dtype"] = "float32"
+    path.write_text(json.dumps(manifest))
+    assert run(monkeypatch, capsys, "train", "--store", "parquet", "--model", "mlp", "--epochs", 1) == (
+        1,
+        "ooc: error: data/parquet/train.parquet: its image column is fixed_size_binary[784], but the manifest "
+        "declares float32 images of shape (28, 28, 1) (fixed_size_list<item: float>[784]): the manifest was "
+        "edited; re-convert with `ooc convert --format parquet --overwrite`\n",
+    )
+
+
+def test_a_class_folder_whose_name_is_not_utf8(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    for split in (b"train", b"test"):
+        for name in (b"cat", b"d\xffg"):
+            folder = b"photos/" + split + b"/" + name
+            os.makedirs(folder)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(os.path.join(folder, b"0.png"))
+    code, err = run(monkeypatch, capsys, "convert", "--format", "zarr", "--source", "photos")
+    assert (code, err) == (
+        1,
+        f"ooc: error: {tmp_path}/photos/train/d\\xffg: the name is not valid UTF-8, and ooc records class "
+        "and file names as UTF-8 text; rename it\n",
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_store_with_samples_a_model_does_not_take(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.save("x.npy", np.random.default_rng(0).random((200, 4), np.float32))
+    np.save("y.npy", np.arange(200) % 2)
+    run(monkeypatch, capsys, "convert", "--format", "npy", "--source", "x.npy", "--targets", "y.npy")
+    assert run(monkeypatch, capsys, "train", "--store", "npy", "--model", "lenet") == (
+        1,
+        "ooc: error: --model lenet takes images (height, width, channels); the store holds samples of shape "
+        "(4,): choose --model mlp, or your own model\n",
+    )
+
+
+def test_a_class_number_that_cannot_be_meant(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    x, y = np.zeros((10, 4), np.float32), np.arange(10)
+    np.savez("ids.npz", x_train=x, y_train=np.where(y == 3, 2**40, y), x_test=x, y_test=y)
+    assert run(monkeypatch, capsys, "convert", "--format", "zarr", "--source", "ids.npz") == (
+        1,
+        f"ooc: error: {tmp_path}/ids.npz: the train targets hold class 1099511627776; ooc takes at most "
+        "16,777,216 classes (2**24), numbered 0, 1, …: renumber them, or pass --target-kind regression if they "
+        "are numbers to predict\n",
+    )
+    assert not (tmp_path / "data/zarr").exists()
+
+
+def test_an_empty_source(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    empty = np.zeros((0, 4), np.float32)
+    np.savez("empty.npz", x_train=empty, y_train=empty[:, 0], x_test=empty, y_test=empty[:, 0])
+    assert run(monkeypatch, capsys, "convert", "--format", "zarr", "--source", "empty.npz") == (
+        1,
+        f"ooc: error: {tmp_path}/empty.npz holds no train samples (train 0, test 0): pass --source a file "
+        "that holds samples\n",
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_store_without_a_test_split_trains_and_says_so(tmp_path, monkeypatch, capsys):
+    """The demanding user's choice: the model is trained and saved, the missing evaluation said up front."""
+    import ooc
+    from ooc.schema import schema_for
+    from ooc.sources import ArraySource
+
+    monkeypatch.chdir(tmp_path)
+    x, y = np.random.default_rng(0).random((200, 4), np.float32), np.arange(200) % 2
+    schema = schema_for(x.shape, x.dtype, y.shape, y.dtype, where="arrays")
+    ooc.convert("data/npy", format="npy", source=ArraySource(tmp_path, {"train": (x, y)}, schema, []))
+    code, _ = run(monkeypatch, capsys, "train", "--store", "npy", "--model", "mlp", "--report", "r.json")
+    assert code in (0, None)
+    assert json.loads((tmp_path / "r.json").read_text())["test"] is None
+    assert (tmp_path / "data/models/npy-mlp.keras").is_file()
