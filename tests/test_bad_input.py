@@ -249,19 +249,23 @@ def test_disk_full_while_checkpointing(small_zarr, monkeypatch, capsys):
     assert not (small_zarr / "data/models").exists()
 
 
-def test_sigterm_says_where_the_checkpoint_is(small_zarr):
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_says_where_the_checkpoint_is(signum, status, small_zarr):
     args = ["train", "--store", "zarr", "--model", "mlp", "--epochs", "500", "--checkpoint-every", "1"]
     killed = subprocess.Popen(
         [sys.executable, "-m", "ooc", *args],
         cwd=small_zarr,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(
+            signal.SIGINT, signal.SIG_DFL
+        ),  # a shell's background jobs ignore it
     )
     state = small_zarr / "data/checkpoints/zarr-mlp/state.json"
     deadline = time.monotonic() + 120
     while not state.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    killed.send_signal(signal.SIGTERM)
+    killed.send_signal(signum)
     err = killed.communicate(timeout=60)[1].decode()
     done = json.loads(state.read_text())
     where = (
@@ -272,7 +276,7 @@ def test_sigterm_says_where_the_checkpoint_is(small_zarr):
     )
     command = shlex.join(["ooc", *args, "--resume"])
     assert (killed.returncode, err) == (
-        143,
+        status,
         f"ooc: interrupted: training stopped; the last checkpoint ({where}) is kept in "
         f"data/checkpoints/zarr-mlp: resume with `{command}`\n",
     )
