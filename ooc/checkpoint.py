@@ -238,6 +238,7 @@ def save_model(net, path: Path, *, what: str, kept) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")  # Keras wants the .keras suffix
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         net.save(tmp)
         _fsync(tmp)
         os.replace(tmp, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ooc.batching import SHUFFLE_MODES, batch_plan, read_ahead
-from ooc.checkpoint import Checkpointer, Progress, save_model, store_identity
+from ooc.checkpoint import Checkpointer, Progress, save_model, store_identity, write_error
 from ooc.errors import CorruptStoreError, OptionError, TrainingDiverged, TrainingInterrupted
 from ooc.formats.base import Store
 from ooc.models import MODELS, Task, model_name, resolve_model
@@ -460,15 +461,23 @@ def _start(store, config: TrainConfig, outputs: Outputs, checkpoints, *, steps: 
 
 
 def _write_outputs(net, report: dict[str, Any], outputs: Outputs, checkpoints, log) -> None:
+    """The model, then the report, each under a temporary name first: a failed write leaves neither
+    half-written, and its one-line error says which checkpoint is kept."""
+    kept = checkpoints.kept if checkpoints is not None else lambda: "this run wrote no checkpoints"
     if outputs.model_path is not None:
-        Path(outputs.model_path).parent.mkdir(parents=True, exist_ok=True)
-        kept = checkpoints.kept if checkpoints is not None else lambda: "this run wrote no checkpoints"
         save_model(net, Path(outputs.model_path), what="the trained model", kept=kept)
         report["model_path"] = str(outputs.model_path)
         log(f"model saved to {outputs.model_path}")
     if outputs.report_path is not None:
-        Path(outputs.report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(outputs.report_path).write_text(json.dumps(report, indent=2) + "\n")
+        path = Path(outputs.report_path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise write_error(path, "the report", e, kept()) from None
         log(f"report written to {outputs.report_path}")
 
 
