@@ -1,5 +1,6 @@
 """Bad input on the command line: every option checked, one line on stderr naming it, exit 1, and
-nothing written. Run in-process (``ooc.cli.main``) so the table stays fast."""
+nothing written; bad stores and sources; training that goes wrong. Run in-process (``ooc.cli.main``)
+so the table stays fast; signals go to a subprocess."""
 
 from __future__ import annotations
 
