@@ -609,7 +609,7 @@ def _epochs_with_train_on_batch(
     progress,
     checkpoints,
     on_error,
-    check_loss,
+    check_loss=lambda loss, epoch, batch: None,
     step=None,
     shard=None,
     predict=None,
