@@ -4,6 +4,7 @@ so the table stays fast; signals go to a subprocess."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,8 +188,6 @@ def test_a_non_finite_loss_stops_the_run(loop, small_zarr, monkeypatch, capsys):
 
 
 def test_disk_full_while_saving_the_model(small_zarr, monkeypatch, capsys):
-    import errno
-
     import keras
 
     import ooc.checkpoint
@@ -215,8 +215,6 @@ def test_disk_full_while_saving_the_model(small_zarr, monkeypatch, capsys):
 
 
 def test_disk_full_while_checkpointing(small_zarr, monkeypatch, capsys):
-    import errno
-
     import keras
 
     import ooc.checkpoint
@@ -287,13 +285,25 @@ def test_a_stopped_run_says_where_the_checkpoint_is(signum, status, small_zarr):
 
 
 @pytest.mark.parametrize("command", ["info", "verify"])
-def test_an_unreadable_manifest(command, small_zarr, monkeypatch, capsys):
+@pytest.mark.parametrize("how", ["directory", "permission"])
+def test_an_unreadable_manifest(command, how, small_zarr, monkeypatch, capsys):
     manifest = small_zarr / "data/zarr/ooc.json"
-    manifest.unlink()
-    manifest.mkdir()  # tests run as root, which reads any file: a directory cannot be read either
+    if how == "directory":
+        manifest.unlink()
+        manifest.mkdir()
+    else:  # tests run as root, which reads any file whatever its mode
+        real = Path.read_bytes
+
+        def denied(path):
+            if path.name == "ooc.json":
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(Path, "read_bytes", denied)
+    why = "Is a directory" if how == "directory" else "Permission denied"
     assert run(monkeypatch, capsys, command, "data/zarr") == (
         1,
-        "ooc: error: data/zarr/ooc.json: cannot read the manifest (Is a directory); make it a readable file "
+        f"ooc: error: data/zarr/ooc.json: cannot read the manifest ({why}); make it a readable file "
         "(check its permissions) or re-convert the store\n",
     )
 
