@@ -574,7 +574,19 @@ def train(
     from ooc.train import train as run_train
 
     _import_tensorflow_quietly()
-    TrainConfig(model=model)  # an unknown model is refused before the store is opened
+    options = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        model=model,
+        seed=seed,
+        val_fraction=val_fraction,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+        shuffle=shuffle,
+        loop=loop,
+        on_error=on_error,
+    )
+    TrainConfig(**options)  # the options are refused before the store is opened (or loaded)
     if store == "memory":
         data = MemoryStore.from_source(open_source(source), limit=limit)
     elif store in FORMATS:
@@ -597,18 +609,9 @@ def train(
     try:
         run_train(
             data,
-            epochs=epochs,
-            batch_size=batch_size,
-            model=model,
-            seed=seed,
-            val_fraction=val_fraction,
-            learning_rate=learning_rate,
-            lr_schedule=lr_schedule,
-            shuffle=shuffle,
-            loop=loop,
+            **options,
             report_path=report,
             model_path=model_out or DATA_DIR / "models" / f"{store}-{name}.keras",
-            on_error=on_error,
             checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{name}",
             checkpoint_every=checkpoint_every,
             resume=resume,
