@@ -404,7 +404,15 @@ def test_a_store_without_a_test_split_trains_and_says_so(tmp_path, monkeypatch, 
     x, y = np.random.default_rng(0).random((200, 4), np.float32), np.arange(200) % 2
     schema = schema_for(x.shape, x.dtype, y.shape, y.dtype, where="arrays")
     ooc.convert("data/npy", format="npy", source=ArraySource(tmp_path, {"train": (x, y)}, schema, []))
-    code, _ = run(monkeypatch, capsys, "train", "--store", "npy", "--model", "mlp", "--report", "r.json")
-    assert code in (0, None)
+    monkeypatch.setattr(
+        sys, "argv", ["ooc", "train", "--store", "npy", "--model", "mlp", "--report", "r.json"]
+    )
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    assert (
+        "note: data/npy has no test split, so this run ends without a test evaluation (the model is still "
+        "saved); for one, convert with a test split: `ooc convert ... --test-fraction 0.1`\n"
+    ) in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["test"] is None
     assert (tmp_path / "data/models/npy-mlp.keras").is_file()
