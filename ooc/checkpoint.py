@@ -21,8 +21,11 @@ then is the previous model file deleted. ``state.json`` is the commit point.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
+import shlex
+import shutil
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ooc.errors import CheckpointError
+from ooc.errors import CheckpointError, WriteError
 
 STATE_NAME = "state.json"
 CHECKPOINT_VERSION = 1
@@ -85,10 +88,20 @@ def store_identity(store) -> dict[str, Any]:
 class Checkpointer:
     """Writes one run's checkpoints into ``directory``: every ``every`` batches (0: at epoch ends only)."""
 
-    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], *, every: int):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        config: dict[str, Any],
+        *,
+        every: int,
+        resume: bool = False,
+        resume_command: str | None = None,
+    ):
         self.directory = Path(directory)
         self.config = config
         self.every = every
+        self.resume_command = resume_command or "run it again with resume=True"
+        self.has_own = resume  # whether state.json is this run's (resumed from, or written since)
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"--checkpoint-dir {self.directory} is a file; pass a directory")
         self._lock = _lock(self.directory)
@@ -108,8 +121,7 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sequence += 1
         model_file = f"model-{self._sequence:06d}.keras"
-        net.save(self.directory / model_file)
-        _fsync(self.directory / model_file)
+        save_model(net, self.directory / model_file, what="the checkpoint", kept=self.kept)
         state = {
             "ooc_checkpoint_version": CHECKPOINT_VERSION,
             "sequence": self._sequence,
@@ -121,16 +133,43 @@ class Checkpointer:
             **asdict(progress),
         }
         tmp = self.directory / (STATE_NAME + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.directory / STATE_NAME)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / STATE_NAME)
+        except OSError as e:  # the previous state.json, and its model, stay the checkpoint
+            tmp.unlink(missing_ok=True)
+            (self.directory / model_file).unlink(missing_ok=True)
+            raise write_error(tmp.with_suffix(""), "the checkpoint", e, self.kept()) from None
+        self.has_own = True
         _fsync(self.directory)
         for old in self.directory.glob("model-*.keras"):
             if old.name != model_file:
                 old.unlink(missing_ok=True)
+
+    def kept(self) -> str:
+        """What a stopped run leaves: where its last checkpoint is and the command that resumes it."""
+        state = {}
+        if self.has_own:
+            try:
+                state = json.loads((self.directory / STATE_NAME).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass
+        if not state:
+            return f"no checkpoint of this run was written yet ({self.directory}); run it again to start over"
+        epochs = self.config.get("epochs")
+        where = (
+            f"epoch {state.get('epoch', 0) + 1} of {epochs}, after {state['batch']} "
+            + ("batch" if state["batch"] == 1 else "batches")
+            if state.get("batch")
+            else f"{state.get('epoch', 0)} of {epochs} epochs done"
+        )
+        return (
+            f"the last checkpoint ({where}) is kept in {self.directory}: resume with `{self.resume_command}`"
+        )
 
     def load(self):
         """The checkpointed model (compiled, optimizer state restored) and the run's ``Progress``."""
@@ -194,6 +233,49 @@ class Checkpointer:
                     f"{where}: {self.config['store']} was re-converted since (its {what} changed); drop "
                     "--resume to start afresh"
                 )
+
+
+def save_model(net, path: Path, *, what: str, kept) -> None:
+    """``net.save`` to a temporary name beside ``path``, then ``os.replace``: a failed or killed write
+    never leaves a half-written model under the final name. ``kept()`` says what is left instead."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")  # Keras wants the .keras suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        net.save(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, what, e, kept()) from None
+        raise
+
+
+def free_space(directory: Path) -> str:
+    """The free space of the filesystem holding ``directory``, for humans."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "free space unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            return f"{free:,.0f} {unit} free" if unit == "bytes" else f"{free:,.1f} {unit} free"
+        free /= 1024
+    raise AssertionError("unreachable")
+
+
+def write_error(path: Path, what: str, error: OSError, kept: str) -> WriteError:
+    """One line: the file, what it was, why it failed (disk full: the free space), what is kept."""
+    why = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        why += f", {free_space(path.parent)} in {path.parent}"
+    return WriteError(f"{path}: cannot write {what} ({why}); {kept}")
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes ``ooc train`` run as ``argv`` (its arguments)."""
+    return shlex.join(["ooc", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 def rng_state(net) -> list[list[int]]:

@@ -81,6 +81,7 @@ def choice(enum: type[StrEnum], **option) -> typer.models.OptionInfo:
 
 class _State:
     quiet = False  # `ooc --quiet COMMAND`
+    signal = None  # the signal that stopped the command, for its exit status (128 + number)
 
 
 def _print_version(value: bool) -> None:
@@ -355,6 +356,7 @@ def _location(path: str, storage_option: list[str] | None):
 
 
 def _interrupt(signum, frame):
+    _State.signal = signum
     raise KeyboardInterrupt
 
 
@@ -568,13 +570,26 @@ def train(
     ] = "raise",
 ):
     """Train a model on batches streamed from a store; the loss follows the store's target kind."""
+    from ooc.checkpoint import resume_command
     from ooc.sources import open_source
     from ooc.stores import MemoryStore, open_store
     from ooc.train import TrainConfig
     from ooc.train import train as run_train
 
     _import_tensorflow_quietly()
-    TrainConfig(model=model)  # an unknown model is refused before the store is opened
+    options = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        model=model,
+        seed=seed,
+        val_fraction=val_fraction,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+        shuffle=shuffle,
+        loop=loop,
+        on_error=on_error,
+    )
+    TrainConfig(**options)  # the options are refused before the store is opened (or loaded)
     if store == "memory":
         data = MemoryStore.from_source(open_source(source), limit=limit)
     elif store in FORMATS:
@@ -592,24 +607,24 @@ def train(
     name = (
         Path(model.partition(":")[2] or model).stem if (":" in model or model.endswith(".keras")) else model
     )
-    run_train(
-        data,
-        epochs=epochs,
-        batch_size=batch_size,
-        model=model,
-        seed=seed,
-        val_fraction=val_fraction,
-        learning_rate=learning_rate,
-        lr_schedule=lr_schedule,
-        shuffle=shuffle,
-        loop=loop,
-        report_path=report,
-        model_path=model_out or DATA_DIR / "models" / f"{store}-{name}.keras",
-        on_error=on_error,
-        checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{name}",
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-    )
+    _State.signal = None
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C, with where to resume
+    try:
+        run_train(
+            data,
+            **options,
+            report_path=report,
+            model_path=model_out or DATA_DIR / "models" / f"{store}-{name}.keras",
+            checkpoint_dir=checkpoint_dir or DATA_DIR / "checkpoints" / f"{store}-{name}",
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            resume_command=resume_command(sys.argv[1:]),
+        )
+    except KeyboardInterrupt as interrupted:
+        print(f"ooc: interrupted: {interrupted or 'training stopped'}", file=sys.stderr)
+        raise typer.Exit(128 + (_State.signal or signal.SIGINT)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()

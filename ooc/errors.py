@@ -65,3 +65,13 @@ class WriteError(OocError, OSError):
 class ConversionInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during ``ooc.convert``. Still a KeyboardInterrupt (callers that stop on one
     still do); its message says how far the conversion got and how to resume it."""
+
+
+class TrainingDiverged(OocError, FloatingPointError):
+    """A training loss that is not finite (nan, inf): the run stops before checkpointing the weights
+    that produced it, so the last checkpoint stays a good one."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during ``ooc.train.train``. Still a KeyboardInterrupt; its message says where
+    the last checkpoint is and how to resume from it."""

@@ -116,9 +116,15 @@ def read_manifest_signed(store_path: str | os.PathLike) -> tuple[dict[str, Any],
         raise StoreNotFoundError(
             f"{path} is not an ooc store (no {MANIFEST_NAME}); create one with `ooc convert --out PATH`"
         )
-    with open(mpath, "rb") as f:
-        st = os.fstat(f.fileno())
-        data = f.read()
+    try:
+        with open(mpath, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as e:  # a directory in its place, no read permission
+        raise CorruptStoreError(
+            f"{mpath}: cannot read the manifest ({e.strerror or e}); make it a readable file (check its "
+            "permissions) or re-convert the store"
+        ) from None
     return _check_read(mpath, data), (st.st_ino, st.st_mtime_ns, st.st_size)
 
 

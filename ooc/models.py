@@ -7,6 +7,7 @@ comes compiled keeps its own; one that does not is compiled with Adam and the ta
 from __future__ import annotations
 
 import importlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,13 @@ def resolve_model(spec: Any, *, input_shape: tuple[int, ...], task: Task, learni
     if isinstance(spec, (str, Path)) and str(spec).endswith(".keras"):
         if not Path(spec).is_file():
             raise OptionError(f"--model {spec}: no such file; pass a model saved with model.save('….keras')")
-        model = keras.saving.load_model(spec)
+        try:
+            model = keras.saving.load_model(spec)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+            raise OptionError(
+                f"--model {spec}: cannot load it ({type(e).__name__}: {' '.join(str(e).split())[:200]}); pass "
+                "a model saved with model.save('….keras')"
+            ) from None
     elif isinstance(spec, str) and ":" in spec:
         module, _, function = spec.partition(":")
         try:
@@ -193,12 +200,13 @@ def _check_fits(model, input_shape, task: Task, spec) -> None:
         or len(got_in) != len(want_in)
     ):
         raise OptionError(
-            f"--model {model.name}: takes input of shape {got_in}, the store's samples are {want_in}"
+            f"--model {model_name(spec)}: takes input of shape {got_in}, the store's samples are {want_in}; "
+            f"give it keras.Input({want_in}), or choose --model mlp"
         )
     if got_out != want_out:
         raise OptionError(
-            f"--model {model.name}: gives output of shape {got_out}, the store's {task.kind} targets need "
-            f"{want_out}"
+            f"--model {model_name(spec)}: gives output of shape {got_out}, the store's {task.kind} targets "
+            f"need {want_out}; end it with a layer of that shape, or choose --model mlp"
         )
 
 

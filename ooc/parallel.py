@@ -11,7 +11,12 @@ any other, with any --jobs.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
+import sys
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,10 @@ class Pool:
             from concurrent.futures import ProcessPoolExecutor
 
             self._executor = ProcessPoolExecutor(
-                jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+                jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
             )
             self.width = jobs
             return
@@ -82,10 +90,36 @@ class Pool:
             self._client = None
 
 
-def _ignore_sigint() -> None:
-    signal.signal(
-        signal.SIGINT, signal.SIG_IGN
-    )  # Ctrl-C reaches the whole process group: the parent stops the workers
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _worker_init(parent: int) -> None:
+    """In each worker: ignore Ctrl-C (it reaches the whole process group: the parent stops the
+    workers), and die with the parent. A parent killed with SIGKILL cannot stop its workers, which
+    would go on writing and keep the caller's stdout and stderr open: a pipe that never ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="ooc-watch-parent").start()
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    """Linux: the kernel sends this process SIGKILL when its parent ends (prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    """Where prctl is missing: a worker thread that ends the process once its parent is gone (an
+    orphan is adopted by another process, so its parent pid changes)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def stop(pool: Pool | None) -> None:

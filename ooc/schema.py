@@ -242,6 +242,9 @@ def check_chunk(schema: Schema, x, y, *, where: str, split: str, start: int) -> 
         )
 
 
+MAX_CLASSES = 2**24  # more is a mistake (ids, not classes): a softmax over them would not fit in memory
+
+
 @dataclass
 class TargetTally:
     """What the targets written so far say: the largest class number, whether every 0/1 vector had
@@ -261,7 +264,14 @@ class TargetTally:
                 raise SourceError(
                     f"{where}: the {split} targets hold negative class numbers; classes must be 0, 1, …"
                 )
-            self.label_max = max(self.label_max, int(y.max()))
+            top = int(y.max())
+            if top >= MAX_CLASSES:
+                raise SourceError(
+                    f"{where}: the {split} targets hold class {top}; ooc takes at most {MAX_CLASSES:,} classes "
+                    "(2**24), numbered 0, 1, …: renumber them, or pass --target-kind regression if they are "
+                    "numbers to predict"
+                )
+            self.label_max = max(self.label_max, top)
             if split == "train":
                 self._count_train(y.astype(np.int64))
         elif schema.target_kind in ("binary", "onehot", "multilabel"):

@@ -161,6 +161,8 @@ class MemoryStore(Store):
 
     @classmethod
     def from_source(cls, source, *, limit: int | None = None) -> MemoryStore:
+        if limit is not None and limit < 1:
+            raise OptionError(f"--limit must be a positive number of samples, got {limit}")
         arrays = {}
         for split in source.splits:
             chunks = list(source.iter_chunks(split, 1 << 14, limit))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import resource
 import sys
 import time
@@ -15,8 +17,15 @@ from typing import Any
 import numpy as np
 
 from ooc.batching import SHUFFLE_MODES, batch_plan, read_ahead
-from ooc.checkpoint import Checkpointer, Progress, reseed_backend_for_epoch, store_identity
-from ooc.errors import CorruptStoreError, OptionError
+from ooc.checkpoint import (
+    Checkpointer,
+    Progress,
+    reseed_backend_for_epoch,
+    save_model,
+    store_identity,
+    write_error,
+)
+from ooc.errors import CorruptStoreError, OptionError, TrainingDiverged, TrainingInterrupted
 from ooc.formats.base import Store
 from ooc.models import MODELS, Task, model_name, resolve_model
 
@@ -128,7 +137,10 @@ class TrainConfig:
                 f"--batch-size must be a positive number of samples, got {self.batch_size}",
             ),
             (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.learning_rate > 0, f"--learning-rate must be positive, got {self.learning_rate}"),
+            (
+                math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                f"--learning-rate must be a finite number above 0, e.g. 2e-3, got {self.learning_rate}",
+            ),
             (self.loop in LOOPS, f"unknown --loop {self.loop!r}: choose one of {', '.join(LOOPS)}"),
             (
                 self.lr_schedule in LR_SCHEDULES,
@@ -174,6 +186,7 @@ class Outputs:
     resume: bool = False
     model_path: str | Path | None = None
     report_path: str | Path | None = None
+    resume_command: str | None = None  # what the messages of a stopped run say resumes it
 
     def check(self, config: TrainConfig) -> None:
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
@@ -205,6 +218,7 @@ def train(
     resume=False,
     model_path=None,
     report_path=None,
+    resume_command=None,
     **options,
 ) -> dict[str, Any]:
     """Train a model (``options``: ``TrainConfig``'s fields) on the store's train split, report per
@@ -226,11 +240,16 @@ def train(
     ``ooc.distributed.DistributedStep`` replaces ``train_on_batch`` (see ``ooc.distributed``); with
     several workers only the chief writes the model and the report, and checkpoints are off.
     ``after_training(model)`` runs once the model is trained and evaluated.
+
+    A store without a test split (or an empty one) trains and saves the model, and says up front that
+    the run ends without a test evaluation. The first non-finite training loss stops the run
+    (``TrainingDiverged``) before its weights are checkpointed; Ctrl-C raises ``TrainingInterrupted``,
+    which says where the last checkpoint is and how to resume (``resume_command``).
     """
     import keras
 
     config = TrainConfig(**options)
-    outputs = Outputs(checkpoint_dir, checkpoint_every, resume, model_path, report_path)
+    outputs = Outputs(checkpoint_dir, checkpoint_every, resume, model_path, report_path, resume_command)
     outputs.check(config)
     if before_epoch is not None and config.loop != "train_on_batch":
         raise OptionError("before_epoch works with loop='train_on_batch' only")
@@ -245,6 +264,39 @@ def train(
         seed=config.seed,
     )
     checkpoints = _checkpointer(store, config, outputs, log)
+    with _stops_cleanly(checkpoints):
+        return _train(
+            store,
+            config,
+            outputs,
+            cluster,
+            checkpoints,
+            train_idx,
+            val_idx,
+            log,
+            before_epoch=before_epoch,
+            after_batch=after_batch,
+            after_training=after_training,
+        )
+
+
+def _train(
+    store,
+    config,
+    outputs,
+    cluster,
+    checkpoints,
+    train_idx,
+    val_idx,
+    log,
+    *,
+    before_epoch,
+    after_batch,
+    after_training,
+) -> dict[str, Any]:
+    """The run, once its options are checked: train, evaluate, write the model and the report."""
+    import keras
+
     with cluster.scope():
         net, progress, resumed_at = _start(
             store, config, outputs, checkpoints, steps=-(-len(train_idx) // config.batch_size), log=log
@@ -255,6 +307,12 @@ def train(
         f"({store.format_name}), validating on {len(val_idx)}"
     )
     distributed = cluster.step_for(net, config, log)
+    test_samples = store.num_samples("test") if "test" in store.splits else 0
+    if not test_samples:
+        log(
+            f"note: {store.path} has no test split, so this run ends without a test evaluation (the model is "
+            "still saved); for one, convert with a test split: `ooc convert ... --test-fraction 0.1`"
+        )
 
     started = time.perf_counter()
     run_epochs = _epochs_with_fit if config.loop == "fit" else _epochs_with_train_on_batch
@@ -273,21 +331,11 @@ def train(
         progress=progress,
         checkpoints=checkpoints,
         on_error=config.on_error,
+        check_loss=_LossGuard(config.learning_rate, checkpoints),
         **distributed,
     )
-    metric = Task.of(store.schema).metric
-    test = evaluate(
-        net,
-        store,
-        "test",
-        batch_size=max(config.batch_size, 512),
-        on_error=config.on_error,
-        predict=distributed.get("predict"),
-    )
+    test = _test(net, store, config, distributed, started, log) if test_samples else None
     wall = time.perf_counter() - started
-    log(f"test: loss {test['loss']:.4f} {metric} {test[metric]:.4f} ({wall:.1f} s in all)")
-    if test.get("skipped"):
-        log(f"test: skipped {test['skipped']} unreadable samples (first: {test['first_skip']})")
     report = {
         "store": {
             "path": str(store.path),
@@ -295,7 +343,7 @@ def train(
             "options": store.options,
             "train_samples": len(train_idx),
             "val_samples": len(val_idx),
-            "test_samples": store.num_samples("test"),
+            "test_samples": test_samples,
         },
         "model": {
             "name": net.name,
@@ -319,8 +367,59 @@ def train(
         }
     if after_training is not None:
         after_training(net)
-    _write_outputs(net, report, outputs, log)
+    _write_outputs(net, report, outputs, checkpoints, log)
     return report
+
+
+def _test(net, store, config: TrainConfig, distributed, started: float, log) -> dict[str, Any]:
+    metric = Task.of(store.schema).metric
+    test = evaluate(
+        net,
+        store,
+        "test",
+        batch_size=max(config.batch_size, 512),
+        on_error=config.on_error,
+        predict=distributed.get("predict"),
+    )
+    wall = time.perf_counter() - started
+    log(f"test: loss {test['loss']:.4f} {metric} {test[metric]:.4f} ({wall:.1f} s in all)")
+    if test.get("skipped"):
+        log(f"test: skipped {test['skipped']} unreadable samples (first: {test['first_skip']})")
+    return test
+
+
+@contextlib.contextmanager
+def _stops_cleanly(checkpoints: Checkpointer | None):
+    """Ctrl-C (or SIGTERM made one) becomes ``TrainingInterrupted``: where the checkpoint is, how to resume."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        if isinstance(e, TrainingInterrupted):
+            raise
+        kept = checkpoints.kept() if checkpoints is not None else "this run writes no checkpoints"
+        raise TrainingInterrupted(f"training stopped; {kept}") from None
+
+
+class _LossGuard:
+    """Stops a run at its first non-finite loss, before the weights that made it are checkpointed:
+    a NaN spreads to every weight and never goes away (Keras' TerminateOnNaN stops without a word)."""
+
+    def __init__(self, learning_rate: float, checkpoints: Checkpointer | None):
+        self.learning_rate = learning_rate
+        self.checkpoints = checkpoints
+
+    def __call__(self, loss: float, epoch: int, batch: int) -> None:
+        if math.isfinite(loss):
+            return
+        kept = (
+            f" (the last good checkpoint is kept in {self.checkpoints.directory})"
+            if self.checkpoints is not None and self.checkpoints.has_own
+            else ""
+        )
+        raise TrainingDiverged(
+            f"epoch {epoch + 1}, batch {batch}: the training loss is {loss}; stopped without checkpointing "
+            f"those weights{kept}; lower --learning-rate (it is {self.learning_rate:g}) and start again"
+        )
 
 
 def _checkpointer(store, config: TrainConfig, outputs: Outputs, log) -> Checkpointer | None:
@@ -329,7 +428,13 @@ def _checkpointer(store, config: TrainConfig, outputs: Outputs, log) -> Checkpoi
     every = DEFAULT_CHECKPOINT_EVERY if outputs.checkpoint_every is None else outputs.checkpoint_every
     identity = config.identity()
     del identity["on_error"]  # a resumed run may skip what the first one raised on
-    checkpoints = Checkpointer(outputs.checkpoint_dir, {**store_identity(store), **identity}, every=every)
+    checkpoints = Checkpointer(
+        outputs.checkpoint_dir,
+        {**store_identity(store), **identity},
+        every=every,
+        resume=outputs.resume,
+        resume_command=outputs.resume_command,
+    )
     if not outputs.resume and checkpoints.exists():
         log(
             f"{outputs.checkpoint_dir} holds the checkpoint of an earlier run: this run's first checkpoint "
@@ -365,15 +470,24 @@ def _start(store, config: TrainConfig, outputs: Outputs, checkpoints, *, steps: 
     return net, Progress(), None
 
 
-def _write_outputs(net, report: dict[str, Any], outputs: Outputs, log) -> None:
+def _write_outputs(net, report: dict[str, Any], outputs: Outputs, checkpoints, log) -> None:
+    """The model, then the report, each under a temporary name first: a failed write leaves neither
+    half-written, and its one-line error says which checkpoint is kept."""
+    kept = checkpoints.kept if checkpoints is not None else lambda: "this run wrote no checkpoints"
     if outputs.model_path is not None:
-        Path(outputs.model_path).parent.mkdir(parents=True, exist_ok=True)
-        net.save(outputs.model_path)
+        save_model(net, Path(outputs.model_path), what="the trained model", kept=kept)
         report["model_path"] = str(outputs.model_path)
         log(f"model saved to {outputs.model_path}")
     if outputs.report_path is not None:
-        Path(outputs.report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(outputs.report_path).write_text(json.dumps(report, indent=2) + "\n")
+        path = Path(outputs.report_path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise write_error(path, "the report", e, kept()) from None
         log(f"report written to {outputs.report_path}")
 
 
@@ -505,6 +619,7 @@ def _epochs_with_train_on_batch(
     progress,
     checkpoints,
     on_error,
+    check_loss=lambda loss, epoch, batch: None,
     step=None,
     shard=None,
     predict=None,
@@ -557,6 +672,7 @@ def _epochs_with_train_on_batch(
         for indices, x, y, skipped, first_skip in epoch_plan:
             if step is not None:
                 loss_sum, correct, seen = step(x, y)
+                check_loss(float(loss_sum) / max(seen, 1), epoch, p.batch + 1)
                 p.seen, p.loss_sum, p.correct_sum = (
                     p.seen + seen,
                     p.loss_sum + loss_sum,
@@ -564,6 +680,7 @@ def _epochs_with_train_on_batch(
                 )
             elif len(y):
                 logs = net.train_on_batch(x, y, return_dict=True)
+                check_loss(float(logs["loss"]), epoch, p.batch + 1)
                 p.seen += len(y)
                 p.loss_sum += float(logs["loss"]) * len(y)
                 p.correct_sum += float(logs[metric]) * len(y)
@@ -645,6 +762,7 @@ def _epochs_with_fit(
     progress=None,
     checkpoints=None,
     on_error="raise",
+    check_loss=lambda loss, epoch, batch: None,
 ):
     """The same epochs through ``model.fit`` and a PyDataset (read one batch ahead in a thread):
     ``shuffle=False`` and ``set_epoch`` make fit's epoch k the plan of epoch k, in order, as in the
@@ -690,6 +808,7 @@ def _epochs_with_fit(
             )
 
         def on_train_batch_end(self, batch, logs=None):
+            check_loss(float(logs["loss"]), self.epoch, batch + 1)  # fit's running mean: nan from then on
             p = self.p
             p.batch, p.seen = batch + 1, p.seen + len(train_data.plan[batch])
             p.loss_sum, p.correct_sum = (
@@ -731,7 +850,16 @@ def _epochs_with_fit(
         finish_epoch(
             progress.epoch,
             _rest_of_epoch(
-                net, train_data, val_idx, store, progress, metric, checkpoints, after_batch, batch_size
+                net,
+                train_data,
+                val_idx,
+                store,
+                progress,
+                metric,
+                checkpoints,
+                after_batch,
+                batch_size,
+                check_loss,
             ),
         )
         initial_epoch += 1
@@ -757,7 +885,7 @@ def _build_compiled(net, store, train_idx) -> None:
 
 
 def _rest_of_epoch(
-    net, train_data, val_idx, store, p: Progress, metric, checkpoints, after_batch, batch_size
+    net, train_data, val_idx, store, p: Progress, metric, checkpoints, after_batch, batch_size, check_loss
 ) -> dict:
     """Batches ``p.batch`` on of epoch ``p.epoch`` through ``train_on_batch``; the epoch's record."""
     start, cpu = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
@@ -765,6 +893,7 @@ def _rest_of_epoch(
     for index in range(p.batch, len(train_data)):
         x, y = train_data[index]
         logs = net.train_on_batch(x, y, return_dict=True)
+        check_loss(float(logs["loss"]), p.epoch, index + 1)
         p.batch, p.seen = index + 1, p.seen + len(y)
         p.loss_sum, p.correct_sum = (
             p.loss_sum + float(logs["loss"]) * len(y),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,21 @@ def verify(
     return report
 
 
+def _well_formed(path, listed: dict, report: Report) -> dict[str, str]:
+    """The entries that are checksums ("<crc32 hex> <size>"); each other one is a problem: the
+    manifest was edited or damaged."""
+    good = {}
+    for name, entry in listed.items():
+        if isinstance(entry, str) and re.fullmatch(r"[0-9a-f]{8} [0-9]+", entry):
+            good[name] = entry
+        else:
+            report.problems.append(
+                f"{manifest_path(path)}: the checksum of {name} is {entry!r}, not '<crc32 hex> <size>'; the manifest "
+                "was edited or damaged: re-convert the store with `ooc convert --overwrite`"
+            )
+    return good
+
+
 def _verify(path, *, quick, rng, progress) -> Report:
     path = location(path)  # a URL (s3://…) is checked object by object, through fsspec
     manifest = read_manifest(path)  # a missing or incomplete store raises, naming the fix
@@ -113,7 +129,7 @@ def _verify(path, *, quick, rng, progress) -> Report:
             f"(it knows {CHECKSUM_ALGORITHM}); upgrade ooc"
         )
         return report
-    listed: dict[str, str] = checksums["files"]
+    listed: dict[str, str] = _well_formed(path, checksums["files"], report)
     report.files = len(listed)
     names = sorted(listed)
     if quick:
@@ -182,7 +198,7 @@ def _verify_local(path, manifest, listed, names, sample, to_read, report: Report
         dirs.sort()
         for name in sorted(files):
             relative = (Path(root) / name).relative_to(path).as_posix()
-            if relative not in listed and not is_bookkeeping(relative):
+            if relative not in manifest["checksums"]["files"] and not is_bookkeeping(relative):
                 report.problems.append(
                     f"{Path(root) / name}: not in the manifest (a file the conversion did not write)"
                 )

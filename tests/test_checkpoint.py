@@ -128,7 +128,7 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(hdf5_store, tm
         path,
     ):  # called for the model file, then for the directory after the commit
         calls.append(path)
-        if len(calls) == 3:  # the second checkpoint's model file is written, its state.json half-written
+        if len(calls) == 3:  # the second checkpoint's model file is being flushed; a half state.json.tmp
             (ckpt / "state.json.tmp").write_text('{"half": ')
             raise KeyboardInterrupt
         real_fsync(path)
@@ -140,10 +140,9 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(hdf5_store, tm
     assert sorted(p.name for p in ckpt.iterdir()) == [
         "lock",
         "model-000001.keras",
-        "model-000002.keras",
         "state.json",
         "state.json.tmp",
-    ]
+    ]  # the second model file was killed under its temporary name, and removed
     assert json.loads((ckpt / "state.json").read_text())["batch"] == 3
     lines = []
     resumed = train(
@@ -318,7 +317,7 @@ def test_option_errors_name_the_option(hdf5_store, tmp_path):
         ),
         (dict(val_fraction=1.0), "--val-fraction must be in [0, 1), got 1.0"),
         (dict(val_fraction=-0.1), "--val-fraction must be in [0, 1), got -0.1"),
-        (dict(learning_rate=0.0), "--learning-rate must be positive, got 0.0"),
+        (dict(learning_rate=0.0), "--learning-rate must be a finite number above 0, e.g. 2e-3, got 0.0"),
         (dict(on_error="ignore"), "unknown --on-error 'ignore': choose one of raise, skip"),
         (dict(shuffle="random"), "unknown --shuffle 'random': choose one of chunk, global, none"),
         (

@@ -109,12 +109,15 @@ def test_the_users_own_model(tmp_path):
     wrong = build((6, 4), Task("classes", 7, ()))
     with pytest.raises(
         OptionError,
-        match=r"^--model mine: gives output of shape \(7,\), the store's classes targets need \(3,\)$",
+        match=r"^--model mine: gives output of shape \(7,\), the store's classes targets need \(3,\); end it with "
+        r"a layer of that shape, or choose --model mlp$",
     ):
         train(store, model=wrong, epochs=1, **QUIET)
     wrong = build((5, 4), Task("classes", 3, ()))
     with pytest.raises(
-        OptionError, match=r"^--model mine: takes input of shape \(5, 4\), the store's samples are \(6, 4\)$"
+        OptionError,
+        match=r"^--model mine: takes input of shape \(5, 4\), the store's samples are \(6, 4\); give it "
+        r"keras.Input\(\(6, 4\)\), or choose --model mlp$",
     ):
         train(store, model=wrong, epochs=1, **QUIET)
     with pytest.raises(

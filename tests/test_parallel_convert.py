@@ -7,6 +7,7 @@ import importlib
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -196,3 +197,61 @@ def test_interrupted_parallel_conversion_resumes(tmp_path, monkeypatch, small_un
     ooc.convert(tmp_path / "one", format="zarr", source=MNIST, limit=LIMIT, chunk_size=CHUNK)
     assert contents(out)[0] == contents(tmp_path / "one")[0]
     assert verify(out).ok
+
+
+def _sigkill_and_wait(parent: subprocess.Popen, children) -> list:
+    """SIGKILL the parent; the children still running 5 s later (killed then, so none outlives the test)."""
+    import psutil
+
+    parent.kill()
+    parent.wait()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        child.kill()
+    return alive
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    import psutil
+
+    args = ["convert", "--format", "csv", "--jobs", 2, "--source", MNIST, "--out", tmp_path / "csv"]
+    convert = subprocess.Popen(
+        [sys.executable, "-m", "ooc", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    workers, deadline = [], time.monotonic() + 60
+    try:
+        while len(workers) < 2 or not (tmp_path / "csv" / "train").is_dir():  # both workers are writing
+            assert time.monotonic() < deadline and convert.poll() is None
+            time.sleep(0.05)
+            workers = [
+                p for p in psutil.Process(convert.pid).children() if "spawn_main" in " ".join(p.cmdline())
+            ]
+        assert _sigkill_and_wait(convert, workers) == []
+        assert convert.stdout.read() == b""  # the pipe ends: no worker holds it open
+    finally:
+        _sigkill_and_wait(convert, workers)
+
+
+def test_the_watchdog_ends_a_worker_whose_parent_is_gone(tmp_path):
+    """Where prctl is missing: the worker's watchdog thread notices its parent pid changed."""
+    import psutil
+
+    orphan = "import os, time; from ooc.parallel import _watch_parent; _watch_parent(os.getppid(), 0.05)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {orphan!r}]); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    deadline, worker = time.monotonic() + 30, []
+    try:
+        while not psutil.Process(parent.pid).children():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = psutil.Process(parent.pid).children()
+        time.sleep(1)  # the child has imported ooc and watches
+        assert worker[0].is_running() and _sigkill_and_wait(parent, worker) == []
+    finally:
+        _sigkill_and_wait(parent, worker)

@@ -235,6 +235,7 @@ class Store(ChunkedStore):
                     f"{path}: holds {parquet.metadata.num_rows} rows, the manifest says "
                     f"{self.num_samples(split)}; re-convert with `ooc convert --format parquet --overwrite`"
                 )
+            self._check_types(path, parquet.schema_arrow)
             self._files[split] = parquet
         return self._files[split]
 
@@ -253,6 +254,21 @@ class Store(ChunkedStore):
                 raise CorruptStoreError(
                     f"{where}: holds samples of shape {shape} in row groups of {rows}, the manifest says "
                     f"{list(self.sample_shape)} in row groups of {min(self.chunk_size, n)}; re-convert the store"
+                )
+
+    def _check_types(self, path, schema) -> None:
+        """The file's columns are what the manifest declares (an edited manifest would misread them)."""
+        for column, dtype, shape in (
+            ("image", self.schema.dtype, self.sample_shape),
+            ("label", self.schema.target_dtype, self.schema.target_shape),
+        ):
+            expected = _arrow_type(dtype, shape)
+            found = schema.field(column).type if column in schema.names else None
+            if found != expected:
+                raise CorruptStoreError(
+                    f"{path}: its {column} column is {found}, but the manifest declares {dtype} {column}s of "
+                    f"shape {tuple(shape)} ({expected}): the manifest was edited; re-convert with `ooc "
+                    "convert --format parquet --overwrite`"
                 )
 
     def _read_labels(self, split):

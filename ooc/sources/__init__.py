@@ -138,6 +138,18 @@ def check_source(source) -> Any:
             source.order = {"kind": "source"}
         except AttributeError:
             pass
+    return _refuse_empty(source)
+
+
+def _refuse_empty(source):
+    """A source without train samples would make a store that cannot train: refused before anything
+    is written."""
+    counts = {split: source.num_samples(split) for split in source.splits}
+    if not counts.get("train"):
+        held = ", ".join(f"{split} {n}" for split, n in counts.items())
+        raise SourceError(
+            f"{source.name} holds no train samples ({held}): pass --source a file that holds samples"
+        )
     return source
 
 
@@ -145,7 +157,7 @@ def open_source(path: str | Path | None = None, options: SourceOptions | None = 
     """The source at ``path`` (see the module docstring), carved and ordered as ``options`` say."""
     options = options or SourceOptions(size=parse_size(size))
     _check(options)
-    source = _open_path(path, options)
+    source = _refuse_empty(_open_path(path, options))
     test_fraction = options.test_fraction
     if "test" not in source.splits:
         if not isinstance(source, RandomAccess):

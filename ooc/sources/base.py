@@ -196,6 +196,9 @@ def read_exact(fp, nbytes: int, where: str) -> bytes:
     return data
 
 
+MAX_SIZE = 4096  # pixels a side: larger is a typo (a chunk of 1024 such RGB images is 48 GiB)
+
+
 def parse_size(size) -> tuple[int, int] | None:
     """``--size`` as (height, width): from N, (H, W), or the command line's "N" and "HxW"."""
     if size is None:
@@ -212,4 +215,12 @@ def parse_size(size) -> tuple[int, int] | None:
         dims = []
     if len(dims) not in (1, 2) or min(dims) < 1:
         raise OptionError(f"--size must be N or HxW in pixels, e.g. 28 or 32x32, got {size!r}")
+    if max(dims) > MAX_SIZE:
+        height, width = int(dims[0]), int(dims[-1])
+        mib = height * width * 3 / 2**20
+        raise OptionError(
+            f"--size {size}: at most {MAX_SIZE} pixels a side (one {height}x{width} RGB sample would be "
+            + (f"{mib / 1024:,.1f} GiB" if mib >= 1024 else f"{mib:,.1f} MiB")
+            + "); pass the size the model takes, e.g. 224"
+        )
     return int(dims[0]), int(dims[-1])

@@ -204,9 +204,19 @@ def _list(folder: Path) -> list[os.DirEntry]:
     """The folder's entries but hidden ones (.DS_Store, .ipynb_checkpoints)."""
     try:
         with os.scandir(folder) as entries:
-            return [entry for entry in entries if not entry.name.startswith(".")]
+            listed = [entry for entry in entries if not entry.name.startswith(".")]
     except OSError as e:
         raise SourceError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+    for entry in listed:
+        try:
+            entry.name.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogates
+            shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+            raise SourceError(
+                f"{shown}: the name is not valid UTF-8, and ooc records class and file names as UTF-8 text; "
+                "rename it"
+            ) from None
+    return listed
 
 
 # what Pillow raises for a broken file (UnidentifiedImageError and truncated data are OSErrors)
