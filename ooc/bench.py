@@ -120,6 +120,8 @@ class Training:
     loader_cpu_share: float | None = _optional()
     memory_epoch_seconds: dict[str, float] | None = _optional()  # interleaved rounds: the memory runs
     ratio_rounds: list[float] | None = _optional()  # interleaved rounds: each round's ratio
+    memory_noise: float | None = _optional()  # interleaved rounds: (max - min) / median of the memory epochs
+    untrusted: str | None = _optional()  # why the ratio cannot be told from 1.0 in this run, if it cannot
 
 
 @dataclass
@@ -497,6 +499,7 @@ def _rounds_summary(store_runs: list[Training], memory_runs: list[Training]) -> 
     rounds, and the median of the rounds' ratios to their memory runs."""
     ratios = [s.epoch_seconds["median"] / m.epoch_seconds["median"] for s, m in zip(store_runs, memory_runs)]
     epoch_medians = [s.epoch_seconds["median"] for s in store_runs]
+    noise, untrusted = trust(statistics.median(ratios), memory_runs)
     return replace(
         store_runs[0],
         epoch_seconds=summary(epoch_medians),
@@ -506,7 +509,31 @@ def _rounds_summary(store_runs: list[Training], memory_runs: list[Training]) -> 
         memory_epoch_seconds=summary([m.epoch_seconds["median"] for m in memory_runs]),
         ratio_rounds=ratios,
         ratio_to_memory=statistics.median(ratios),
+        memory_noise=noise,
+        untrusted=untrusted,
     )
+
+
+MIN_TIMED_EPOCHS = 3  # in-memory epochs timed across the rounds, below which no spread can be told
+
+
+def trust(ratio: float, memory_runs: list[Training]) -> tuple[float, str | None]:
+    """The in-memory epochs' spread, (max - min) / median over every timed epoch of every round, and
+    why ``ratio`` cannot be told from 1.0 by this run: too few timed epochs, or a difference to
+    memory smaller than that spread. A noisy run must not recommend a layout that "trains faster
+    than memory"."""
+    timed = sum(m.epoch_seconds["n"] for m in memory_runs)
+    low = min(m.epoch_seconds["min"] for m in memory_runs)
+    high = max(m.epoch_seconds["max"] for m in memory_runs)
+    noise = (high - low) / statistics.median(m.epoch_seconds["median"] for m in memory_runs)
+    if timed < MIN_TIMED_EPOCHS:
+        return noise, (f"only {timed} in-memory epoch(s) timed: too few to tell; raise --epochs or --repeats")
+    if abs(ratio - 1) <= noise:
+        return noise, (
+            f"within noise: the in-memory epochs spread {noise * 100:.0f} %, more than the "
+            f"{abs(ratio - 1) * 100:.0f} % difference"
+        )
+    return noise, None
 
 
 def measure_conversion_jobs(

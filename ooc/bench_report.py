@@ -45,7 +45,8 @@ def _rate(read: dict | None, mode: str) -> str:
 
 def _ratio(training: Training) -> str:
     rounds = training.ratio_rounds
-    return f"{training.ratio_to_memory:.2f}" + (f" ({min(rounds):.2f}–{max(rounds):.2f})" if rounds else "")
+    text = f"{training.ratio_to_memory:.2f}" + (f" ({min(rounds):.2f}–{max(rounds):.2f})" if rounds else "")
+    return text + (" ≈ memory†" if training.untrusted else "")
 
 
 def write_markdown(report: dict[str, Any]) -> str:
@@ -177,6 +178,10 @@ def _training_section(rows: list[Row], cfg: dict[str, Any]) -> list[str]:
                 f"{t.loader_cpu_share * 100:.1f} % | "
                 f"{t.test_accuracy * 100:.2f} % | {t.peak_rss_mb:,.0f} | " + _fit_cells(r.training_fit)
             )
+    notes = {t.untrusted for r in rows for t in (r.training, r.training_cold) if t and t.untrusted}
+    lines += (
+        ["", *(f"† not told from memory by this run: {note}." for note in sorted(notes))] if notes else []
+    )
     return lines
 
 
@@ -344,6 +349,13 @@ def recommendation(report: dict[str, Any]) -> str:
     if not stores:
         return "No store was measured."
     fastest = min(stores, key=lambda r: r.training.ratio_to_memory)
+    if all(r.training.untrusted for r in stores):
+        smallest = min(stores, key=lambda r: r.conversion.bytes_per_sample)
+        return (
+            f"This run cannot rank the layouts by training speed ({fastest.training.untrusted}): train "
+            "longer before choosing by speed. For disk space pick "
+            f"**{smallest.name}** ({smallest.conversion.bytes_per_sample:,.0f} bytes per sample)."
+        )
     text = [
         f"For training speed pick **{fastest.name}**: its epochs took {fastest.training.ratio_to_memory:.2f}× "
         "the in-memory time "

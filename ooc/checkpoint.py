@@ -132,19 +132,20 @@ class Checkpointer:
             "backend_rng": backend_rng_state(),
             **asdict(progress),
         }
-        tmp = self.directory / (STATE_NAME + ".tmp")
+        tmp, had_own = self.directory / (STATE_NAME + ".tmp"), self.has_own
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(state, f, indent=1)
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
+            self.has_own = True  # before the rename: a Ctrl-C right after it must find it ours
             os.replace(tmp, self.directory / STATE_NAME)
         except OSError as e:  # the previous state.json, and its model, stay the checkpoint
+            self.has_own = had_own
             tmp.unlink(missing_ok=True)
             (self.directory / model_file).unlink(missing_ok=True)
             raise write_error(tmp.with_suffix(""), "the checkpoint", e, self.kept()) from None
-        self.has_own = True
         _fsync(self.directory)
         for old in self.directory.glob("model-*.keras"):
             if old.name != model_file:

@@ -315,25 +315,23 @@ def _train(
         )
 
     started = time.perf_counter()
-    run_epochs = _epochs_with_fit if config.loop == "fit" else _epochs_with_train_on_batch
-    history = run_epochs(
+    run = _Epochs(
         net,
         store,
         train_idx,
         val_idx,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=config.shuffle,
-        seed=config.seed,
+        config,
+        progress or Progress(),
+        checkpoints,
         log=log,
         before_epoch=before_epoch,
         after_batch=after_batch,
-        progress=progress,
-        checkpoints=checkpoints,
-        on_error=config.on_error,
         check_loss=_LossGuard(config.learning_rate, checkpoints),
-        **distributed,
     )
+    if config.loop == "fit":
+        history = _epochs_with_fit(run)
+    else:
+        history = _epochs_with_train_on_batch(run, **distributed)
     test = _test(net, store, config, distributed, started, log) if test_samples else None
     wall = time.perf_counter() - started
     report = {
@@ -603,278 +601,258 @@ def _log_epoch(log, record, history, epochs):
     )
 
 
-def _epochs_with_train_on_batch(
-    net,
-    store,
-    train_idx,
-    val_idx,
-    *,
-    epochs,
-    batch_size,
-    shuffle,
-    seed,
-    log,
-    before_epoch,
-    after_batch,
-    progress,
-    checkpoints,
-    on_error,
-    check_loss=lambda loss, epoch, batch: None,
-    step=None,
-    shard=None,
-    predict=None,
-):
-    """The epochs from ``progress`` on (a fresh run's is zero), checkpointing as ``checkpoints`` says.
+class _Clock:
+    """An epoch's wall and CPU time, carried on from a checkpoint's, with checkpoint writes left out."""
 
-    ``step(x, y)``, under a distribution strategy, trains on this worker's part (``shard``) of each
-    global batch and returns the global batch's loss sum, correct count and samples; every worker
-    calls it for every batch, even one whose part is empty."""
-    import keras
+    def __init__(self, p: Progress):
+        self.wall, self.cpu = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
 
-    p = progress
-    metric = Task.of(store.schema).metric
-    history = list(p.history)
-    read = batch_reader(store, on_error)
-    batches_per_epoch = -(-len(train_idx) // batch_size)
-    next_epoch = None  # the next epoch's batches, reading while this epoch validates
+    def elapsed(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
-    def epoch_plan_of(epoch, start_batch=0):
-        plan = batch_plan(
-            store,
+    @contextlib.contextmanager
+    def paused(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu
+
+
+class _Epochs:
+    """What both loops share: the run's epochs, where it is (``p``), and one step of ooc's loop."""
+
+    def __init__(
+        self,
+        net,
+        store,
+        train_idx,
+        val_idx,
+        config: TrainConfig,
+        progress: Progress,
+        checkpoints,
+        *,
+        log,
+        before_epoch,
+        after_batch,
+        check_loss,
+    ):
+        self.net, self.store, self.config = net, store, config
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.p, self.checkpoints, self.log = progress, checkpoints, log
+        self.before_epoch, self.after_batch, self.check_loss = before_epoch, after_batch, check_loss
+        self.metric = Task.of(store.schema).metric
+        self.history: list[dict] = list(progress.history)
+        self.batches_per_epoch = -(-len(train_idx) // config.batch_size)
+
+    def train_step(self, x, y, step=None) -> None:
+        """One batch through ``train_on_batch`` (or a distributed ``step``); the epoch's running sums."""
+        p = self.p
+        if step is not None:
+            loss_sum, correct, seen = step(x, y)
+            self.check_loss(float(loss_sum) / max(seen, 1), p.epoch, p.batch + 1)
+            p.seen, p.loss_sum, p.correct_sum = p.seen + seen, p.loss_sum + loss_sum, p.correct_sum + correct
+        elif len(y):  # train_on_batch returns the last batch's metrics only: the means are kept here
+            logs = self.net.train_on_batch(x, y, return_dict=True)
+            self.check_loss(float(logs["loss"]), p.epoch, p.batch + 1)
+            p.seen += len(y)
+            p.loss_sum += float(logs["loss"]) * len(y)
+            p.correct_sum += float(logs[self.metric]) * len(y)
+        p.batch += 1
+
+    def batch_done(self, indices, clock: _Clock) -> None:
+        """After batch ``p.batch``: its checkpoint if one is due, and the caller's hook."""
+        p = self.p
+        if self.checkpoints is not None and self.checkpoints.due(p.batch, self.batches_per_epoch):
+            with clock.paused():
+                p.seconds, p.cpu_seconds = clock.elapsed()
+                self.checkpoints.save(self.net, p)
+        if self.after_batch is not None:
+            self.after_batch(p.epoch, p.batch, indices)
+
+    def validate(self, predict=None) -> dict[str, Any]:
+        if not len(self.val_idx):
+            return {}
+        batch_size = max(self.config.batch_size, 512)
+        val = evaluate(
+            self.net,
+            self.store,
             "train",
+            indices=self.val_idx,
             batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            epoch=epoch,
-            indices=train_idx,
-            start_batch=start_batch,
-            shard=shard,
+            on_error=self.config.on_error,
+            predict=predict,
         )
-        return read_ahead(read, "train", plan)
+        return {f"val_{k}": v for k, v in val.items()}
 
-    for epoch in range(p.epoch, epochs):
-        if before_epoch is not None:
-            before_epoch(epoch)  # e.g. the benchmark's page-cache eviction, kept out of the epoch's time
-        log(f"Epoch {epoch + 1}/{epochs}")
-        # a live bar on a terminal; in logs the one line per epoch says the same
-        bar = (
-            keras.utils.Progbar(
-                len(train_idx), unit_name="sample", stateful_metrics=["loss", metric, "samples/s"]
-            )
-            if sys.stdout.isatty()
-            else None
-        )
-        # train_on_batch returns the last batch's metrics only: keep the epoch's running means here.
-        # A resumed epoch counts the time its checkpoint had; checkpoint writes are not counted.
-        epoch_start, cpu_start = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
-        epoch_plan = next_epoch or epoch_plan_of(epoch, p.batch)
-        next_epoch = None
-        for indices, x, y, skipped, first_skip in epoch_plan:
-            if step is not None:
-                loss_sum, correct, seen = step(x, y)
-                check_loss(float(loss_sum) / max(seen, 1), epoch, p.batch + 1)
-                p.seen, p.loss_sum, p.correct_sum = (
-                    p.seen + seen,
-                    p.loss_sum + loss_sum,
-                    p.correct_sum + correct,
-                )
-            elif len(y):
-                logs = net.train_on_batch(x, y, return_dict=True)
-                check_loss(float(logs["loss"]), epoch, p.batch + 1)
-                p.seen += len(y)
-                p.loss_sum += float(logs["loss"]) * len(y)
-                p.correct_sum += float(logs[metric]) * len(y)
-            p.batch += 1
-            p.skipped, p.first_skip = p.skipped + skipped, p.first_skip or first_skip
-            if bar and p.seen:
-                rate = round(p.seen / (time.perf_counter() - epoch_start))
-                bar.update(
-                    p.seen,
-                    [("loss", p.loss_sum / p.seen), (metric, p.correct_sum / p.seen), ("samples/s", rate)],
-                )
-            if checkpoints is not None and checkpoints.due(p.batch, batches_per_epoch):
-                paused, cpu_paused = time.perf_counter(), time.process_time()
-                p.seconds, p.cpu_seconds = paused - epoch_start, cpu_paused - cpu_start
-                checkpoints.save(net, p)
-                epoch_start += time.perf_counter() - paused
-                cpu_start += time.process_time() - cpu_paused
-            if after_batch is not None:
-                after_batch(epoch, p.batch, indices)
-        seconds, cpu_seconds = time.perf_counter() - epoch_start, time.process_time() - cpu_start
-        if before_epoch is None and epoch + 1 < epochs:
-            # Start the next epoch's reads now: its first batch waits for a whole stretch of chunks
-            # (~40 ms for zarr, measured), which validation hides. Not with before_epoch, which must
-            # run first (the bench's cold-cache eviction: validation would warm the cache anyway).
-            next_epoch = epoch_plan_of(epoch + 1)
-        val = (
-            evaluate(
-                net,
-                store,
-                "train",
-                indices=val_idx,
-                batch_size=max(batch_size, 512),
-                on_error=on_error,
-                predict=predict,
-            )
-            if len(val_idx)
-            else {}
-        )
-        val_first_skip = val.pop("first_skip", None)
-        nan = float("nan")
-        record = {
-            "epoch": epoch + 1,
+    def record(self, seconds: float, cpu_seconds: float, val: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's record, from the running sums of ``p``."""
+        p, nan = self.p, float("nan")
+        return {
+            "epoch": p.epoch + 1,
             "loss": p.loss_sum / p.seen if p.seen else nan,
-            metric: p.correct_sum / p.seen if p.seen else nan,
-            **{f"val_{k}": v for k, v in val.items()},
+            self.metric: p.correct_sum / p.seen if p.seen else nan,
+            **val,
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
             "samples_per_second": p.seen / seconds,
             "skipped": p.skipped,
         }
-        history.append(record)
-        _log_epoch(log, record, history, epochs)
-        if p.skipped:
-            log(f"epoch {epoch + 1}: skipped {p.skipped} unreadable samples (first: {p.first_skip})")
-        if val.get("skipped"):
-            log(
-                f"epoch {epoch + 1}: skipped {val['skipped']} unreadable validation samples (first: "
-                f"{val_first_skip})"
+
+    def finish_epoch(self, record: dict[str, Any]) -> None:
+        """Log the epoch, keep its record, and checkpoint the run at the next epoch's start."""
+        epoch, first_val_skip = record["epoch"] - 1, record.pop("val_first_skip", None)
+        self.history.append(record)
+        _log_epoch(self.log, record, self.history, self.config.epochs)
+        if self.p.skipped:
+            self.log(
+                f"epoch {epoch + 1}: skipped {self.p.skipped} unreadable samples (first: {self.p.first_skip})"
             )
-        p = Progress(epoch=epoch + 1, history=history)
-        if checkpoints is not None:
-            checkpoints.save(net, p)
-    return history
+        if record.get("val_skipped"):
+            self.log(
+                f"epoch {epoch + 1}: skipped {record['val_skipped']} unreadable validation samples (first: "
+                f"{first_val_skip})"
+            )
+        self.p = Progress(epoch=epoch + 1, history=self.history)
+        if self.checkpoints is not None:
+            self.checkpoints.save(self.net, self.p)
 
 
-def _epochs_with_fit(
-    net,
-    store,
-    train_idx,
-    val_idx,
-    *,
-    epochs,
-    batch_size,
-    shuffle,
-    seed,
-    log,
-    before_epoch=None,
-    after_batch=None,
-    progress=None,
-    checkpoints=None,
-    on_error="raise",
-    check_loss=lambda loss, epoch, batch: None,
-):
+def _epochs_with_train_on_batch(run: _Epochs, *, step=None, shard=None, predict=None) -> list[dict]:
+    """ooc's loop, from ``run.p`` on (a fresh run's is zero): read ahead, train, checkpoint, validate.
+
+    ``step(x, y)``, under a distribution strategy, trains on this worker's part (``shard``) of each
+    global batch and returns the global batch's loss sum, correct count and samples; every worker
+    calls it for every batch, even one whose part is empty."""
+    config = run.config
+    read = batch_reader(run.store, config.on_error)
+
+    def epoch_plan(epoch, start_batch=0):
+        plan = batch_plan(
+            run.store,
+            "train",
+            batch_size=config.batch_size,
+            shuffle=config.shuffle,
+            seed=config.seed,
+            epoch=epoch,
+            indices=run.train_idx,
+            start_batch=start_batch,
+            shard=shard,
+        )
+        return read_ahead(read, "train", plan)
+
+    next_epoch = None  # the next epoch's batches, reading while this epoch validates
+    for epoch in range(run.p.epoch, config.epochs):
+        if run.before_epoch is not None:
+            run.before_epoch(epoch)  # e.g. the benchmark's page-cache eviction, kept out of the epoch's time
+        run.log(f"Epoch {epoch + 1}/{config.epochs}")
+        bar = _ProgressBar(len(run.train_idx), run.metric)
+        clock = _Clock(run.p)  # a resumed epoch counts the time its checkpoint had
+        batches, next_epoch = next_epoch or epoch_plan(epoch, run.p.batch), None
+        for indices, x, y, skipped, first_skip in batches:
+            run.train_step(x, y, step)
+            run.p.skipped, run.p.first_skip = run.p.skipped + skipped, run.p.first_skip or first_skip
+            bar.update(run.p, clock)
+            run.batch_done(indices, clock)
+        seconds, cpu_seconds = clock.elapsed()
+        if run.before_epoch is None and epoch + 1 < config.epochs:
+            # Start the next epoch's reads now: its first batch waits for a whole stretch of chunks
+            # (~40 ms for zarr, measured), which validation hides. Not with before_epoch, which must
+            # run first (the bench's cold-cache eviction: validation would warm the cache anyway).
+            next_epoch = epoch_plan(epoch + 1)
+        run.finish_epoch(run.record(seconds, cpu_seconds, run.validate(predict)))
+    return run.history
+
+
+class _ProgressBar:
+    """A live bar on a terminal; in logs the one line per epoch says the same."""
+
+    def __init__(self, samples: int, metric: str):
+        import keras
+
+        self.metric = metric
+        self.bar = (
+            keras.utils.Progbar(samples, unit_name="sample", stateful_metrics=["loss", metric, "samples/s"])
+            if sys.stdout.isatty()
+            else None
+        )
+
+    def update(self, p: Progress, clock: _Clock) -> None:
+        if self.bar and p.seen:
+            rate = round(p.seen / clock.elapsed()[0])
+            means = [("loss", p.loss_sum / p.seen), (self.metric, p.correct_sum / p.seen)]
+            self.bar.update(p.seen, [*means, ("samples/s", rate)])
+
+
+def _epochs_with_fit(run: _Epochs) -> list[dict]:
     """The same epochs through ``model.fit`` and a PyDataset (read one batch ahead in a thread):
     ``shuffle=False`` and ``set_epoch`` make fit's epoch k the plan of epoch k, in order, as in the
     train_on_batch loop. Checkpoints every ``checkpoints.every`` batches and at epoch ends; fit cannot
     start an epoch at a batch, so a run resumed mid-epoch trains the rest of that epoch step by step
     (``train_on_batch``, fit's own step: the same weights) and lets fit go on from the next epoch."""
-    import keras
-
     from ooc.keras_data import as_pydataset
 
-    progress = progress or Progress()
-    metric = Task.of(store.schema).metric
-    history: list[dict] = list(progress.history)
-    if progress.epoch >= epochs:
-        return history
+    config = run.config
+    if run.p.epoch >= config.epochs:
+        return run.history
     train_data = as_pydataset(
-        store, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, indices=train_idx, workers=2
+        run.store,
+        "train",
+        batch_size=config.batch_size,
+        shuffle=config.shuffle,
+        seed=config.seed,
+        indices=run.train_idx,
+        workers=2,
     )
     val_data = (
-        as_pydataset(store, "train", batch_size=max(batch_size, 512), indices=val_idx)
-        if len(val_idx)
+        as_pydataset(run.store, "train", batch_size=max(config.batch_size, 512), indices=run.val_idx)
+        if len(run.val_idx)
         else None
     )
-
-    def finish_epoch(epoch, record):
-        history.append(record)
-        _log_epoch(log, record, history, epochs)
-        if checkpoints is not None:
-            checkpoints.save(net, Progress(epoch=epoch + 1, history=history))
-
-    class EpochClock(keras.callbacks.Callback):
-        """Training time of each epoch, without the validation pass fit runs inside it; its record and checkpoints."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            train_data.set_epoch(epoch)  # before fit starts reading the epoch's batches
-            reseed_backend_for_epoch(seed, epoch)
-            self.p = Progress(epoch=epoch, history=history)
-            self.epoch, self.start, self.cpu, self.done = (
-                epoch,
-                time.perf_counter(),
-                time.process_time(),
-                None,
-            )
-
-        def on_train_batch_end(self, batch, logs=None):
-            check_loss(float(logs["loss"]), self.epoch, batch + 1)  # fit's running mean: nan from then on
-            p = self.p
-            p.batch, p.seen = batch + 1, p.seen + len(train_data.plan[batch])
-            p.loss_sum, p.correct_sum = (
-                float(logs["loss"]) * p.seen,
-                float(logs[metric]) * p.seen,
-            )  # fit logs running means
-            if checkpoints is not None and checkpoints.due(p.batch, len(train_data)):
-                p.seconds, p.cpu_seconds = time.perf_counter() - self.start, time.process_time() - self.cpu
-                checkpoints.save(self.model, p)
-            if after_batch is not None:
-                after_batch(self.epoch, batch + 1, train_data.plan[batch])
-
-        def on_test_begin(self, logs=None):
-            self.done = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds, cpu = self.done or (time.perf_counter() - self.start, time.process_time() - self.cpu)
-            val = (
-                {"val_loss": float(logs["val_loss"]), f"val_{metric}": float(logs[f"val_{metric}"])}
-                if "val_loss" in logs
-                else {}
-            )
-            finish_epoch(
-                epoch,
-                {
-                    "epoch": epoch + 1,
-                    "loss": float(logs["loss"]),
-                    metric: float(logs[metric]),
-                    **val,
-                    "seconds": seconds,
-                    "cpu_seconds": cpu,
-                    "samples_per_second": len(train_idx) / seconds,
-                    "skipped": 0,
-                },
-            )
-
-    initial_epoch = progress.epoch
-    if progress.batch:  # resumed mid-epoch
-        finish_epoch(
-            progress.epoch,
-            _rest_of_epoch(
-                net,
-                train_data,
-                val_idx,
-                store,
-                progress,
-                metric,
-                checkpoints,
-                after_batch,
-                batch_size,
-                check_loss,
-            ),
-        )
-        initial_epoch += 1
-    if initial_epoch < epochs:
-        _build_compiled(net, store, train_idx)
-        net.fit(
+    if run.p.batch:  # resumed mid-epoch
+        _rest_of_epoch(run, train_data)
+    if run.p.epoch < config.epochs:
+        _build_compiled(run.net, run.store, run.train_idx)
+        run.net.fit(
             train_data,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
+            epochs=config.epochs,
+            initial_epoch=run.p.epoch,
             shuffle=False,
             validation_data=val_data,
-            callbacks=[EpochClock()],
+            callbacks=[_fit_callback(run, train_data)],
             verbose=1 if sys.stdout.isatty() else 0,
         )
-    return history
+    return run.history
+
+
+def _fit_callback(run: _Epochs, train_data):
+    """fit's epochs kept as ooc's loop keeps them: training time without fit's validation pass, the
+    running sums of ``run.p`` (fit logs running means), checkpoints and each epoch's record."""
+    import keras
+
+    class FitEpochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            train_data.set_epoch(epoch)  # before fit starts reading the epoch's batches
+            reseed_backend_for_epoch(run.config.seed, epoch)
+            run.p = Progress(epoch=epoch, history=run.history)
+            self.clock, self.done = _Clock(run.p), None
+
+        def on_train_batch_end(self, batch, logs=None):
+            p = run.p
+            run.check_loss(float(logs["loss"]), p.epoch, batch + 1)  # fit's running mean: nan from then on
+            p.batch, p.seen = batch + 1, p.seen + len(train_data.plan[batch])
+            p.loss_sum, p.correct_sum = float(logs["loss"]) * p.seen, float(logs[run.metric]) * p.seen
+            run.batch_done(train_data.plan[batch], self.clock)
+
+        def on_test_begin(self, logs=None):
+            self.done = self.done or self.clock.elapsed()
+
+        def on_epoch_end(self, epoch, logs=None):
+            val = {k: float(logs[k]) for k in ("val_loss", f"val_{run.metric}") if k in logs}
+            run.finish_epoch(run.record(*(self.done or self.clock.elapsed()), val))
+
+    return FitEpochs()
 
 
 def _build_compiled(net, store, train_idx) -> None:
@@ -884,38 +862,11 @@ def _build_compiled(net, store, train_idx) -> None:
     net.evaluate(x, y, verbose=0)
 
 
-def _rest_of_epoch(
-    net, train_data, val_idx, store, p: Progress, metric, checkpoints, after_batch, batch_size, check_loss
-) -> dict:
-    """Batches ``p.batch`` on of epoch ``p.epoch`` through ``train_on_batch``; the epoch's record."""
-    start, cpu = time.perf_counter() - p.seconds, time.process_time() - p.cpu_seconds
-    train_data.set_epoch(p.epoch)
-    for index in range(p.batch, len(train_data)):
-        x, y = train_data[index]
-        logs = net.train_on_batch(x, y, return_dict=True)
-        check_loss(float(logs["loss"]), p.epoch, index + 1)
-        p.batch, p.seen = index + 1, p.seen + len(y)
-        p.loss_sum, p.correct_sum = (
-            p.loss_sum + float(logs["loss"]) * len(y),
-            p.correct_sum + float(logs[metric]) * len(y),
-        )
-        if checkpoints is not None and checkpoints.due(p.batch, len(train_data)):
-            p.seconds, p.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-            checkpoints.save(net, p)
-        if after_batch is not None:
-            after_batch(p.epoch, p.batch, train_data.plan[index])
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    val = {}
-    if len(val_idx):
-        result = evaluate(net, store, "train", indices=val_idx, batch_size=max(batch_size, 512))
-        val = {"val_loss": result["loss"], f"val_{metric}": result[metric]}
-    return {
-        "epoch": p.epoch + 1,
-        "loss": p.loss_sum / p.seen,
-        metric: p.correct_sum / p.seen,
-        **val,
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "samples_per_second": p.seen / seconds,
-        "skipped": 0,
-    }
+def _rest_of_epoch(run: _Epochs, train_data) -> None:
+    """Batches ``p.batch`` on of epoch ``p.epoch`` through ooc's own step, then the epoch's end."""
+    clock = _Clock(run.p)
+    train_data.set_epoch(run.p.epoch)
+    for index in range(run.p.batch, len(train_data)):
+        run.train_step(*train_data[index])
+        run.batch_done(train_data.plan[index], clock)
+    run.finish_epoch(run.record(*clock.elapsed(), run.validate()))

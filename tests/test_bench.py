@@ -9,6 +9,8 @@ import statistics
 import subprocess
 import sys
 
+import pytest
+
 from ooc.bench import READ_MODES, VARIANTS, targets_for
 from ooc.bench_report import load_report, write_markdown
 from ooc.formats import FORMATS
@@ -120,7 +122,11 @@ def test_bench_report(tmp_path):
                 "ratio_to_memory",
                 "loader_cpu_share",
             }
-            rounds = {"memory_epoch_seconds", "ratio_rounds"} if row["kind"] == "store" else set()
+            rounds = (
+                {"memory_epoch_seconds", "ratio_rounds", "memory_noise", "untrusted"}
+                if row["kind"] == "store"
+                else set()
+            )
             assert set(row["training"]) == fields | rounds
             if rounds:  # one ratio per interleaved round, against that round's memory run
                 assert (
@@ -129,6 +135,10 @@ def test_bench_report(tmp_path):
                 )
                 assert row["training"]["ratio_to_memory"] == statistics.median(
                     row["training"]["ratio_rounds"]
+                )
+                # 2 rounds of 2 epochs, the first untimed: too few in-memory epochs to rank anything
+                assert row["training"]["untrusted"] == (
+                    "only 2 in-memory epoch(s) timed: too few to tell; raise --epochs or --repeats"
                 )
             assert row["training"]["shuffle"] == "chunk"
             # a store's fit run carries the loader CPU measured after it (TensorFlow then pins glibc's mmap threshold)
@@ -184,7 +194,9 @@ def test_bench_report(tmp_path):
         "## Conversion speed against --jobs",
     ):
         assert heading in markdown
-    assert "For training speed pick **" in markdown and report["command"] in markdown
+    assert report["command"] in markdown
+    assert "This run cannot rank the layouts by training speed (only 2 in-memory epoch(s) timed" in markdown
+    assert "≈ memory†" in markdown and "† not told from memory by this run: only 2" in markdown
     assert write_markdown(load_report(out / "report.json")) == markdown  # report.json holds every typed field
     for plot in ("read_throughput.png", "size_on_disk.png", "training_ratio.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -209,3 +221,33 @@ def test_bench_refuses_unknown_formats(tmp_path):
     assert done.returncode == 1
     assert done.stderr == f"ooc: error: unknown format 'tiff': choose one of {', '.join(FORMATS)}\n"
     assert not (tmp_path / "bench").exists()
+
+
+def _memory_run(*epochs: float):
+    from ooc.bench import Training, summary
+
+    return Training(
+        shuffle="chunk",
+        loop="train_on_batch",
+        cold=False,
+        epoch_seconds=summary(list(epochs)),
+        epoch_cpu_seconds=summary(list(epochs)),
+        first_epoch_seconds=epochs[0],
+        train_samples=100,
+        samples_per_second=100 / statistics.median(epochs),
+        test_accuracy=0.5,
+        peak_rss_mb=1.0,
+    )
+
+
+def test_a_ratio_within_the_memory_epochs_spread_is_not_a_ranking():
+    from ooc.bench import trust
+
+    runs = [_memory_run(1.0, 1.1), _memory_run(0.95, 1.05)]  # spread (1.1 - 0.95) / 1.025 = 14.6 %
+    noise, why = trust(0.9, runs)
+    assert noise == pytest.approx(0.15 / 1.025)
+    assert why == "within noise: the in-memory epochs spread 15 %, more than the 10 % difference"
+    assert trust(1.2, runs)[1] is None
+    assert trust(1.5, [_memory_run(1.0, 1.0)])[1] == (
+        "only 2 in-memory epoch(s) timed: too few to tell; raise --epochs or --repeats"
+    )
