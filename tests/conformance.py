@@ -111,6 +111,8 @@ def _read_epoch(path, seed):
 
 class LayoutTests:
     format: ClassVar[str]
+    # The layout's facts, declared by its test class where they differ:
+    records_sample_shape: ClassVar[bool] = True  # its files say the sample shape (a flat binary file does not)
 
     def standard_read(self, path, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The first ``n`` train samples (as stored) and targets, read with the format's own tool."""
@@ -394,6 +396,8 @@ class LayoutTests:
             ooc.open_store(out)
         assert not verify(out).ok
         write_manifest(out, {k: v for k, v in manifest.items() if k != "manifest_crc32"})  # a consistent lie
+        if edit == "sample_shape" and not self.records_sample_shape:
+            return  # the same bytes, another shape: nothing in the files can tell (its own checksum did)
         with pytest.raises(CorruptStoreError) as caught:
             with ooc.open_store(out) as store:
                 store.labels("train")
