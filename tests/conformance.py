@@ -112,7 +112,9 @@ def _read_epoch(path, seed):
 class LayoutTests:
     format: ClassVar[str]
     # The layout's facts, declared by its test class where they differ:
-    records_sample_shape: ClassVar[bool] = True  # its files say the sample shape (a flat binary file does not)
+    records_sample_shape: ClassVar[bool] = (
+        True  # its files say the sample shape (a flat binary file does not)
+    )
 
     def standard_read(self, path, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The first ``n`` train samples (as stored) and targets, read with the format's own tool."""

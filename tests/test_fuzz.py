@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 import ooc
 from ooc.errors import CorruptStoreError, OocError, SourceError
+from ooc.verify import verify
 
 from conftest import MNIST
 
@@ -332,3 +333,36 @@ def test_flipped_byte_in_an_uncompressed_store(uncompressed_stores, tmp_path, fm
         assert np.array_equal(got[split][0], want[split][0]) and np.array_equal(
             got[split][1], want[split][1]
         ), f"{victim} byte {at}: wrong {split} batch"
+
+
+# Two conversions to one --out, started a random moment apart: one owns the directory at a time, so
+# the store left is exactly what either would have written alone, and a refused run says why in one line.
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["hdf5", "zarr", "csv", "parquet"]), delay=st.floats(0.0, 0.3))
+def test_concurrent_conversions_leave_one_exact_store(tmp_path_factory, fmt, delay):
+    import subprocess
+    import sys
+    import time
+
+    base = tmp_path_factory.mktemp("race")
+    args = [sys.executable, "-m", "ooc", "--quiet", "convert", "--format", fmt, "--source", str(MNIST)]
+    args += ["--limit", "200", "--out", str(base / "out"), "--overwrite"]
+    first = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    second = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    outcomes = [(run.wait(timeout=300), run.stderr.read()) for run in (first, second)]
+    assert any(code == 0 for code, _ in outcomes), outcomes
+    for code, err in outcomes:
+        assert code == 0 or (
+            code == 1 and err.count("\n") == 1 and "is being written by another ooc convert (pid" in err
+        ), outcomes
+    ooc.convert(base / "alone", format=fmt, source=MNIST, limit=200)
+    with ooc.open_store(base / "out") as raced, ooc.open_store(base / "alone") as alone:
+        for split in ("train", "test"):
+            every = np.arange(alone.num_samples(split))
+            assert raced.num_samples(split) == len(every)
+            for a, b in zip(raced.read_stored(split, every), alone.read_stored(split, every)):
+                assert np.array_equal(a, b)
+    assert verify(base / "out").ok
