@@ -1,7 +1,8 @@
 """Cost of issue 18's read-path CRC checks: a chunk-shuffled pass over the MNIST train split of an hdf5
 and an npy store (default options), with and without the checks, in interleaved rounds.
 
-    python bench/read_checks.py [rounds]      # prints samples/s per round and the median ratio
+    python bench/read_checks.py [rounds]          # prints samples/s per round and the median ratio
+    python bench/read_checks.py train [rounds]    # the same, for training LeNet (epochs 2-3 of 512)
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def one_pass(path: Path, *, checks: bool, seed: int) -> float:
     store = ooc.open_store(path)
-    if not checks:  # the same store, as if converted without read_checksums
-        store.manifest = {k: v for k, v in store.manifest.items() if k != "read_checksums"}
+    if not checks:
+        without_checks(store)
     n = store.num_samples("train")
     plan = ooc.epoch_batches(
         n, batch_size=128, shuffle="chunk", seed=seed, chunk_size=store.chunk_size or 1024
@@ -34,6 +35,37 @@ def one_pass(path: Path, *, checks: bool, seed: int) -> float:
     seconds = time.perf_counter() - started
     store.close()
     return n / seconds
+
+
+def without_checks(store):
+    """The same store, as if converted without read_checksums."""
+    store.manifest = {k: v for k, v in store.manifest.items() if k != "read_checksums"}
+    return store
+
+
+def one_training(path: Path, *, checks: bool) -> float:
+    """Median epoch seconds of epochs 2-3 (the first also traces the graph)."""
+    from ooc.train import train
+
+    store = ooc.open_store(path)
+    report = train(store if checks else without_checks(store), epochs=3, batch_size=512, model="lenet",
+                   log=lambda line: None)  # fmt: skip
+    store.close()
+    return statistics.median(e["seconds"] for e in report["history"][1:])
+
+
+def main_train(rounds: int = 3) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("hdf5", "npy"):
+            path = Path(tmp) / fmt
+            ooc.convert(path, format=fmt, source=ROOT / "data" / "mnist.npz")
+            seconds = {True: [], False: []}
+            for r in range(rounds):
+                for checks in (r % 2 == 0, r % 2 != 0):
+                    seconds[checks].append(one_training(path, checks=checks))
+            on, off = statistics.median(seconds[True]), statistics.median(seconds[False])
+            print(f"{fmt}: training epoch with checks {on:.2f} s, without {off:.2f} s; ratio {on / off:.3f}")
+            print(f"  with: {seconds[True]}  without: {seconds[False]}")
 
 
 def main(rounds: int = 7) -> None:
@@ -57,4 +89,7 @@ def main(rounds: int = 7) -> None:
 
 if __name__ == "__main__":
     np.seterr(all="ignore")
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
+    if sys.argv[1:2] == ["train"]:
+        main_train(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
