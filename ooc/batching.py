@@ -169,13 +169,13 @@ def batch_plan(
     return worker_shard(plan, worker=shard[0], workers=shard[1]) if shard is not None else plan
 
 
-def hint_ahead(store: Store, batch_size: int) -> int:
+def hint_ahead(store: Store, batch_size: int, stretch_chunks: int = SHUFFLE_BUFFER_CHUNKS) -> int:
     """How many batches ahead ``read_ahead`` hints a store's reads: a stretch of the chunk shuffle
     (the next stretch's chunks are then on their way while the current one is consumed), or
     ``HINT_BATCHES`` for a store without chunks."""
     if store.chunk_size is None:
         return HINT_BATCHES
-    return max(1, -(-SHUFFLE_BUFFER_CHUNKS * store.chunk_size // batch_size))
+    return max(1, -(-stretch_chunks * store.chunk_size // batch_size))
 
 
 # batches hinted ahead on a store without chunks (npy): random rows, so a few batches of queued reads

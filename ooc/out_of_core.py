@@ -1,0 +1,341 @@
+"""Out of core for real (``ooc bench --memory-limit``): passes over stores several times larger than
+the memory they may use, each in a child process placed in a memory cgroup of that limit.
+
+For each layout the parent converts a store ``--repeat`` copies of the source large (its train split
+at least ``factor`` times the limit, in stored bytes: zarr's compressed ones), then runs one child
+in a fresh cgroup (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``; the cgroup is removed after).
+The child, before anything else, waits until the parent has written its pid into the cgroup, so
+every page it touches (its imports, the page cache of its reads) counts against the limit. It then
+measures, each pass after evicting the store from the page cache (``ooc.bench.evict_from_page_cache``,
+as the bench's cold passes do) and each for at most ``seconds``:
+
+- the disk's sequential bandwidth: a direct-I/O read (``O_DIRECT``, page-aligned buffers from
+  ``mmap``) of the store's own files, which bypasses the page cache;
+- the chunk shuffle with the read-ahead hints (``Store.will_need``, what ``ooc.batches`` does) and
+  without them, and the exact global shuffle, each through ``read_ahead`` without prefetch (the
+  loader alone, as the bench's read passes);
+- optionally (``training``, a second child: TensorFlow's own memory would count in the reads' peak)
+  ``train_on_batch`` per sample from the store against the same model and batch size from in-memory
+  arrays of a subset that fits (``TRAINING_SUBSET`` samples).
+
+Peak memory is the cgroup's own counter (v1 ``memory.max_usage_in_bytes``, v2 ``memory.peak``:
+anonymous memory and the page cache charged to the cgroup, so a pass that streams the disk peaks
+near the limit) beside the child's own peak resident set (``ru_maxrss``).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import mmap
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ooc.errors import OptionError
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+OUT_OF_CORE_FORMATS = ("hdf5", "npy", "zarr")
+TRAINING_SUBSET = 10_000  # samples of the in-memory side of the training ratio
+DIRECT_BLOCK = 8 << 20  # bytes per O_DIRECT read
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"1G"``, ``"256M"``, ``"512MiB"``, ``"1073741824"``: bytes (K, M, G, T are powers of 1024, as
+    cgroups read them)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
+    if not match or float(match[1]) <= 0:
+        raise OptionError(f"--memory-limit {text!r}: give a size such as 1G, 512M or 268435456 (bytes)")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def human(size: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if size >= _UNITS[unit] and size % (_UNITS[unit] // 16) == 0:
+            return f"{size / _UNITS[unit]:g} {unit}iB"
+    return f"{size:,} B"
+
+
+# -- memory cgroups --------------------------------------------------------------------------------
+
+
+class MemoryCgroup:
+    """A memory cgroup made for one child process under ``root`` (default ``CGROUP_ROOT``): cgroup v2
+    where the root lists the memory controller, else v1's ``memory`` hierarchy. ``create`` raises
+    ``OSError`` (with ``reason`` saying what failed) where cgroups cannot be written."""
+
+    def __init__(self, limit: int, *, root: Path | None = None, name: str | None = None):
+        self.limit, self.root = limit, Path(root or CGROUP_ROOT)
+        self.name = name or f"ooc-bench-{os.getpid()}-{time.monotonic_ns()}"
+        self.version, self.path = None, None
+
+    def _where(self) -> tuple[int, Path]:
+        controllers = self.root / "cgroup.controllers"
+        if controllers.is_file() and "memory" in controllers.read_text().split():
+            return 2, self.root
+        if (self.root / "memory" / "memory.limit_in_bytes").is_file():
+            return 1, self.root / "memory"
+        raise OSError(errno.ENOENT, f"no memory controller under {self.root} (neither cgroup v2 nor v1)")
+
+    def create(self) -> MemoryCgroup:
+        version, parent = self._where()
+        if version == 2:
+            subtree = parent / "cgroup.subtree_control"
+            if "memory" not in subtree.read_text().split():
+                subtree.write_text("+memory")
+        path = parent / self.name
+        path.mkdir()
+        self.version, self.path = version, path
+        try:
+            if version == 2:
+                (path / "memory.max").write_text(str(self.limit))
+                _try_write(path / "memory.swap.max", "0")
+            else:
+                (path / "memory.limit_in_bytes").write_text(str(self.limit))
+                _try_write(path / "memory.memsw.limit_in_bytes", str(self.limit))  # no swapping out of it
+        except OSError:
+            self.remove()
+            raise
+        return self
+
+    def add(self, pid: int) -> None:
+        (self.path / ("cgroup.procs" if self.version == 2 else "tasks")).write_text(str(pid))
+
+    def peak(self) -> int | None:
+        """The most memory the cgroup held (anonymous and page cache), None where not counted."""
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int((self.path / name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def remove(self) -> None:
+        if self.path is None:
+            return
+        for _ in range(50):  # a child just killed may take a moment to leave
+            try:
+                self.path.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.path = None
+
+
+def _try_write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError:
+        pass  # no swap accounting: nothing to limit
+
+
+def cgroups_unavailable(root: Path | None = None) -> str | None:
+    """Why a memory cgroup cannot be made here (one line), or None: one is made and removed."""
+    try:
+        MemoryCgroup(1 << 30, root=root).create().remove()
+    except OSError as error:
+        return f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+    return None
+
+
+_CHILD = "import sys; sys.stdin.readline(); from ooc.out_of_core import _child_main; _child_main()"
+
+
+def run_limited(task: dict[str, Any], limit: int, *, root: Path | None = None) -> dict[str, Any]:
+    """Run ``task`` (``_child_main``'s) in a child process inside a fresh memory cgroup of ``limit``
+    bytes; its result, with ``cgroup_peak`` and ``cgroup`` (the version). A child the OOM killer
+    ends gives ``{"killed": ...}``."""
+    cgroup = MemoryCgroup(limit, root=root).create()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(task)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        cgroup.add(child.pid)
+        out, err = child.communicate("go\n")
+        peak = cgroup.peak()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        cgroup.remove()
+    if child.returncode != 0:
+        last = (err.strip().splitlines() or [""])[-1][:200]
+        why = "killed (the OOM killer at this limit?)" if child.returncode < 0 else f"failed: {last}"
+        return {"killed": why, "cgroup_peak": peak, "cgroup": cgroup.version}
+    return {**json.loads(out.strip().splitlines()[-1]), "cgroup_peak": peak, "cgroup": cgroup.version}
+
+
+# -- what the child measures ----------------------------------------------------------------------
+
+
+def direct_read_bandwidth(files: list[Path], *, seconds: float) -> float | None:
+    """MB/s of a sequential direct-I/O read of ``files`` (in order, for at most ``seconds``): the
+    disk's own speed, the page cache bypassed. None where the filesystem refuses ``O_DIRECT``."""
+    if not hasattr(os, "O_DIRECT"):
+        return None
+    buffer = mmap.mmap(-1, DIRECT_BLOCK)  # page-aligned, as O_DIRECT wants
+    total, start = 0, time.perf_counter()
+    try:
+        for file in files:
+            try:
+                fd = os.open(file, os.O_RDONLY | os.O_DIRECT)
+            except OSError as error:
+                if error.errno == errno.EINVAL:
+                    return None  # tmpfs and the like
+                raise
+            try:
+                while True:
+                    got = os.readv(fd, [buffer])
+                    total += got
+                    if got < DIRECT_BLOCK or time.perf_counter() - start > seconds:
+                        break
+            except OSError as error:
+                if error.errno == errno.EINVAL:
+                    return None
+                raise
+            finally:
+                os.close(fd)
+            if time.perf_counter() - start > seconds:
+                break
+    finally:
+        buffer.close()
+    elapsed = time.perf_counter() - start
+    return total / elapsed / 1e6 if elapsed > 0 and total else None
+
+
+def data_files(path: Path) -> list[Path]:
+    """The store's files, in path order (the files a pass over it reads, and a few small ones)."""
+    return sorted(Path(root) / name for root, _, names in os.walk(path) for name in names)
+
+
+def _timed_pass(batches, seconds: float) -> dict[str, float]:
+    samples, start = 0, time.perf_counter()
+    for _, y in batches:
+        samples += len(y)
+        if time.perf_counter() - start > seconds:
+            break
+    elapsed = time.perf_counter() - start
+    return {"samples": samples, "seconds": elapsed, "samples_per_second": samples / elapsed}
+
+
+def child_reads(task: dict[str, Any]) -> dict[str, Any]:
+    """The disk's bandwidth, then each pass of ``task["passes"]`` (name, shuffle, hints, chunks per
+    stretch, chunks cached), each cold."""
+    from ooc.batching import epoch_batches, hint_ahead, read_ahead
+    from ooc.bench import evict_from_page_cache
+    from ooc.stores import open_store
+
+    path, seconds, batch_size = Path(task["path"]), task["seconds"], task["batch_size"]
+    evict_from_page_cache(path)
+    result = {"disk_mb_per_second": direct_read_bandwidth(data_files(path), seconds=seconds), "passes": {}}
+    for name, shuffle, hints, stretch, cache in task["passes"]:
+        evict_from_page_cache(path)
+        with open_store(path) as store:
+            if store.chunk_size is not None:
+                store.cache_chunks = cache
+            plan = epoch_batches(
+                store.num_samples("train"),
+                batch_size=batch_size,
+                shuffle=shuffle,
+                seed=task["seed"],
+                chunk_size=store.chunk_size,
+                stretch_chunks=stretch,
+            )
+            hint = store.will_need if hints else None
+            reads = read_ahead(
+                store.read, "train", plan, 0, will_need=hint, ahead=hint_ahead(store, batch_size, stretch)
+            )
+            result["passes"][name] = _timed_pass(reads, seconds)
+    return result
+
+
+def child_training(task: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per sample of ``train_on_batch`` from in-memory arrays of a subset, then from the
+    store (chunk shuffle, ``ooc.batches`` with its prefetch and hints, cold), same model and batch."""
+    import numpy as np
+
+    from ooc.batching import batches
+    from ooc.bench import evict_from_page_cache
+    from ooc.models import Task, resolve_model
+    from ooc.stores import MemoryStore, open_store
+
+    path, seconds, batch_size = Path(task["path"]), task["seconds"], task["batch_size"]
+    store = open_store(path)
+    subset = min(TRAINING_SUBSET, store.num_samples("train"))
+    memory = MemoryStore(
+        {"train": store.read_stored("train", np.arange(subset))}, name="subset", schema=store.schema
+    )
+    net = resolve_model(
+        task["model"], input_shape=store.sample_shape, task=Task.of(store.schema), learning_rate=1e-3
+    )
+
+    def per_sample(source, epochs_needed: bool) -> float:
+        def endless():
+            for epoch in range(1_000_000 if epochs_needed else 1):
+                yield from batches(
+                    source, "train", batch_size=batch_size, shuffle="chunk", seed=task["seed"], epoch=epoch
+                )
+
+        stream = endless()
+        for _ in range(3):  # tracing and warm-up, untimed
+            x, y = next(stream)
+            net.train_on_batch(x, y)
+        samples, start = 0, time.perf_counter()
+        for x, y in stream:
+            net.train_on_batch(x, y)
+            samples += len(y)
+            if time.perf_counter() - start > seconds:
+                break
+        return (time.perf_counter() - start) / samples
+
+    in_memory = per_sample(memory, True)
+    evict_from_page_cache(path)
+    from_store = per_sample(store, False)
+    return {
+        "memory_samples_per_second": 1 / in_memory,
+        "store_samples_per_second": 1 / from_store,
+        "ratio": from_store / in_memory,
+    }
+
+
+def _child_main() -> None:
+    import resource
+
+    task = json.loads(sys.argv[1])
+    if task["kind"] == "training":
+        from ooc.cli import _import_tensorflow_quietly
+
+        _import_tensorflow_quietly()
+    result = (child_training if task["kind"] == "training" else child_reads)(task)
+    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result))
+
+
+# -- the parent: stores, children, rows ------------------------------------------------------------
+
+
+def copies_for(bytes_per_copy: int, limit: int, factor: float) -> int:
+    """Copies of the source (``convert --repeat``) whose train split holds ``factor`` × ``limit`` bytes."""
+    return max(2, math.ceil(factor * limit / max(bytes_per_copy, 1)))
+
+
+def train_bytes(path: Path) -> int:
+    """Stored bytes of a store's train split: its allocated bytes on disk × the train split's share of
+    the samples (each copy of every split is stored alike)."""
+    from ooc.formats.base import disk_usage
+    from ooc.stores import open_store
+
+    store = open_store(path)
+    counts = {split: store.num_samples(split) for split in store.splits}
+    return round(disk_usage(path)[1] * counts["train"] / sum(counts.values()))
