@@ -56,10 +56,11 @@ def parse_size(text: str) -> int:
 
 
 def human(size: int) -> str:
+    """Bytes in binary units, as the limit was given: 1 GiB, 256 MiB, 1.4 GiB."""
     for unit in ("T", "G", "M", "K"):
-        if size >= _UNITS[unit] and size % (_UNITS[unit] // 16) == 0:
-            return f"{size / _UNITS[unit]:g} {unit}iB"
-    return f"{size:,} B"
+        if size >= _UNITS[unit]:
+            return f"{size / _UNITS[unit]:.3g} {unit}iB"
+    return f"{size} B"
 
 
 # -- memory cgroups --------------------------------------------------------------------------------
@@ -171,7 +172,11 @@ def run_limited(task: dict[str, Any], limit: int, *, root: Path | None = None) -
         cgroup.remove()
     if child.returncode != 0:
         last = (err.strip().splitlines() or [""])[-1][:200]
-        why = "killed (the OOM killer at this limit?)" if child.returncode < 0 else f"failed: {last}"
+        why = (
+            f"was killed by signal {-child.returncode} (the OOM killer at this limit?)"
+            if child.returncode < 0
+            else f"failed: {last}"
+        )
         return {"killed": why, "cgroup_peak": peak, "cgroup": cgroup.version}
     return {**json.loads(out.strip().splitlines()[-1]), "cgroup_peak": peak, "cgroup": cgroup.version}
 
@@ -339,3 +344,235 @@ def train_bytes(path: Path) -> int:
     store = open_store(path)
     counts = {split: store.num_samples(split) for split in store.splits}
     return round(disk_usage(path)[1] * counts["train"] / sum(counts.values()))
+
+
+# stretch sizes (chunks) of the trade-off table; each caches twice its stretch, as the default does
+TRADEOFF_STRETCHES = (2, 4, 8, 16, 32)
+
+
+def measure_out_of_core(
+    stores_dir: Path,
+    source,
+    *,
+    memory_limit: int,
+    factor: float,
+    formats: list[str],
+    limit: int | None,
+    batch_size: int,
+    model: str,
+    seed: int,
+    seconds: float,
+    training: bool,
+    progress,
+    root: Path | None = None,
+) -> dict[str, Any]:
+    """The report's ``out_of_core`` entry: an ``OutOfCore`` row per layout of ``formats`` that
+    ``OUT_OF_CORE_FORMATS`` holds, and the shuffle-quality and stretch × cache tables (their reads
+    measured out of core on zarr, or the first layout). Where no memory cgroup can be made, one line
+    says why and the entry has no rows."""
+    from ooc.bench import OutOfCore
+    from ooc.formats.base import CACHE_CHUNKS, SHUFFLE_BUFFER_CHUNKS
+
+    entry: dict[str, Any] = {
+        "memory_limit": memory_limit,
+        "factor": factor,
+        "pass_seconds": seconds,
+        "batch_size": batch_size,
+        "rows": [],
+        "skipped": None,
+    }
+    chosen = [f for f in formats if f in OUT_OF_CORE_FORMATS]
+    if not chosen:
+        raise OptionError(
+            f"--memory-limit measures {', '.join(OUT_OF_CORE_FORMATS)}: include one in --formats"
+        )
+    reason = cgroups_unavailable(root)
+    if reason is not None:
+        entry["skipped"] = reason
+        progress(f"out of core: skipped, cannot make a memory cgroup ({reason})")
+        return entry
+    quality_layout = "zarr" if "zarr" in chosen else chosen[0]
+    for fmt in chosen:
+        path, copies, probe_manifest = _sized_store(
+            stores_dir, source, fmt, memory_limit, factor, limit, progress
+        )
+        from ooc.formats.base import disk_usage
+        from ooc.stores import open_store
+
+        store = open_store(path)
+        n, stored = store.num_samples("train"), train_bytes(path)
+        passes = [
+            ("chunk", "chunk", True, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS),
+            ("chunk_no_read_ahead", "chunk", False, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS),
+            ("global", "global", True, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS),
+        ]
+        if fmt == quality_layout:
+            passes.append(("sequential", "none", True, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS))
+            if store.chunk_size is not None:
+                passes += [
+                    (f"stretch{s}", "chunk", True, s, 2 * s)
+                    for s in TRADEOFF_STRETCHES
+                    if s != SHUFFLE_BUFFER_CHUNKS
+                ]
+        progress(
+            f"out of core: {fmt}, {human(stored)} of train samples under a {human(memory_limit)} limit "
+            f"({len(passes)} passes of at most {seconds:g} s)"
+        )
+        task = {
+            "kind": "reads",
+            "path": str(path),
+            "seconds": seconds,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
+        reads = run_limited({**task, "passes": passes}, memory_limit, root=root)
+        entry["cgroup"] = reads["cgroup"]
+        if "killed" in reads:
+            progress(f"  {fmt}: the reading process {reads['killed']}")
+            continue
+        p = reads["passes"]
+        per_sample = stored / n
+        chunk, plain, glob = (p[k]["samples_per_second"] for k in ("chunk", "chunk_no_read_ahead", "global"))
+        disk = reads["disk_mb_per_second"]
+        row = OutOfCore(
+            name=fmt,
+            format=fmt,
+            copies=copies,
+            train_samples=n,
+            store_bytes=disk_usage(path)[1],
+            train_bytes=stored,
+            memory_limit=memory_limit,
+            disk_mb_per_second=disk,
+            samples_per_second=chunk,
+            mb_per_second=chunk * per_sample / 1e6,
+            disk_share=chunk * per_sample / 1e6 / disk if disk else None,
+            samples_per_second_no_read_ahead=plain,
+            read_ahead_gain=chunk / plain,
+            global_samples_per_second=glob,
+            global_to_chunk=glob / chunk,
+            samples_read=p["chunk"]["samples"],
+            peak_memory_mb=reads["cgroup_peak"] / 1e6 if reads["cgroup_peak"] else None,
+            peak_rss_mb=reads["peak_rss"] / 1e6,
+        )
+        share = f"{row.disk_share:.2f} of the disk's {disk:,.0f} MB/s" if disk else "no O_DIRECT here"
+        progress(
+            f"  {fmt}: chunk shuffle {chunk:,.0f} samples/s, {row.mb_per_second:,.0f} MB/s stored ({share}); "
+            f"without read-ahead {plain:,.0f} ({row.read_ahead_gain:.2f} x); global shuffle {glob:,.0f} "
+            f"({row.global_to_chunk:.2f} x chunk)"
+        )
+        if training:
+            done = run_limited({**task, "kind": "training", "model": model}, memory_limit, root=root)
+            if "killed" in done:
+                row.training_note = f"the training process {done['killed']}"
+                progress(f"  {fmt}: {row.training_note}")
+            else:
+                row.training_ratio = done["ratio"]
+                row.training_samples_per_second = done["store_samples_per_second"]
+                row.memory_training_samples_per_second = done["memory_samples_per_second"]
+                row.training_peak_memory_mb = done["cgroup_peak"] / 1e6 if done["cgroup_peak"] else None
+                progress(
+                    f"  {fmt}: training {done['ratio']:.2f} x in-memory arrays of {TRAINING_SUBSET:,} samples "
+                    f"({done['store_samples_per_second']:,.0f} against {done['memory_samples_per_second']:,.0f} "
+                    "samples/s)"
+                )
+        entry["rows"].append(row)
+        if fmt == quality_layout:
+            entry["quality"] = quality_tables(
+                source, limit=limit, batch_size=batch_size, seed=seed, store=store, passes=p, layout=fmt
+            )
+    return entry
+
+
+def quality_tables(
+    source, *, limit, batch_size: int, seed: int, store, passes, layout: str
+) -> dict[str, Any]:
+    """Shuffle quality (mode × order) and the stretch × cache trade-off, on the source's train labels
+    (one copy: the copies of a larger store mix alike) with the store's chunk size, beside the reads/s
+    measured out of core on ``store`` and the decoded-chunk cache's size."""
+    from ooc.formats.base import CACHE_CHUNKS, SHUFFLE_BUFFER_CHUNKS
+    from ooc.shuffle_quality import ORDERS, expected_global_tv, shuffle_quality
+    from ooc.sources import as_source
+    from ooc.stores import MemoryStore
+
+    labels = MemoryStore.from_source(as_source(source), limit=limit).labels("train")
+    chunk = store.chunk_size
+    chunk_mb = (chunk or 0) * math.prod(store.sample_shape) * store.schema.dtype.itemsize / 1e6
+    rate = {"none": "sequential", "chunk": "chunk", "global": "global"}
+    modes = []
+    for mode in ("none", "chunk", "global"):
+        for order in ORDERS:
+            q = shuffle_quality(
+                labels, mode=mode, batch_size=batch_size, chunk_size=chunk, seed=seed, order=order
+            )
+            modes.append(
+                {
+                    **_as_dict(q),
+                    "samples_per_second": passes[rate[mode]]["samples_per_second"],
+                    "cache_mb": CACHE_CHUNKS * chunk_mb,
+                }
+            )
+    tradeoff = []
+    if chunk:
+        for s in TRADEOFF_STRETCHES:
+            name = "chunk" if s == SHUFFLE_BUFFER_CHUNKS else f"stretch{s}"
+            row = {"stretch_chunks": s, "cache_chunks": 2 * s, "cache_mb": 2 * s * chunk_mb}
+            for order in ORDERS:
+                q = shuffle_quality(
+                    labels,
+                    mode="chunk",
+                    batch_size=batch_size,
+                    chunk_size=chunk,
+                    seed=seed,
+                    order=order,
+                    stretch_chunks=s,
+                )
+                row[order] = _as_dict(q)
+            row["samples_per_second"] = passes[name]["samples_per_second"]
+            tradeoff.append(row)
+    expected = (
+        expected_global_tv(labels, batch_size) if labels.ndim == 1 and labels.dtype.kind in "iu" else None
+    )
+    return {
+        "layout": layout,
+        "chunk_size": chunk,
+        "labels": len(labels),
+        "expected_global_tv": expected,
+        "modes": modes,
+        "tradeoff": tradeoff,
+    }
+
+
+def _as_dict(quality) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(quality)
+
+
+def _sized_store(stores_dir: Path, source, fmt: str, limit: int, factor: float, sample_limit, progress):
+    """A store of ``fmt`` whose train split holds at least ``factor`` × ``limit`` stored bytes: one copy
+    of the source is converted to measure a copy's bytes, then ``convert --repeat`` the copies needed
+    (a store of that many copies of the same source, kept from an earlier run, is reused)."""
+    from ooc.convert import convert, remove_store
+    from ooc.formats import get_format
+    from ooc.formats.base import ParallelParts
+    from ooc.stores import open_store
+
+    probe = stores_dir / f"out-of-core-{fmt}-x1"
+    remove_store(probe)
+    convert(probe, format=fmt, source=source, limit=sample_limit)
+    copies = copies_for(train_bytes(probe), limit, factor)
+    identity = {k: v for k, v in open_store(probe).manifest["source"].items() if k != "repeat"}
+    remove_store(probe)
+    path = stores_dir / f"out-of-core-{fmt}-x{copies}"
+    try:
+        kept = open_store(path).manifest["source"]
+        if kept.get("repeat") == copies and {k: v for k, v in kept.items() if k != "repeat"} == identity:
+            progress(f"out of core: {path} kept from an earlier run ({copies} copies of the source)")
+            return path, copies, identity
+    except Exception:
+        pass
+    progress(f"out of core: converting {fmt} with --repeat {copies} into {path}")
+    remove_store(path)
+    jobs = 2 if issubclass(get_format(fmt).Writer, ParallelParts) else 1
+    convert(path, format=fmt, source=source, limit=sample_limit, repeat=copies, jobs=jobs)
+    return path, copies, identity
