@@ -223,3 +223,18 @@ def test_will_need_asks_the_kernel_for_the_bytes_and_changes_no_batch(layout, st
         plain = list(read_ahead(store.read, "train", plan, 0))
     assert len(with_hints) == len(plain)
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(with_hints, plain))
+
+
+@pytest.mark.parametrize("layout", ["hdf5", "zarr"])
+def test_a_batch_from_more_chunks_than_the_cache_decodes_at_most_the_cache_at_once(layout, store_dirs):
+    indices = np.random.default_rng(0).permutation(300)  # every chunk of 64 in one batch
+    with ooc.open_store(store_dirs[layout]) as store:
+        expected = store.read("train", indices)
+    with ooc.open_store(store_dirs[layout]) as store:
+        store.cache_chunks = 2
+        calls = []
+        fetch = store._fetch_chunks
+        store._fetch_chunks = lambda split, ids, *a: calls.append(len(ids)) or fetch(split, ids, *a)
+        got = store.read("train", indices)
+        assert calls[:3] == [2, 2, 1] and max(calls) == 2 and len(store._chunk_cache) == 2  # then CRC units
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])

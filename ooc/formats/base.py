@@ -572,37 +572,41 @@ class ChunkedStore(Store):
 
     def _read_sorted(self, split, indices):
         size, count = self.chunk_size, self.num_samples(split)
-        cache, lock = self._chunk_cache, self._chunk_lock
+        cache = self._chunk_cache
         chunk_of = indices // size
         starts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1]])
         ends = np.r_[starts[1:], len(indices)]
-        chunk_ids = chunk_of[starts].tolist()
+        span = dict(zip(chunk_of[starts].tolist(), zip(starts.tolist(), ends.tolist())))
         out = None
-        with lock:
-            missing = [
-                c
-                for c, s, e in zip(chunk_ids, starts, ends)
-                if (split, c) not in cache and not self._points_are_cheaper(int(e - s))
-            ]
-            fetched = self._fetch_chunks(split, missing, size, count)
-            for c, s, e in zip(chunk_ids, starts, ends):
-                rows = indices[s:e]
-                chunk = fetched.get(c)
-                if chunk is None and (split, c) in cache:
-                    chunk = cache[(split, c)]
+
+        def put(start: int, end: int, part: np.ndarray) -> None:
+            nonlocal out
+            if out is None:
+                out = np.empty((len(indices), *part.shape[1:]), part.dtype)
+            out[start:end] = part
+
+        with self._chunk_lock:
+            missing = []
+            for c, (s, e) in span.items():  # cached chunks first: the fetches below may evict them
+                if (split, c) in cache:
                     cache.move_to_end((split, c))
-                if chunk is None:
-                    part = self._read_points(split, rows)
+                    put(s, e, cache[(split, c)][indices[s:e] - c * size])
+                elif self._points_are_cheaper(e - s):
+                    put(s, e, self._read_points(split, indices[s:e]))
                 else:
-                    part = chunk[rows - c * size]
-                if out is None:
-                    out = np.empty((len(indices), *part.shape[1:]), part.dtype)
-                out[s:e] = part
-            for c, chunk in fetched.items():
-                cache[(split, c)] = chunk
-                cache.move_to_end((split, c))
-            while len(cache) > self.cache_chunks:
-                cache.popitem(last=False)
+                    missing.append(c)
+            # at most cache_chunks decoded at a time: a batch drawing from more chunks (the global
+            # shuffle) holds no more decoded chunks than the cache, whatever the store's size
+            for at in range(0, len(missing), self.cache_chunks):
+                group = missing[at : at + self.cache_chunks]
+                fetched = self._fetch_chunks(split, group, size, count)
+                for c in group:
+                    s, e = span[c]
+                    put(s, e, fetched[c][indices[s:e] - c * size])
+                    cache[(split, c)] = fetched[c]
+                    cache.move_to_end((split, c))
+                while len(cache) > self.cache_chunks:
+                    cache.popitem(last=False)
         return out
 
     def _fetch_chunks(self, split: str, chunk_ids: list[int], size: int, count: int) -> dict[int, np.ndarray]:
