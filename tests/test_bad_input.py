@@ -293,7 +293,6 @@ def test_an_unreadable_manifest(command, how, small_zarr, monkeypatch, capsys):
         manifest.unlink()
         manifest.mkdir()
     else:  # tests run as root, which reads any file whatever its mode
-
         def denied(path, *args, **kwargs):
             if Path(path).name == "ooc.json":
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
@@ -330,9 +329,7 @@ def test_a_parquet_store_whose_manifest_dtype_was_edited(tmp_path, monkeypatch, 
     manifest = json.loads(path.read_text())
     manifest["x"] = {"dtype": "float32", "decode": "none"}
     manifest["options"]["dtype"] = "float32"
-    write_manifest(
-        path.parent, {k: v for k, v in manifest.items() if k != "manifest_crc32"}
-    )  # a consistent lie
+    write_manifest(path.parent, {k: v for k, v in manifest.items() if k != "manifest_crc32"})  # a consistent lie
     assert run(monkeypatch, capsys, "train", "--store", "parquet", "--model", "mlp", "--epochs", 1) == (
         1,
         "ooc: error: data/parquet/train.parquet: its image column is fixed_size_binary[784], but the manifest "
