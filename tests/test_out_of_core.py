@@ -92,20 +92,20 @@ def test_a_tiny_out_of_core_run(tmp_path):
     lines = []
     report = run_out_of_core_bench(
         out=tmp_path / "out",
-        memory_limit=200 << 20,
+        memory_limit=128 << 20,
         stores_dir=tmp_path / "stores",
-        formats=["zarr"],
+        formats=["hdf5"],
         source=MNIST,
-        limit=300,
-        factor=1.05,
-        pass_seconds=0.5,
+        limit=1000,
+        factor=1.0,
+        pass_seconds=0.3,
         training=False,
         batch_size=64,
         progress=lines.append,
     )
     (row,) = report["out_of_core"]["rows"]
-    assert row.format == "zarr" and row.train_bytes >= 200 << 20 and row.samples_per_second > 0
-    assert row.peak_memory_mb and row.peak_memory_mb <= 200 * 1.048576 + 1
+    assert row.format == "hdf5" and row.train_bytes >= 0.99 * (128 << 20) and row.samples_per_second > 0
+    assert row.peak_memory_mb and row.peak_memory_mb <= 128 * 1.048576 + 1  # the limit held
     quality = report["out_of_core"]["quality"]
     assert [(q["mode"], q["order"]) for q in quality["modes"]] == [
         (mode, order) for mode in ("none", "chunk", "global") for order in ("stored", "class-sorted")
