@@ -41,8 +41,10 @@ def epoch_batches(
     epoch: int = 0,
     drop_remainder: bool = False,
     chunk_size: int | None = None,
+    stretch_chunks: int = SHUFFLE_BUFFER_CHUNKS,
 ) -> list[np.ndarray]:
-    """Index arrays of one epoch over ``indices`` (or ``range(indices)`` when given a count)."""
+    """Index arrays of one epoch over ``indices`` (or ``range(indices)`` when given a count);
+    ``stretch_chunks``: chunks per stretch of the chunk shuffle."""
     if batch_size < 1:
         raise OptionError(f"batch size must be a positive number of samples, got {batch_size}")
     mode = {True: "global", False: "none"}.get(shuffle, shuffle)
@@ -59,7 +61,7 @@ def epoch_batches(
             chunk_of = order // chunk_size
             chunks = np.unique(chunk_of)
             stretch_of_chunk = np.empty(chunks.max() + 1 if len(chunks) else 0, np.int64)
-            stretch_of_chunk[chunks] = rng.permutation(len(chunks)) // SHUFFLE_BUFFER_CHUNKS
+            stretch_of_chunk[chunks] = rng.permutation(len(chunks)) // stretch_chunks
             order = order[np.lexsort((rng.random(len(order)), stretch_of_chunk[chunk_of]))]
         else:
             order = order[rng.permutation(len(order))]
@@ -128,7 +130,9 @@ def batches(
         start_batch=start_batch,
         shard=shard,
     )
-    return read_ahead(store.read, split, plan, prefetch)
+    return read_ahead(
+        store.read, split, plan, prefetch, will_need=store.will_need, ahead=hint_ahead(store, batch_size)
+    )
 
 
 def batch_plan(
@@ -165,15 +169,49 @@ def batch_plan(
     return worker_shard(plan, worker=shard[0], workers=shard[1]) if shard is not None else plan
 
 
+def hint_ahead(store: Store, batch_size: int, stretch_chunks: int = SHUFFLE_BUFFER_CHUNKS) -> int:
+    """How many batches ahead ``read_ahead`` hints a store's reads: a stretch of the chunk shuffle
+    (the next stretch's chunks are then on their way while the current one is consumed), or
+    ``HINT_BATCHES`` for a store without chunks."""
+    if store.chunk_size is None:
+        return HINT_BATCHES
+    return max(1, -(-stretch_chunks * store.chunk_size // batch_size))
+
+
+# batches hinted ahead on a store without chunks (npy): random rows, so a few batches of queued reads
+HINT_BATCHES = 4
+
+
 def read_ahead(
-    read: Callable[[str, np.ndarray], Any], split: str, plan: list[np.ndarray], prefetch: int = 2
+    read: Callable[[str, np.ndarray], Any],
+    split: str,
+    plan: list[np.ndarray],
+    prefetch: int = 2,
+    *,
+    will_need: Callable[[str, np.ndarray], None] | None = None,
+    ahead: int = 0,
 ) -> Iterator:
     """``read(split, batch)`` of each batch of ``plan``, in order, on a thread up to ``prefetch``
     batches ahead (0: in the caller's thread). The training loop reads through its own ``read``
-    (which skips unreadable samples and says which batch it read)."""
+    (which skips unreadable samples and says which batch it read).
+
+    With ``will_need`` (a store's ``will_need``), reading batch i first hints batch i + ``ahead``
+    (and the first read hints batches 1 to ``ahead``): the disk fetches the next stretch of chunks
+    while this one is decoded. Hints change no batch."""
+    tasks = [(lambda b=b: read(split, b)) for b in plan]
+    if will_need is not None and ahead > 0:
+        tasks = [
+            (lambda i=i: _hinted(will_need, split, plan, i, ahead) or read(split, plan[i]))
+            for i in range(len(plan))
+        ]
     if prefetch <= 0:
-        return (read(split, batch) for batch in plan)
-    return _Prefetched((lambda b=b: read(split, b) for b in plan), prefetch)
+        return (task() for task in tasks)
+    return _Prefetched(iter(tasks), prefetch)
+
+
+def _hinted(will_need, split: str, plan: list[np.ndarray], i: int, ahead: int) -> None:
+    for j in range(i + 1 if i == 0 else i + ahead, min(i + ahead + 1, len(plan))):
+        will_need(split, plan[j])
 
 
 _DONE = object()

@@ -125,6 +125,37 @@ class Training:
 
 
 @dataclass
+class OutOfCore:
+    """One layout read out of core (``ooc bench --memory-limit``, ``ooc.out_of_core``): in a child
+    process in a memory cgroup of ``memory_limit`` bytes, over a store of ``copies`` copies of the
+    source; each pass cold and at most the run's ``pass_seconds`` long, without prefetch."""
+
+    name: str
+    format: str
+    copies: int
+    train_samples: int
+    store_bytes: int  # allocated, the whole store
+    train_bytes: int  # stored bytes of the train split (zarr: compressed)
+    memory_limit: int
+    disk_mb_per_second: float | None  # sequential O_DIRECT read of the store's files; None: refused
+    samples_per_second: float  # chunk shuffle, with the read-ahead hints
+    mb_per_second: float  # of stored bytes
+    disk_share: float | None  # mb_per_second / disk_mb_per_second
+    samples_per_second_no_read_ahead: float
+    read_ahead_gain: float
+    global_samples_per_second: float  # the exact global shuffle
+    global_to_chunk: float
+    samples_read: int  # by the chunk-shuffle pass
+    peak_memory_mb: float | None  # the cgroup's counter: anonymous memory and page cache
+    peak_rss_mb: float  # the reading process's own peak resident set
+    training_ratio: float | None = _optional()  # s/sample from the store / from in-memory arrays
+    training_samples_per_second: float | None = _optional()
+    memory_training_samples_per_second: float | None = _optional()
+    training_peak_memory_mb: float | None = _optional()
+    training_note: str | None = _optional()  # why there is no training ratio
+
+
+@dataclass
 class Row:
     """One measured target (``kind`` "store") or baseline: an entry of report.json's ``results``."""
 
@@ -1056,3 +1087,68 @@ def measure_remote_reads(
             remote.close()
             rows.append(row)
     return {"server": "moto standalone server (python -m moto.server) on 127.0.0.1, HTTP", "results": rows}
+
+
+# -- out of core for real (``ooc bench --memory-limit``) -------------------------------------------
+
+
+def run_out_of_core_bench(
+    *,
+    out: Path,
+    memory_limit: int,
+    stores_dir: Path = Path("data") / "bench",
+    formats: list[str] | None = None,
+    source: str | Path | None = None,
+    source_options=None,
+    limit: int | None = None,
+    factor: float = 3.0,
+    pass_seconds: float = 30.0,
+    training: bool = True,
+    batch_size: int = 512,
+    model: str = "lenet",
+    seed: int = 0,
+    command: str = "",
+    progress: Callable[[str], None] = print,
+    cgroup_root: Path | None = None,
+) -> dict[str, Any]:
+    """Only the out-of-core measurement (``ooc.out_of_core.measure_out_of_core``): writes
+    out_of_core.json and out_of_core.md into ``out`` and returns the report (its rows ``OutOfCore``)."""
+    from ooc.bench_report import out_of_core_markdown
+    from ooc.out_of_core import OUT_OF_CORE_FORMATS, measure_out_of_core
+
+    if factor < 1:
+        raise OptionError(
+            f"--memory-limit-factor must be at least 1 (a store larger than the limit), got {factor}"
+        )
+    if pass_seconds <= 0:
+        raise OptionError(f"--pass-seconds must be positive, got {pass_seconds}")
+    _check_options(repeats=1, epochs=1, batch_size=batch_size, limit=limit, scale_repeat=0)
+    _check_folders(out=out, stores_dir=stores_dir)
+    src = as_source(source, options=source_options)
+    out.mkdir(parents=True, exist_ok=True)
+    Path(stores_dir).mkdir(parents=True, exist_ok=True)
+    entry = measure_out_of_core(
+        Path(stores_dir),
+        src,
+        memory_limit=memory_limit,
+        factor=factor,
+        formats=formats or list(OUT_OF_CORE_FORMATS),
+        limit=limit,
+        batch_size=batch_size,
+        model=model,
+        seed=seed,
+        seconds=pass_seconds,
+        training=training,
+        progress=progress,
+        root=cgroup_root,
+    )
+    report = {
+        "ooc_bench_version": REPORT_VERSION,
+        "command": command,
+        "machine": machine_info(),
+        "source": str(src.path),
+        "out_of_core": entry,
+    }
+    (out / "out_of_core.json").write_text(json.dumps(to_json(report), indent=2) + "\n")
+    (out / "out_of_core.md").write_text(out_of_core_markdown(report))
+    return report

@@ -484,3 +484,113 @@ def _bars(plt, names, values, *, reference, ylabel, title, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# -- out of core for real (``ooc bench --memory-limit``: out_of_core.md) ---------------------------
+
+
+def out_of_core_markdown(report: dict[str, Any]) -> str:
+    """out_of_core.md: the out-of-core table, then the shuffle-quality and stretch × cache tables."""
+    m = report["machine"]
+    lines = [
+        "# ooc bench: out of core for real",
+        "",
+        f"Command: `{report['command'] or 'ooc bench --memory-limit'}`",
+        "",
+        f"Machine: {m['cpus']} CPUs, {m['memory_gb']} GB RAM, Python {m['python']} ({m['platform']}). "
+        f"Source: {report['source']}.",
+    ]
+    return "\n".join(lines + out_of_core_section(report["out_of_core"])) + "\n"
+
+
+def out_of_core_section(entry: dict[str, Any] | None) -> list[str]:
+    from ooc.out_of_core import human
+
+    if not entry:
+        return []
+    limit = entry["memory_limit"]
+    lines = ["", f"## Out of core: reads under a {human(limit)} memory limit", ""]
+    if entry.get("skipped"):
+        return lines + [f"Skipped: no memory cgroup could be made ({entry['skipped']})."]
+    lines += [
+        f"Each layout's store holds at least {entry['factor']:g} × the limit of train samples (stored bytes: "
+        "zarr's compressed ones; `convert --repeat` copies of the source). Its passes run in a child process "
+        f"placed in a memory cgroup (v{entry.get('cgroup', '?')}) of that limit, each after the store is "
+        f"evicted from the page cache, for at most {entry['pass_seconds']:g} s, batches of "
+        f"{entry['batch_size']}, no prefetch. Disk MB/s: a sequential `O_DIRECT` read of the same files in the "
+        "same process. MB/s stored: chunk-shuffle samples/s × stored bytes per sample; share: of the disk's "
+        "MB/s. Read-ahead gain: the chunk shuffle with `Store.will_need` hints a stretch ahead (what "
+        "`ooc.batches` does) over the same without. Training ratio: seconds per sample of `train_on_batch` "
+        "from the store (chunk shuffle, prefetch 2, cold) over those from in-memory arrays of a subset, same "
+        "model and batch size, in another child under the same limit. Peak: the cgroup's counter (anonymous "
+        "memory and page cache charged to it) and the reading process's own peak RSS.",
+        "",
+        "| layout | store / limit | train samples | reads/s (chunk shuffle) | MB/s stored | disk MB/s | "
+        "share of disk | without read-ahead | read-ahead gain | global shuffle reads/s | global / chunk | "
+        "training ratio | peak MB (cgroup) | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in entry["rows"]:
+        disk = f"{r.disk_mb_per_second:,.0f}" if r.disk_mb_per_second else "– (no O_DIRECT)"
+        share = f"{r.disk_share:.2f}" if r.disk_share is not None else "–"
+        training = f"{r.training_ratio:.2f}" if r.training_ratio is not None else (r.training_note or "–")
+        peak = f"{r.peak_memory_mb:,.0f}" if r.peak_memory_mb else "–"
+        lines.append(
+            f"| {r.name} | {r.store_bytes / limit:.1f} ({r.copies} copies) | {r.train_samples:,} | "
+            f"{r.samples_per_second:,.0f} | {r.mb_per_second:,.0f} | {disk} | {share} | "
+            f"{r.samples_per_second_no_read_ahead:,.0f} | {r.read_ahead_gain:.2f} | "
+            f"{r.global_samples_per_second:,.0f} | {r.global_to_chunk:.3f} | {training} | {peak} | "
+            f"{r.peak_rss_mb:,.0f} |"
+        )
+    return lines + _quality_section(entry.get("quality"))
+
+
+def _tv(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _quality_section(quality: dict[str, Any] | None) -> list[str]:
+    if not quality:
+        return []
+    expected = quality["expected_global_tv"]
+    lines = [
+        "",
+        "## Shuffle quality: how well each mode mixes",
+        "",
+        f"On the source's {quality['labels']:,} train labels with chunks of {quality['chunk_size']} "
+        "(`ooc.shuffle_quality`, from the batch plan alone), in the stored order and class-sorted (the labels "
+        "sorted: a dataset stored class by class). TV: mean total-variation distance between a batch's label "
+        "distribution and the split's"
+        + (f" (the exact global shuffle's expectation, in closed form: {expected:.3f})" if expected else "")
+        + ". Chunks/batch: distinct chunks a batch draws from; samples/chunk: the most samples of a batch "
+        f"from one chunk. Reads/s: out of core on {quality['layout']} (the table above's passes; the order "
+        "of the labels does not change it). Cache: decoded chunks kept.",
+        "",
+        "| mode | order | TV distance | chunks / batch | samples / chunk | reads/s | cache MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for q in quality["modes"]:
+        lines.append(
+            f"| {q['mode']} | {q['order']} | {_tv(q['tv_distance'])} | {_tv(q['chunks_per_batch'])} | "
+            f"{_tv(q['samples_per_chunk'])} | {q['samples_per_second']:,.0f} | {q['cache_mb']:,.1f} |"
+        )
+    if quality["tradeoff"]:
+        lines += [
+            "",
+            "### Chunk shuffle: stretch × cache",
+            "",
+            "Chunks per stretch (`epoch_batches(stretch_chunks=)`, default 8) with a cache of twice as many "
+            "(`ChunkedStore.cache_chunks`, default 16), the reads out of core as above.",
+            "",
+            "| chunks / stretch | chunks cached | cache MB | TV stored | TV class-sorted | chunks / batch | "
+            "samples / chunk | reads/s |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for t in quality["tradeoff"]:
+            s, c = t["stored"], t["class-sorted"]
+            lines.append(
+                f"| {t['stretch_chunks']} | {t['cache_chunks']} | {t['cache_mb']:,.1f} | {_tv(s['tv_distance'])} | "
+                f"{_tv(c['tv_distance'])} | {_tv(s['chunks_per_batch'])} | {_tv(s['samples_per_chunk'])} | "
+                f"{t['samples_per_second']:,.0f} |"
+            )
+    return lines

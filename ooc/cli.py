@@ -679,6 +679,23 @@ def bench(
             "the run) next to the disk"
         ),
     ] = False,
+    memory_limit: Annotated[
+        Optional[str],
+        typer.Option(
+            help="instead: read hdf5, npy and zarr out of core, in a child process under a memory cgroup of "
+            "this size (e.g. 1G), over stores several times larger; writes out_of_core.md"
+        ),
+    ] = None,
+    memory_limit_factor: Annotated[
+        float, typer.Option(help="with --memory-limit: the train split's stored bytes over the limit")
+    ] = 3.0,
+    pass_seconds: Annotated[
+        float, typer.Option(help="with --memory-limit: the most seconds each out-of-core pass reads")
+    ] = 30.0,
+    memory_limit_training: Annotated[
+        bool,
+        typer.Option(help="with --memory-limit: also time training from the store against in-memory arrays"),
+    ] = True,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -697,6 +714,33 @@ def bench(
     _import_tensorflow_quietly()
     command = "ooc " + " ".join(sys.argv[1:])
     started = time.perf_counter()
+    if memory_limit is not None:
+        from ooc.bench import run_out_of_core_bench
+        from ooc.bench_report import out_of_core_section
+        from ooc.out_of_core import parse_size
+
+        limit_bytes = parse_size(memory_limit)
+        with _reporter(quiet) as reporter:
+            report = run_out_of_core_bench(
+                out=out,
+                memory_limit=limit_bytes,
+                stores_dir=stores_dir,
+                formats=[f for f in formats.split(",") if f] if formats != ",".join(FORMATS) else None,
+                source=source,
+                source_options=SourceOptions(targets=targets, target_column=target_column),
+                limit=limit,
+                factor=memory_limit_factor,
+                pass_seconds=pass_seconds,
+                training=memory_limit_training,
+                batch_size=batch_size,
+                model=model,
+                seed=seed,
+                command=command,
+                progress=reporter.note,
+            )
+        print("\n".join(out_of_core_section(report["out_of_core"])).strip())
+        print(f"\nreport: {out / 'out_of_core.md'}, {out / 'out_of_core.json'}")
+        return
     with _reporter(quiet) as reporter:
         report = run_bench(
             out=out,

@@ -190,3 +190,51 @@ def test_read_replaces_store_read(prefetch):
     plan_from_1 = batch_plan(store, "train", batch_size=8, shuffle=True, seed=9, start_batch=1)
     got = list(read_ahead(lambda split, indices: (split, indices.tolist()), "train", plan_from_1, prefetch))
     assert got == [("train", b.tolist()) for b in plan[1:]]
+
+
+def test_read_ahead_hints_each_batch_once_a_stretch_ahead():
+    plan = epoch_batches(50, batch_size=5, shuffle=True, seed=1)
+    hinted = []
+    got = list(
+        read_ahead(
+            lambda split, b: b.tolist(), "train", plan, 0, will_need=lambda s, b: hinted.append(b), ahead=3
+        )
+    )
+    assert got == [b.tolist() for b in plan]
+    assert [b.tolist() for b in hinted] == [b.tolist() for b in plan[1:]]  # each once, none read first
+
+
+@pytest.mark.parametrize("layout", ["hdf5", "npy", "zarr"])
+def test_will_need_asks_the_kernel_for_the_bytes_and_changes_no_batch(layout, store_dirs, monkeypatch):
+    import ooc.formats.base as base
+
+    advised = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(
+        base.os,
+        "posix_fadvise",
+        lambda fd, off, n, advice: advised.append((off, n)) or real(fd, off, n, advice),
+    )
+    with ooc.open_store(store_dirs[layout]) as store:
+        with_hints = list(ooc.batches(store, "train", batch_size=16, shuffle="chunk", seed=3, prefetch=0))
+    assert advised  # the next stretch's bytes were asked for
+    with ooc.open_store(store_dirs[layout]) as store:
+        plan = batch_plan(store, "train", batch_size=16, shuffle="chunk", seed=3)
+        plain = list(read_ahead(store.read, "train", plan, 0))
+    assert len(with_hints) == len(plain)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(with_hints, plain))
+
+
+@pytest.mark.parametrize("layout", ["hdf5", "zarr"])
+def test_a_batch_from_more_chunks_than_the_cache_decodes_at_most_the_cache_at_once(layout, store_dirs):
+    indices = np.random.default_rng(0).permutation(300)  # every chunk of 64 in one batch
+    with ooc.open_store(store_dirs[layout]) as store:
+        expected = store.read("train", indices)
+    with ooc.open_store(store_dirs[layout]) as store:
+        store.cache_chunks = 2
+        calls = []
+        fetch = store._fetch_chunks
+        store._fetch_chunks = lambda split, ids, *a: calls.append(len(ids)) or fetch(split, ids, *a)
+        got = store.read("train", indices)
+        assert calls[:3] == [2, 2, 1] and max(calls) == 2 and len(store._chunk_cache) == 2  # then CRC units
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])

@@ -167,6 +167,12 @@ class Store(ABC):
         unpickling and by ``close``. Subclasses extend it (``super()._reset_handles()``)."""
         self._checked_units: dict[str, set[int]] = {}  # split -> units checked in this pass
 
+    def will_need(self, split: str, indices: np.ndarray) -> None:
+        """A hint that samples ``indices`` of ``split`` will be read soon (``ooc.batching`` gives the
+        batches a stretch ahead): a layout of local files asks the kernel to start reading their bytes
+        (``advise_will_need``), so that the disk works while the caller decodes what it has. It never
+        changes what a read returns. Optional: by default nothing."""
+
     def _check_manifest(self) -> None:
         """Optional: refuse (``CorruptStoreError``, one line) a manifest whose reading-relevant fields
         do not match the data files; see the module docstring."""
@@ -466,10 +472,37 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
 
 
-# The chunk shuffle draws each stretch of batches from this many chunks; a chunked store caches twice
-# as many decoded chunks, since a batch may straddle two stretches. Bounded whatever the data's size.
+# The chunk shuffle draws each stretch of batches from this many chunks (``epoch_batches``'s
+# ``stretch_chunks``); a chunked store caches twice as many decoded chunks (``ChunkedStore.cache_chunks``),
+# since a batch may straddle two stretches. Bounded whatever the data's size. ``ooc bench`` measures
+# other values (its stretch × cache table).
 SHUFFLE_BUFFER_CHUNKS = 8
 CACHE_CHUNKS = 2 * SHUFFLE_BUFFER_CHUNKS
+
+
+def advise_will_need(path, ranges) -> None:
+    """``posix_fadvise(WILLNEED)`` of the byte ranges ``(offset, length)`` of a local file, in file
+    order, adjacent ones merged: the kernel queues their reads and returns. Where the call is missing
+    or refused it does nothing (a hint)."""
+    if not ranges or not hasattr(os, "posix_fadvise"):
+        return
+    merged: list[list[int]] = []
+    for offset, length in sorted(ranges):
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], offset + length - merged[-1][0])
+        else:
+            merged.append([offset, length])
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # the read that follows says what is wrong with the file
+    try:
+        for offset, length in merged:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class ChunkedStore(Store):
@@ -482,9 +515,37 @@ class ChunkedStore(Store):
     few chunks, so each chunk is decoded once per epoch instead of once per batch.
     """
 
+    # decoded chunks kept (least recently used dropped): what a chunk-shuffled read needs, bounded
+    cache_chunks: int = CACHE_CHUNKS
+
     @property
     def chunk_size(self) -> int:
         return int(self.options["chunk_size"])
+
+    def will_need(self, split, indices):
+        """The chunks of ``indices`` neither cached nor hinted lately (at most ``cache_chunks``; none
+        that would be read as single rows) go to ``_advise_chunks``."""
+        if is_remote(self.path) or not len(indices):
+            return
+        chunk_of = np.asarray(indices) // self.chunk_size
+        chunks, hits = np.unique(chunk_of, return_counts=True)
+        with self._chunk_lock:
+            wanted = [
+                c
+                for c, h in zip(chunks.tolist(), hits.tolist())
+                if (split, c) not in self._chunk_cache
+                and (split, c) not in self._hinted
+                and not self._points_are_cheaper(h)
+            ][: self.cache_chunks]
+            for c in wanted:
+                self._hinted[(split, c)] = None
+            while len(self._hinted) > 4 * self.cache_chunks:
+                self._hinted.popitem(last=False)
+        if wanted:
+            self._advise_chunks(split, wanted)
+
+    def _advise_chunks(self, split: str, chunk_ids: list[int]) -> None:
+        """Optional: ``advise_will_need`` of the bytes of these chunks (``will_need``'s layout part)."""
 
     def _samples_with(self, split, index):
         first = index - index % self.chunk_size
@@ -506,49 +567,55 @@ class ChunkedStore(Store):
         self._chunk_cache: OrderedDict[tuple[str, int], np.ndarray] = (
             OrderedDict()
         )  # decoded chunks, least recent first
+        self._hinted: OrderedDict[tuple[str, int], None] = OrderedDict()  # chunks will_need asked for lately
         self._chunk_lock = threading.Lock()
 
     def _read_sorted(self, split, indices):
         size, count = self.chunk_size, self.num_samples(split)
-        cache, lock = self._chunk_cache, self._chunk_lock
+        cache = self._chunk_cache
         chunk_of = indices // size
         starts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1]])
         ends = np.r_[starts[1:], len(indices)]
-        chunk_ids = chunk_of[starts].tolist()
+        span = dict(zip(chunk_of[starts].tolist(), zip(starts.tolist(), ends.tolist())))
         out = None
-        with lock:
-            missing = [
-                c
-                for c, s, e in zip(chunk_ids, starts, ends)
-                if (split, c) not in cache and not self._points_are_cheaper(int(e - s))
-            ]
-            fetched = self._fetch_chunks(split, missing, size, count)
-            for c, s, e in zip(chunk_ids, starts, ends):
-                rows = indices[s:e]
-                chunk = fetched.get(c)
-                if chunk is None and (split, c) in cache:
-                    chunk = cache[(split, c)]
+
+        def put(start: int, end: int, part: np.ndarray) -> None:
+            nonlocal out
+            if out is None:
+                out = np.empty((len(indices), *part.shape[1:]), part.dtype)
+            out[start:end] = part
+
+        with self._chunk_lock:
+            missing = []
+            for c, (s, e) in span.items():  # cached chunks first: the fetches below may evict them
+                if (split, c) in cache:
                     cache.move_to_end((split, c))
-                if chunk is None:
-                    part = self._read_points(split, rows)
+                    put(s, e, cache[(split, c)][indices[s:e] - c * size])
+                elif self._points_are_cheaper(e - s):
+                    put(s, e, self._read_points(split, indices[s:e]))
                 else:
-                    part = chunk[rows - c * size]
-                if out is None:
-                    out = np.empty((len(indices), *part.shape[1:]), part.dtype)
-                out[s:e] = part
-            for c, chunk in fetched.items():
-                cache[(split, c)] = chunk
-                cache.move_to_end((split, c))
-            while len(cache) > CACHE_CHUNKS:
-                cache.popitem(last=False)
+                    missing.append(c)
+            # at most cache_chunks decoded at a time: a batch drawing from more chunks (the global
+            # shuffle) holds no more decoded chunks than the cache, whatever the store's size
+            for at in range(0, len(missing), self.cache_chunks):
+                group = missing[at : at + self.cache_chunks]
+                fetched = self._fetch_chunks(split, group, size, count)
+                for c in group:
+                    s, e = span[c]
+                    put(s, e, fetched[c][indices[s:e] - c * size])
+                    cache[(split, c)] = fetched[c]
+                    cache.move_to_end((split, c))
+                while len(cache) > self.cache_chunks:
+                    cache.popitem(last=False)
         return out
 
     def _fetch_chunks(self, split: str, chunk_ids: list[int], size: int, count: int) -> dict[int, np.ndarray]:
-        """Decode the given chunks, reading runs of adjacent ones (at most CACHE_CHUNKS) per call."""
+        """Decode the given chunks (ascending: file order), reading runs of adjacent ones (at most
+        ``cache_chunks``) per call."""
         fetched = {}
         run: list[int] = []
         for c in chunk_ids + [None]:
-            if run and (c is None or c != run[-1] + 1 or len(run) == CACHE_CHUNKS):
+            if run and (c is None or c != run[-1] + 1 or len(run) == self.cache_chunks):
                 block = self._read_rows(split, run[0] * size, min((run[-1] + 1) * size, count))
                 for i, r in enumerate(run):
                     fetched[r] = block[i * size : (i + 1) * size].copy() if len(run) > 1 else block

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions
+from ooc.formats.base import ChunkedStore, LayoutOptions, advise_will_need
 from ooc.formats.base import Writer as _Writer
 
 NAME = "hdf5"
@@ -131,6 +131,16 @@ class Store(ChunkedStore):
 
     def _read_rows(self, split, start, stop):
         return self._dataset(split, "x")[start:stop]
+
+    def _advise_chunks(self, split, chunk_ids):
+        dataset = self._dataset(split, "x")
+        rank = len(self.sample_shape)
+        ranges = []
+        for c in chunk_ids:  # where the chunk index says each chunk's bytes are
+            info = dataset.id.get_chunk_info_by_coord((c * self.chunk_size, *[0] * rank))
+            if info.byte_offset is not None:  # None: a chunk never written
+                ranges.append((info.byte_offset, info.size))
+        advise_will_need(self.path / FILE_NAME, ranges)
 
     def _points_are_cheaper(self, hits):
         return self.options["compression"] == "none" and hits * SLICE_ROWS_PER_HIT < self.chunk_size

@@ -9,13 +9,14 @@ payload, as a layout of its own. An interrupted conversion resumes after its las
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import zlib
 
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable, advise_will_need
 from ooc.formats.base import Store as _Store
 from ooc.formats.base import Writer as _Writer
 
@@ -194,6 +195,15 @@ class Store(_Store):
 
     def _read_sorted(self, split, indices):
         return self._map(split, "x")[indices]
+
+    def will_need(self, split, indices):
+        # the rows' bytes, from the header's end (the memmap's offset) and the row size, whole pages
+        array = self._map(split, "x")
+        row = array.strides[0]
+        page = mmap.PAGESIZE
+        starts = array.offset + np.unique(np.asarray(indices, dtype=np.int64)) * row
+        first, last = starts // page * page, (starts + row + page - 1) // page * page
+        advise_will_need(array.filename, list(zip(first.tolist(), (last - first).tolist())))
 
     def _unit_rows(self, split, start, stop):
         return self._map(split, "x")[start:stop]  # a view of the map: the CRC reads the pages, no copy

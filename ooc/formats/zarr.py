@@ -28,7 +28,7 @@ import zlib
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable
+from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, advise_will_need
 from ooc.formats.base import Writer as _Writer
 from ooc.fs import is_remote
 
@@ -267,6 +267,10 @@ class Store(ChunkedStore):
                 raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size)) from None
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return rows[: stop - start]  # the last chunk is stored whole, padded with the fill value
+
+    def _advise_chunks(self, split, chunk_ids):
+        for c in chunk_ids:  # a file per chunk, read whole
+            advise_will_need(self._file_of(split, c * self.chunk_size), [(0, 0)])
 
     def _chunk_decoder(self, split, array):
         """A local chunk file's bytes to its rows, through the same numcodecs decoders zarr calls but
