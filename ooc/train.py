@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ooc.batching import SHUFFLE_MODES, batch_plan, read_ahead
+from ooc.batching import SHUFFLE_MODES, batch_plan, hint_ahead, read_ahead
 from ooc.checkpoint import (
     Checkpointer,
     Progress,
@@ -740,7 +740,8 @@ def _epochs_with_train_on_batch(run: _Epochs, *, step=None, shard=None, predict=
             start_batch=start_batch,
             shard=shard,
         )
-        return read_ahead(read, "train", plan)
+        hints = dict(will_need=run.store.will_need, ahead=hint_ahead(run.store, config.batch_size))
+        return read_ahead(read, "train", plan, **hints)  # the disk fetches the next stretch meanwhile
 
     next_epoch = None  # the next epoch's batches, reading while this epoch validates
     for epoch in range(run.p.epoch, config.epochs):
