@@ -525,7 +525,7 @@ class ChunkedStore(Store):
     def will_need(self, split, indices):
         """The chunks of ``indices`` neither cached nor hinted lately (at most ``cache_chunks``; none
         that would be read as single rows) go to ``_advise_chunks``."""
-        if is_remote(self.path) or not len(indices):
+        if is_remote(self.path) or not len(indices) or self.chunk_size is None:
             return
         chunk_of = np.asarray(indices) // self.chunk_size
         chunks, hits = np.unique(chunk_of, return_counts=True)
