@@ -166,6 +166,7 @@ class Store(ABC):
         """Declare the layout's open files and caches, all closed/empty: called by ``__init__``, after
         unpickling and by ``close``. Subclasses extend it (``super()._reset_handles()``)."""
         self._checked_units: dict[str, set[int]] = {}  # split -> units checked in this pass
+        self._read_in_pass: dict[str, int] = {}  # split -> samples read since its checks were re-armed
 
     def will_need(self, split: str, indices: np.ndarray) -> None:
         """A hint that samples ``indices`` of ``split`` will be read soon (``ooc.batching`` gives the
@@ -308,6 +309,10 @@ class Store(ABC):
             return
         checked = self._checked_units.setdefault(split, set())
         n = self.num_samples(split)
+        if self._read_in_pass.get(split, 0) >= n:  # a pass's worth of samples read: check them again
+            checked.clear()
+            self._read_in_pass[split] = 0
+        self._read_in_pass[split] = self._read_in_pass.get(split, 0) + len(indices)
         for u in np.unique(indices // unit).tolist():
             if u in checked:
                 continue
@@ -323,8 +328,6 @@ class Store(ABC):
                 error.split, error.indices = split, rows
                 raise error
             checked.add(u)
-        if len(checked) >= len(recorded):
-            checked.clear()  # every unit checked: the next pass checks them again
 
     def _check_unchanged(self) -> None:
         """Raise ``StoreRewrittenError`` if the store was converted again since it was opened: one
