@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import tokenize
 import zlib
 
 import numpy as np
@@ -19,6 +20,9 @@ from ooc.errors import CorruptStoreError
 from ooc.formats.base import LayoutOptions, ParallelParts, Resumable, advise_will_need
 from ooc.formats.base import Store as _Store
 from ooc.formats.base import Writer as _Writer
+
+# what np.load raises on a damaged file: a header it cannot parse falls back on tokenize, which has its own
+HEADER_ERRORS = (OSError, ValueError, SyntaxError, tokenize.TokenError)
 
 NAME = "npy"
 OPTIONS = LayoutOptions(
@@ -86,7 +90,7 @@ class Writer(_Writer, Resumable, ParallelParts):
                 and ys.dtype == schema.target_dtype
             )
             crcs = [zlib.crc32(xs[:done]), zlib.crc32(ys[:done])] if fits else None
-        except (OSError, ValueError):
+        except HEADER_ERRORS:
             crcs = None
         if not done or crcs != state.get("crc"):
             self.begin_split(split, count, schema)
@@ -160,7 +164,7 @@ class Store(_Store):
             path = array_path(self.path, split, name)
             try:
                 array = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as e:
+            except HEADER_ERRORS as e:
                 raise CorruptStoreError(
                     f"{path}: cannot read as .npy ({e}); re-convert with `ooc convert --format npy "
                     "--overwrite`"
