@@ -661,13 +661,14 @@ class _Epochs:
             p.correct_sum += float(logs[self.metric]) * len(y)
         p.batch += 1
 
-    def batch_done(self, indices, clock: _Clock) -> None:
-        """After batch ``p.batch``: its checkpoint if one is due, and the caller's hook."""
+    def batch_done(self, indices, clock: _Clock, synced_net=None) -> None:
+        """After batch ``p.batch``: its checkpoint if one is due, and the caller's hook. ``synced_net()``
+        gives the model with its current weights (inside JAX's fit they live apart until asked for)."""
         p = self.p
         if self.checkpoints is not None and self.checkpoints.due(p.batch, self.batches_per_epoch):
             with clock.paused():
                 p.seconds, p.cpu_seconds = clock.elapsed()
-                self.checkpoints.save(self.net, p)
+                self.checkpoints.save(synced_net() if synced_net else self.net, p)
         if self.after_batch is not None:
             self.after_batch(p.epoch, p.batch, indices)
 
@@ -844,7 +845,8 @@ def _fit_callback(run: _Epochs, train_data):
             run.check_loss(float(logs["loss"]), p.epoch, batch + 1)  # fit's running mean: nan from then on
             p.batch, p.seen = batch + 1, p.seen + len(train_data.plan[batch])
             p.loss_sum, p.correct_sum = float(logs["loss"]) * p.seen, float(logs[run.metric]) * p.seen
-            run.batch_done(train_data.plan[batch], self.clock)
+            # a callback's ``model`` syncs JAX's weights into the model: only when a checkpoint asks for it
+            run.batch_done(train_data.plan[batch], self.clock, synced_net=lambda: self.model)
 
         def on_test_begin(self, logs=None):
             self.done = self.done or self.clock.elapsed()
