@@ -312,7 +312,7 @@ class Store(ChunkedStore):
             try:
                 shape = tf.io.parse_single_example(payload, {"shape": tf.io.VarLenFeature(tf.int64)})["shape"]
                 shape = tf.sparse.to_dense(shape).numpy().tolist()
-            except tf.errors.InvalidArgumentError:
+            except (tf.errors.InvalidArgumentError, UnicodeDecodeError):  # TF's message of damaged bytes
                 shape = None
             if shape != list(self.sample_shape):
                 raise CorruptStoreError(
@@ -342,7 +342,7 @@ class Store(ChunkedStore):
         try:
             features = tf.io.parse_example(payloads, {"image": feature_spec(self.schema)["image"]})
             return _raw(features["image"].numpy(), self.schema.dtype, self.sample_shape)
-        except tf.errors.InvalidArgumentError:
+        except (tf.errors.InvalidArgumentError, UnicodeDecodeError):  # TF's message of damaged bytes
             raise CorruptStoreError(
                 f"{where}: a record near sample {first} does not parse as an ooc tf.train.Example; {_REPAIR}"
             ) from None
@@ -422,6 +422,8 @@ class Store(ChunkedStore):
             raise CorruptStoreError(
                 f"{self.path}: cannot read the {split} labels ({e.message.splitlines()[0]}); {_REPAIR}"
             ) from None
+        except UnicodeDecodeError:  # TF could not even decode its message about the damaged bytes
+            raise CorruptStoreError(f"{self.path}: cannot read the {split} labels; {_REPAIR}") from None
         if name == "label":
             labels = (
                 np.concatenate(parsed).astype(self.schema.target_dtype)
