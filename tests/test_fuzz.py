@@ -318,6 +318,9 @@ def uncompressed_stores(tmp_path_factory):
 )
 @example(fmt="npy", which=1, where=0.0703125, flip=1)  # "{" of train_y.npy's header: numpy raised TokenError
 @example(fmt="tfrecord", which=0, where=0.00390625, flip=1)  # TF could not decode its own error message
+@example(
+    fmt="parquet", which=0, where=0.96875, flip=1
+)  # pyarrow's message of a damaged footer ends in a newline
 def test_flipped_byte_in_an_uncompressed_store(uncompressed_stores, tmp_path, fmt, which, where, flip):
     """A byte flipped in a data file of an uncompressed store: reading ends in ooc's one-line error,
     or (a byte that no read depends on) in exactly the right batches; never in other pixels or labels."""

@@ -227,7 +227,8 @@ class Store(ChunkedStore):
                     parquet = pq.ParquetFile(path)
             except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
                 raise CorruptStoreError(
-                    f"{path}: cannot open as Parquet ({e}); re-convert with `ooc convert --format parquet "
+                    f"{path}: cannot open as Parquet ({' '.join(str(e).split())}); re-convert with `ooc convert "
+                    "--format parquet "
                     "--overwrite`"
                 ) from None
             if parquet.metadata.num_rows != self.num_samples(split):
