@@ -334,6 +334,30 @@ def _train(
         history = _epochs_with_train_on_batch(run, **distributed)
     test = _test(net, store, config, distributed, started, log) if test_samples else None
     wall = time.perf_counter() - started
+    report = _report(
+        store,
+        config,
+        net,
+        cluster,
+        checkpoints,
+        train_idx,
+        val_idx,
+        history=history,
+        test=test,
+        wall=wall,
+        resumed_at=resumed_at,
+    )
+    if after_training is not None:
+        after_training(net)
+    _write_outputs(net, report, outputs, checkpoints, log)
+    return report
+
+
+def _report(store, config, net, cluster, checkpoints, train_idx, val_idx, *, history, test, wall, resumed_at):
+    """The run's JSON report: the store, the model, the options, every epoch and the test."""
+    import keras
+
+    test_samples = store.num_samples("test") if "test" in store.splits else 0
     report = {
         "store": {
             "path": str(store.path),
@@ -363,9 +387,6 @@ def _train(
             "every": checkpoints.every,
             "resumed_at": resumed_at,
         }
-    if after_training is not None:
-        after_training(net)
-    _write_outputs(net, report, outputs, checkpoints, log)
     return report
 
 
