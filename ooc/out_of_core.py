@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ooc.errors import OptionError
+from ooc.errors import OocError, OptionError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 OUT_OF_CORE_FORMATS = ("hdf5", "npy", "zarr")
@@ -372,9 +372,6 @@ def measure_out_of_core(
     ``OUT_OF_CORE_FORMATS`` holds, and the shuffle-quality and stretch × cache tables (their reads
     measured out of core on zarr, or the first layout). Where no memory cgroup can be made, one line
     says why and the entry has no rows."""
-    from ooc.bench import OutOfCore
-    from ooc.formats.base import CACHE_CHUNKS, SHUFFLE_BUFFER_CHUNKS
-
     entry: dict[str, Any] = {
         "memory_limit": memory_limit,
         "factor": factor,
@@ -395,30 +392,14 @@ def measure_out_of_core(
         return entry
     quality_layout = "zarr" if "zarr" in chosen else chosen[0]
     for fmt in chosen:
-        path, copies, probe_manifest = _sized_store(
-            stores_dir, source, fmt, memory_limit, factor, limit, progress
-        )
-        from ooc.formats.base import disk_usage
+        path, copies = _sized_store(stores_dir, source, fmt, memory_limit, factor, limit, progress)
         from ooc.stores import open_store
 
         store = open_store(path)
-        n, stored = store.num_samples("train"), train_bytes(path)
-        passes = [
-            ("chunk", "chunk", True, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS),
-            ("chunk_no_read_ahead", "chunk", False, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS),
-            ("global", "global", True, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS),
-        ]
-        if fmt == quality_layout:
-            passes.append(("sequential", "none", True, SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS))
-            if store.chunk_size is not None:
-                passes += [
-                    (f"stretch{s}", "chunk", True, s, 2 * s)
-                    for s in TRADEOFF_STRETCHES
-                    if s != SHUFFLE_BUFFER_CHUNKS
-                ]
+        passes = _passes(store, quality=fmt == quality_layout)
         progress(
-            f"out of core: {fmt}, {human(stored)} of train samples under a {human(memory_limit)} limit "
-            f"({len(passes)} passes of at most {seconds:g} s)"
+            f"out of core: {fmt}, {human(train_bytes(path))} of train samples under a {human(memory_limit)} "
+            f"limit ({len(passes)} passes of at most {seconds:g} s)"
         )
         task = {
             "kind": "reads",
@@ -432,57 +413,92 @@ def measure_out_of_core(
         if "killed" in reads:
             progress(f"  {fmt}: a reading process {reads['killed']}")
             continue
-        p = reads["passes"]
-        per_sample = stored / n
-        chunk, plain, glob = (p[k]["samples_per_second"] for k in ("chunk", "chunk_no_read_ahead", "global"))
-        disk = reads["disk_mb_per_second"]
-        row = OutOfCore(
-            name=fmt,
-            format=fmt,
-            copies=copies,
-            train_samples=n,
-            store_bytes=disk_usage(path)[1],
-            train_bytes=stored,
-            memory_limit=memory_limit,
-            disk_mb_per_second=disk,
-            samples_per_second=chunk,
-            mb_per_second=chunk * per_sample / 1e6,
-            disk_share=chunk * per_sample / 1e6 / disk if disk else None,
-            samples_per_second_no_read_ahead=plain,
-            read_ahead_gain=chunk / plain,
-            global_samples_per_second=glob,
-            global_to_chunk=glob / chunk,
-            samples_read=p["chunk"]["samples"],
-            peak_memory_mb=reads["cgroup_peak"] / 1e6 if reads["cgroup_peak"] else None,
-            peak_rss_mb=reads["peak_rss"] / 1e6,
-        )
-        share = f"{row.disk_share:.2f} of the disk's {disk:,.0f} MB/s" if disk else "no O_DIRECT here"
-        progress(
-            f"  {fmt}: chunk shuffle {chunk:,.0f} samples/s, {row.mb_per_second:,.0f} MB/s stored ({share}); "
-            f"without read-ahead {plain:,.0f} ({row.read_ahead_gain:.2f} x); global shuffle {glob:,.0f} "
-            f"({row.global_to_chunk:.2f} x chunk)"
-        )
+        row = _reads_row(fmt, path, store, copies, memory_limit, reads, progress)
         if training:
-            done = run_limited({**task, "kind": "training", "model": model}, memory_limit, root=root)
-            if "killed" in done:
-                row.training_note = f"the training process {done['killed']}"
-                progress(f"  {fmt}: {row.training_note}")
-            else:
-                row.training_ratio = done["ratio"]
-                row.training_samples_per_second = done["store_samples_per_second"]
-                row.memory_training_samples_per_second = done["memory_samples_per_second"]
-                row.training_peak_memory_mb = done["cgroup_peak"] / 1e6 if done["cgroup_peak"] else None
-                progress(
-                    f"  {fmt}: training {done['ratio']:.2f} x in-memory arrays of {TRAINING_SUBSET:,} samples "
-                    f"({done['store_samples_per_second']:,.0f} against {done['memory_samples_per_second']:,.0f} "
-                    "samples/s)"
-                )
+            _measure_training(row, {**task, "kind": "training", "model": model}, memory_limit, root, progress)
         entry["rows"].append(row)
         if fmt == quality_layout:
             entry["quality"] = quality_tables(
-                source, limit=limit, batch_size=batch_size, seed=seed, store=store, passes=p, layout=fmt
+                source,
+                limit=limit,
+                batch_size=batch_size,
+                seed=seed,
+                store=store,
+                passes=reads["passes"],
+                layout=fmt,
             )
     return entry
+
+
+def _passes(store, *, quality: bool) -> list[tuple]:
+    """(name, shuffle, hints, chunks per stretch, chunks cached) of each pass over ``store``; the
+    layout the quality tables use also reads sequentially and at every stretch size."""
+    from ooc.formats.base import CACHE_CHUNKS, SHUFFLE_BUFFER_CHUNKS
+
+    default = (SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS)
+    passes = [("chunk", "chunk", True, *default), ("chunk_no_read_ahead", "chunk", False, *default)]
+    passes.append(("global", "global", True, *default))
+    if quality:
+        passes.append(("sequential", "none", True, *default))
+        if store.chunk_size is not None:
+            stretches = [s for s in TRADEOFF_STRETCHES if s != SHUFFLE_BUFFER_CHUNKS]
+            passes += [(f"stretch{s}", "chunk", True, s, 2 * s) for s in stretches]
+    return passes
+
+
+def _reads_row(fmt, path, store, copies, memory_limit, reads, progress):
+    """The ``OutOfCore`` row of a layout's read passes (stored bytes per sample: the store's own)."""
+    from ooc.bench import OutOfCore
+    from ooc.formats.base import disk_usage
+
+    p, disk = reads["passes"], reads["disk_mb_per_second"]
+    n, stored = store.num_samples("train"), train_bytes(path)
+    per_sample = stored / n
+    chunk, plain, glob = (p[k]["samples_per_second"] for k in ("chunk", "chunk_no_read_ahead", "global"))
+    row = OutOfCore(
+        name=fmt,
+        format=fmt,
+        copies=copies,
+        train_samples=n,
+        store_bytes=disk_usage(path)[1],
+        train_bytes=stored,
+        memory_limit=memory_limit,
+        disk_mb_per_second=disk,
+        samples_per_second=chunk,
+        mb_per_second=chunk * per_sample / 1e6,
+        disk_share=chunk * per_sample / 1e6 / disk if disk else None,
+        samples_per_second_no_read_ahead=plain,
+        read_ahead_gain=chunk / plain,
+        global_samples_per_second=glob,
+        global_to_chunk=glob / chunk,
+        samples_read=p["chunk"]["samples"],
+        peak_memory_mb=reads["cgroup_peak"] / 1e6 if reads["cgroup_peak"] else None,
+        peak_rss_mb=reads["peak_rss"] / 1e6,
+    )
+    share = f"{row.disk_share:.2f} of the disk's {disk:,.0f} MB/s" if disk else "no O_DIRECT here"
+    progress(
+        f"  {fmt}: chunk shuffle {chunk:,.0f} samples/s, {row.mb_per_second:,.0f} MB/s stored ({share}); "
+        f"without read-ahead {plain:,.0f} ({row.read_ahead_gain:.2f} x); global shuffle {glob:,.0f} "
+        f"({row.global_to_chunk:.2f} x chunk)"
+    )
+    return row
+
+
+def _measure_training(row, task, memory_limit, root, progress) -> None:
+    """The training ratio of ``row``'s store, in a child under the same limit."""
+    done = run_limited(task, memory_limit, root=root)
+    if "killed" in done:
+        row.training_note = f"the training process {done['killed']}"
+        progress(f"  {row.name}: {row.training_note}")
+        return
+    row.training_ratio = done["ratio"]
+    row.training_samples_per_second = done["store_samples_per_second"]
+    row.memory_training_samples_per_second = done["memory_samples_per_second"]
+    row.training_peak_memory_mb = done["cgroup_peak"] / 1e6 if done["cgroup_peak"] else None
+    progress(
+        f"  {row.name}: training {done['ratio']:.2f} x in-memory arrays of {TRAINING_SUBSET:,} samples "
+        f"({done['store_samples_per_second']:,.0f} against {done['memory_samples_per_second']:,.0f} samples/s)"
+    )
 
 
 def _passes_apart(task: dict[str, Any], passes: list, limit: int, root: Path | None) -> dict[str, Any]:
@@ -581,18 +597,19 @@ def _sized_store(stores_dir: Path, source, fmt: str, limit: int, factor: float, 
     remove_store(probe)
     convert(probe, format=fmt, source=source, limit=sample_limit)
     copies = copies_for(train_bytes(probe), limit, factor)
-    identity = {k: v for k, v in open_store(probe).manifest["source"].items() if k != "repeat"}
+    with open_store(probe) as one_copy:
+        identity = {k: v for k, v in one_copy.manifest["source"].items() if k != "repeat"}
     remove_store(probe)
     path = stores_dir / f"out-of-core-{fmt}-x{copies}"
     try:
         kept = open_store(path).manifest["source"]
         if kept.get("repeat") == copies and {k: v for k, v in kept.items() if k != "repeat"} == identity:
             progress(f"out of core: {path} kept from an earlier run ({copies} copies of the source)")
-            return path, copies, identity
-    except Exception:
+            return path, copies
+    except OocError:  # none there yet, or not a whole store: convert it
         pass
     progress(f"out of core: converting {fmt} with --repeat {copies} into {path}")
     remove_store(path)
     jobs = 2 if issubclass(get_format(fmt).Writer, ParallelParts) else 1
     convert(path, format=fmt, source=source, limit=sample_limit, repeat=copies, jobs=jobs)
-    return path, copies, identity
+    return path, copies
