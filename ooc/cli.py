@@ -714,6 +714,17 @@ def bench(
     _import_tensorflow_quietly()
     command = "ooc " + " ".join(sys.argv[1:])
     started = time.perf_counter()
+    shared = dict(  # what both kinds of run take
+        out=out,
+        stores_dir=stores_dir,
+        source=source,
+        source_options=SourceOptions(targets=targets, target_column=target_column),
+        limit=limit,
+        batch_size=batch_size,
+        model=model,
+        seed=seed,
+        command=command,
+    )
     if memory_limit is not None:
         from ooc.bench import run_out_of_core_bench
         from ooc.bench_report import out_of_core_section
@@ -722,20 +733,12 @@ def bench(
         limit_bytes = parse_size(memory_limit)
         with _reporter(quiet) as reporter:
             report = run_out_of_core_bench(
-                out=out,
+                **shared,
                 memory_limit=limit_bytes,
-                stores_dir=stores_dir,
                 formats=[f for f in formats.split(",") if f] if formats != ",".join(FORMATS) else None,
-                source=source,
-                source_options=SourceOptions(targets=targets, target_column=target_column),
-                limit=limit,
                 factor=memory_limit_factor,
                 pass_seconds=pass_seconds,
                 training=memory_limit_training,
-                batch_size=batch_size,
-                model=model,
-                seed=seed,
-                command=command,
                 progress=reporter.note,
             )
         print("\n".join(out_of_core_section(report["out_of_core"])).strip())
@@ -743,22 +746,14 @@ def bench(
         return
     with _reporter(quiet) as reporter:
         report = run_bench(
-            out=out,
-            stores_dir=stores_dir,
+            **shared,
             formats=[f for f in formats.split(",") if f],
             variants=variants,
-            source=source,
-            source_options=SourceOptions(targets=targets, target_column=target_column),
-            limit=limit,
             repeats=repeats,
-            batch_size=batch_size,
             epochs=epochs,
-            model=model,
-            seed=seed,
             tradeoff=tradeoff,
             scale_repeat=scale_repeat,
             remote=remote,
-            command=command,
             progress=reporter.note,
             phase=reporter.phases(),
         )
