@@ -238,3 +238,54 @@ def test_a_batch_from_more_chunks_than_the_cache_decodes_at_most_the_cache_at_on
         got = store.read("train", indices)
         assert calls[:3] == [2, 2, 1] and max(calls) == 2 and len(store._chunk_cache) == 2  # then CRC units
     assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+
+
+def _chunk_shuffle_as_defined(indices, *, seed, epoch, chunk_size, stretch_chunks):
+    """The chunk shuffle's definition (what epoch_batches did before it was made lean): a lexsort by
+    (the chunk's stretch, one random key per sample) after a permutation of the chunks."""
+    order = np.arange(indices) if np.isscalar(indices) else np.asarray(indices, dtype=np.int64)
+    rng = np.random.default_rng([seed, epoch])
+    chunk_of = order // chunk_size
+    chunks = np.unique(chunk_of)
+    stretch_of_chunk = np.empty(chunks.max() + 1 if len(chunks) else 0, np.int64)
+    stretch_of_chunk[chunks] = rng.permutation(len(chunks)) // stretch_chunks
+    return order[np.lexsort((rng.random(len(order)), stretch_of_chunk[chunk_of]))]
+
+
+@pytest.mark.parametrize("kind", ["count", "sorted subset", "unsorted subset", "empty"])
+def test_the_lean_chunk_shuffle_is_the_defined_order(kind):
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        n, chunk, stretch = int(rng.integers(1, 2500)), int(rng.integers(1, 200)), int(rng.integers(1, 9))
+        indices = {
+            "count": n,
+            "sorted subset": np.sort(rng.choice(2 * n, size=n, replace=False)),
+            "unsorted subset": rng.permutation(n),
+            "empty": np.arange(0),
+        }[kind]
+        plan = epoch_batches(
+            indices,
+            batch_size=37,
+            shuffle="chunk",
+            seed=trial,
+            epoch=3,
+            chunk_size=chunk,
+            stretch_chunks=stretch,
+        )
+        expected = _chunk_shuffle_as_defined(
+            indices, seed=trial, epoch=3, chunk_size=chunk, stretch_chunks=stretch
+        )
+        assert all(b.dtype == np.int64 for b in plan)
+        np.testing.assert_array_equal(np.concatenate(plan) if plan else np.arange(0), expected)
+
+
+def test_the_chunk_shuffle_of_a_large_split_holds_about_8_bytes_a_sample():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        epoch_batches(1_000_000, batch_size=512, shuffle="chunk", seed=0, chunk_size=1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 1_000_000  # the order (8 MB) and one stretch; the lexsort held ~40 MB
