@@ -204,7 +204,7 @@ def batch_plan(
         seed=seed,
         epoch=epoch,
         drop_remainder=drop_remainder,
-        chunk_size=store.chunk_size,
+        chunk_size=store.shuffle_unit,
     )
     if not 0 <= start_batch <= len(plan):
         raise OptionError(
@@ -218,9 +218,9 @@ def hint_ahead(store: Store, batch_size: int, stretch_chunks: int = SHUFFLE_BUFF
     """How many batches ahead ``read_ahead`` hints a store's reads: a stretch of the chunk shuffle
     (the next stretch's chunks are then on their way while the current one is consumed), or
     ``HINT_BATCHES`` for a store without chunks."""
-    if store.chunk_size is None:
+    if store.shuffle_unit is None:
         return HINT_BATCHES
-    return max(1, -(-stretch_chunks * store.chunk_size // batch_size))
+    return max(1, -(-stretch_chunks * store.shuffle_unit // batch_size))
 
 
 # batches hinted ahead on a store without chunks (npy): random rows, so a few batches of queued reads

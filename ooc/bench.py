@@ -384,7 +384,7 @@ def measure_tf_data(
 class _StoreReader:
     def __init__(self, store: Store):
         self.store = store
-        self.chunk_size = store.chunk_size
+        self.chunk_size = store.shuffle_unit
 
     def __call__(self, indices):
         return self.store.read("train", indices)
@@ -638,7 +638,7 @@ def measure_fit(
             lambda: _StoreReader(open_store(path)),
             n,
             files=path,
-            chunk_size=store.chunk_size,
+            chunk_size=store.shuffle_unit,
             batch_size=batch_size,
             repeats=repeats,
             progress=lambda line: None,
@@ -854,7 +854,7 @@ def measure_target(run: _Run, target: Target, *, recipe: bool) -> list[Row]:
     run.progress(f"{target.name}: converting")
     path = run.stores_dir / target.name
     store, conversion = measure_conversion(run, target, path)
-    read = run.reads(lambda: _StoreReader(open_store(path)), files=path, chunk_size=store.chunk_size)
+    read = run.reads(lambda: _StoreReader(open_store(path)), files=path, chunk_size=store.shuffle_unit)
     tf_data = None
     if target.format == "tfrecord":
         tf_data = measure_tf_data(path, batch_size=run.batch_size, repeats=run.repeats, progress=run.progress)
@@ -1071,7 +1071,7 @@ def measure_remote_reads(
                     lambda: _StoreReader(open_store(store_path)),
                     n,
                     files=None,
-                    chunk_size=local.chunk_size,
+                    chunk_size=local.shuffle_unit,
                     batch_size=batch_size,
                     repeats=repeats,
                     progress=lambda line: None,

@@ -256,7 +256,7 @@ def child_reads(task: dict[str, Any]) -> dict[str, Any]:
                 batch_size=batch_size,
                 shuffle=shuffle,
                 seed=task["seed"],
-                chunk_size=store.chunk_size,
+                chunk_size=store.shuffle_unit,
                 stretch_chunks=stretch,
             )
             hint = store.will_need if hints else None

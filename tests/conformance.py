@@ -536,6 +536,15 @@ class LayoutTests:
         rows_read = sum(b - a for a, b in reads)
         assert rows_read == LIMIT  # every chunk decoded exactly once
 
+    def test_the_chunk_shuffle_is_the_plan_over_the_shuffle_unit(self, fmt, store_dirs, mnist):
+        store = ooc.open_store(store_dirs[fmt])
+        unit = store.shuffle_unit  # chunks, or npy's runs of rows
+        got = list(ooc.batches(store, "train", batch_size=32, shuffle="chunk", seed=4))
+        order = np.concatenate(
+            ooc.epoch_batches(LIMIT, batch_size=32, shuffle="chunk", seed=4, chunk_size=unit)
+        )
+        assert np.array_equal(np.concatenate([x for x, _ in got]), expected_x(mnist["x_train"][order]))
+
     @pytest.mark.parametrize("damage", ["truncate", "delete"])
     def test_damaged_file_is_named_with_its_samples(self, fmt, tmp_path, damage):
         import shutil

@@ -221,8 +221,15 @@ class Store(ABC):
 
     @property
     def chunk_size(self) -> int | None:
-        """Samples per chunk for layouts that read whole chunks (what the chunk shuffle groups by)."""
+        """Samples per chunk for layouts that read whole chunks."""
         return None
+
+    @property
+    def shuffle_unit(self) -> int | None:
+        """Samples the chunk shuffle keeps together (``epoch_batches(chunk_size=)``): the layout's
+        chunks, or, for a layout without chunks, a run of rows that is one contiguous read (npy).
+        None: the chunk shuffle is the global one."""
+        return self.chunk_size
 
     def labels(self, split: str) -> np.ndarray:
         """Every target of a split as reads return them (class numbers as int64); read once, then kept."""
@@ -509,8 +516,9 @@ def advise_will_need(path, ranges) -> None:
 
 
 class ChunkedStore(Store):
-    """A layout that stores samples in chunks of ``chunk_size`` along the sample axis and decodes
-    a chunk whole (compressed HDF5 and Zarr do; uncompressed HDF5 may read single rows instead).
+    """A layout that stores samples in chunks of ``shuffle_unit`` samples along the sample axis and
+    decodes a chunk whole (compressed HDF5 and Zarr do; uncompressed HDF5 and npy, whose "chunks" are
+    runs of rows, may read single rows instead).
 
     ``_read_sorted`` is done here: the wanted rows are grouped by chunk, each chunk is read once
     (runs of adjacent missing chunks in one call, so zarr can fetch them concurrently) and kept in
@@ -528,9 +536,9 @@ class ChunkedStore(Store):
     def will_need(self, split, indices):
         """The chunks of ``indices`` neither cached nor hinted lately (at most ``cache_chunks``; none
         that would be read as single rows) go to ``_advise_chunks``."""
-        if is_remote(self.path) or not len(indices) or self.chunk_size is None:
+        if is_remote(self.path) or not len(indices) or self.shuffle_unit is None:
             return
-        chunk_of = np.asarray(indices) // self.chunk_size
+        chunk_of = np.asarray(indices) // self.shuffle_unit
         chunks, hits = np.unique(chunk_of, return_counts=True)
         with self._chunk_lock:
             wanted = [
@@ -551,8 +559,8 @@ class ChunkedStore(Store):
         """Optional: ``advise_will_need`` of the bytes of these chunks (``will_need``'s layout part)."""
 
     def _samples_with(self, split, index):
-        first = index - index % self.chunk_size
-        return range(first, min(first + self.chunk_size, self.num_samples(split)))
+        first = index - index % self.shuffle_unit
+        return range(first, min(first + self.shuffle_unit, self.num_samples(split)))
 
     @abstractmethod
     def _read_rows(self, split: str, start: int, stop: int) -> np.ndarray:
@@ -574,7 +582,7 @@ class ChunkedStore(Store):
         self._chunk_lock = threading.Lock()
 
     def _read_sorted(self, split, indices):
-        size, count = self.chunk_size, self.num_samples(split)
+        size, count = self.shuffle_unit, self.num_samples(split)
         cache = self._chunk_cache
         chunk_of = indices // size
         starts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1]])

@@ -17,8 +17,7 @@ import zlib
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import LayoutOptions, ParallelParts, Resumable, advise_will_need
-from ooc.formats.base import Store as _Store
+from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, advise_will_need
 from ooc.formats.base import Writer as _Writer
 
 # what np.load raises on a damaged file: a header it cannot parse falls back on tokenize, which has its own
@@ -32,8 +31,12 @@ OPTIONS = LayoutOptions(
     chunking="none (one contiguous array per split)",
 )
 # Samples per unit whose CRC-32 reads check (the arrays have no chunks): a unit is checked the first
-# time one of its samples is read in a pass over the split, so a pass reads every byte once more.
+# time one of its samples is read in a pass over the split. It is also the run of rows the chunk
+# shuffle keeps together and reads with one pread.
 CHECK_UNIT = 1024
+# A unit is read whole (one pread of ~1 MB for MNIST) when a batch wants at least 1 row in this many
+# of it, else row by row through the memmap (a page each: out of core, one small disk read each).
+ROWS_PER_HIT = 128
 
 
 def array_path(store, split: str, name: str):
@@ -149,7 +152,12 @@ class Writer(_Writer, Resumable, ParallelParts):
         self._arrays = {}
 
 
-class Store(_Store):
+class Store(ChunkedStore):
+    """Rows come from the units of ``CHECK_UNIT`` rows as from chunks (``ChunkedStore``): a unit a
+    batch draws many rows from is read whole with one ``os.preadv`` (no page faults, the GIL
+    released, read ahead whole by ``will_need``) and kept decoded; scattered rows come through the
+    memmap, which costs each only its own pages."""
+
     format_name = NAME
     damage_errors = (OSError, EOFError, ValueError)  # numpy: a memmap of a file cut short
 
@@ -189,8 +197,21 @@ class Store(_Store):
         return self._maps[key]
 
     @property
+    def chunk_size(self):
+        return None  # no chunks in the file: the units below are ooc's own
+
+    @property
     def check_unit(self):
         return CHECK_UNIT
+
+    @property
+    def shuffle_unit(self):
+        """A run of rows read as one: the chunk shuffle's stretches are then a few contiguous runs,
+        which out of core read ahead whole, instead of random rows, a page fault each."""
+        return CHECK_UNIT
+
+    def _samples_with(self, split, index):
+        return range(index, index + 1)  # a damaged unit loses no more than its damaged rows
 
     def _check_manifest(self):
         for split in self.splits:  # the headers: shape and dtype (the maps are kept open)
@@ -202,19 +223,44 @@ class Store(_Store):
     def _file_of(self, split, index):
         return array_path(self.path, split, "x")
 
-    def _read_sorted(self, split, indices):
+    def _read_rows(self, split, start, stop):
+        array = self._map(split, "x")
+        rows = np.empty((stop - start, *array.shape[1:]), array.dtype)
+        offset = array.offset + start * array.strides[0]
+        with open(array.filename, "rb", buffering=0) as file:
+            got = os.preadv(file.fileno(), [memoryview(rows).cast("B")], offset)
+        if got != rows.nbytes:
+            raise EOFError(f"{array.filename}: {got} of {rows.nbytes} bytes at offset {offset}")
+        return rows
+
+    def _points_are_cheaper(self, hits):
+        return hits * ROWS_PER_HIT < CHECK_UNIT
+
+    def _read_points(self, split, indices):
         return self._map(split, "x")[indices]
 
-    def will_need(self, split, indices):
-        # the rows' bytes, from the header's end (the memmap's offset) and the row size, whole pages
+    def _advise_chunks(self, split, chunk_ids):
         array = self._map(split, "x")
-        row = array.strides[0]
-        page = mmap.PAGESIZE
-        starts = array.offset + np.unique(np.asarray(indices, dtype=np.int64)) * row
+        unit = CHECK_UNIT * array.strides[0]
+        advise_will_need(array.filename, [(array.offset + c * unit, unit) for c in chunk_ids])
+
+    def will_need(self, split, indices):
+        """Units read whole are read ahead whole (``ChunkedStore``), the pages of scattered rows one by one."""
+        indices = np.asarray(indices, dtype=np.int64)
+        units, hits = np.unique(indices // CHECK_UNIT, return_counts=True)
+        scattered = np.isin(indices // CHECK_UNIT, units[hits * ROWS_PER_HIT < CHECK_UNIT])
+        super().will_need(split, indices[~scattered])
+        array = self._map(split, "x")
+        row, page = array.strides[0], mmap.PAGESIZE
+        starts = array.offset + np.unique(indices[scattered]) * row
         first, last = starts // page * page, (starts + row + page - 1) // page * page
         advise_will_need(array.filename, list(zip(first.tolist(), (last - first).tolist())))
 
     def _unit_rows(self, split, start, stop):
+        with self._chunk_lock:
+            cached = self._chunk_cache.get((split, start // CHECK_UNIT))
+        if cached is not None:  # read whole a moment ago: check the bytes the batch was cut from
+            return cached
         array = self._map(split, "x")  # a view of the map: the CRC reads the pages, no copy
         row = array.strides[0]  # one read-ahead of the unit's bytes, not a page fault a page
         advise_will_need(array.filename, [(array.offset + start * row, (stop - start) * row)])
