@@ -205,10 +205,13 @@ def test_read_ahead_hints_each_batch_once_a_stretch_ahead():
 
 
 @pytest.mark.parametrize("layout", ["hdf5", "npy", "zarr"])
-def test_will_need_asks_the_kernel_for_the_bytes_and_changes_no_batch(layout, store_dirs, monkeypatch):
+def test_will_need_starts_the_reads_and_changes_no_batch(layout, store_dirs, monkeypatch):
+    """hdf5 and npy read the next stretch's chunks in the store's reader thread; zarr asks the kernel."""
+    import threading
+
     import ooc.formats.base as base
 
-    advised = []
+    advised, read_by = [], []
     real = os.posix_fadvise
     monkeypatch.setattr(
         base.os,
@@ -216,8 +219,13 @@ def test_will_need_asks_the_kernel_for_the_bytes_and_changes_no_batch(layout, st
         lambda fd, off, n, advice: advised.append((off, n)) or real(fd, off, n, advice),
     )
     with ooc.open_store(store_dirs[layout]) as store:
+        read_rows = store._read_rows
+        store._read_rows = lambda *a: read_by.append(threading.current_thread().name) or read_rows(*a)
         with_hints = list(ooc.batches(store, "train", batch_size=16, shuffle="chunk", seed=3, prefetch=0))
-    assert advised  # the next stretch's bytes were asked for
+    if layout == "zarr":
+        assert advised  # the next stretch's bytes were asked for
+    else:
+        assert any(name.startswith("ooc-read-ahead") for name in read_by) and not advised
     with ooc.open_store(store_dirs[layout]) as store:
         plan = batch_plan(store, "train", batch_size=16, shuffle="chunk", seed=3)
         plain = list(read_ahead(store.read, "train", plan, 0))

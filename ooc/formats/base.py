@@ -48,6 +48,7 @@ import threading
 import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -528,6 +529,10 @@ class ChunkedStore(Store):
 
     # decoded chunks kept (least recently used dropped): what a chunk-shuffled read needs, bounded
     cache_chunks: int = CACHE_CHUNKS
+    # whether will_need reads the chunks it is told of in a background thread (else: advises the
+    # kernel). Only for a layout whose ``_read_rows`` is thread-safe and spends its time outside the
+    # GIL (a pread, a decoder that releases it), so that it overlaps the caller's decoding.
+    reads_ahead: ClassVar[bool] = False
 
     @property
     def chunk_size(self) -> int:
@@ -552,8 +557,32 @@ class ChunkedStore(Store):
                 self._hinted[(split, c)] = None
             while len(self._hinted) > 4 * self.cache_chunks:
                 self._hinted.popitem(last=False)
-        if wanted:
+        if not wanted:
+            return
+        if self.reads_ahead and self._reads_ahead_here():
+            self._read_in_background(split, wanted)
+        else:
             self._advise_chunks(split, wanted)
+
+    def _reads_ahead_here(self) -> bool:
+        """Optional: whether this store (its options, its files) can read ahead in the background."""
+        return True
+
+    def _read_in_background(self, split: str, chunk_ids: list[int]) -> None:
+        """Start reading runs of adjacent ``chunk_ids`` in the store's reader thread; a read takes the
+        chunk from ``_ahead`` (at most ``cache_chunks`` pending: older ones are dropped unread)."""
+        size, count = self.shuffle_unit, self.num_samples(split)
+        with self._chunk_lock:
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="ooc-read-ahead")
+            for run in _runs(sorted(chunk_ids), self.cache_chunks):
+                block = self._reader.submit(
+                    self._read_rows, split, run[0] * size, min((run[-1] + 1) * size, count)
+                )
+                for at, c in enumerate(run):
+                    self._ahead[(split, c)] = (block, at)
+            while len(self._ahead) > self.cache_chunks:
+                self._ahead.popitem(last=False)
 
     def _advise_chunks(self, split: str, chunk_ids: list[int]) -> None:
         """Optional: ``advise_will_need`` of the bytes of these chunks (``will_need``'s layout part)."""
@@ -579,7 +608,15 @@ class ChunkedStore(Store):
             OrderedDict()
         )  # decoded chunks, least recent first
         self._hinted: OrderedDict[tuple[str, int], None] = OrderedDict()  # chunks will_need asked for lately
+        # chunks being read in the background: (the read of their run, their place in it)
+        self._ahead: OrderedDict[tuple[str, int], tuple[Future, int]] = OrderedDict()
+        self._reader: ThreadPoolExecutor | None = None  # the thread that reads them, made when needed
         self._chunk_lock = threading.Lock()
+
+    def close(self):
+        if getattr(self, "_reader", None) is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
+        super().close()
 
     def _read_sorted(self, split, indices):
         size, count = self.shuffle_unit, self.num_samples(split)
@@ -621,19 +658,30 @@ class ChunkedStore(Store):
         return out
 
     def _fetch_chunks(self, split: str, chunk_ids: list[int], size: int, count: int) -> dict[int, np.ndarray]:
-        """Decode the given chunks (ascending: file order), reading runs of adjacent ones (at most
+        """Decode the given chunks (ascending: file order): those read ahead from their background
+        read (its error, if any, raised here), the others in runs of adjacent ones (at most
         ``cache_chunks``) per call."""
         fetched = {}
-        run: list[int] = []
-        for c in chunk_ids + [None]:
-            if run and (c is None or c != run[-1] + 1 or len(run) == self.cache_chunks):
-                block = self._read_rows(split, run[0] * size, min((run[-1] + 1) * size, count))
-                for i, r in enumerate(run):
-                    fetched[r] = block[i * size : (i + 1) * size].copy() if len(run) > 1 else block
-                run = []
-            if c is not None:
-                run.append(c)
+        for c in chunk_ids:
+            if (split, c) in self._ahead:
+                block, at = self._ahead.pop((split, c))
+                fetched[c] = block.result()[at * size : (at + 1) * size]
+        for run in _runs([c for c in chunk_ids if c not in fetched], self.cache_chunks):
+            block = self._read_rows(split, run[0] * size, min((run[-1] + 1) * size, count))
+            for i, r in enumerate(run):
+                fetched[r] = block[i * size : (i + 1) * size].copy() if len(run) > 1 else block
         return fetched
+
+
+def _runs(ascending: list[int], longest: int) -> list[list[int]]:
+    """``ascending`` cut into runs of consecutive numbers, each at most ``longest`` long."""
+    runs: list[list[int]] = []
+    for c in ascending:
+        if runs and c == runs[-1][-1] + 1 and len(runs[-1]) < longest:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
 
 
 class Writer(ABC):

@@ -160,6 +160,7 @@ class Store(ChunkedStore):
 
     format_name = NAME
     damage_errors = (OSError, EOFError, ValueError)  # numpy: a memmap of a file cut short
+    reads_ahead = True
 
     def _reset_handles(self):
         super()._reset_handles()
