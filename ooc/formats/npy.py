@@ -34,9 +34,10 @@ OPTIONS = LayoutOptions(
 # time one of its samples is read in a pass over the split. It is also the run of rows the chunk
 # shuffle keeps together and reads with one pread.
 CHECK_UNIT = 1024
-# A unit is read whole (one pread of ~1 MB for MNIST) when a batch wants at least 1 row in this many
-# of it, else row by row through the memmap (a page each: out of core, one small disk read each).
-ROWS_PER_HIT = 128
+# A unit is read whole (one pread of ~1 MB for MNIST) when a batch wants at least 2 of its rows (the
+# chunk shuffle, whatever the batch size), else row by row through the memmap (a page each: out of
+# core, one small disk read each; the global shuffle of a large split draws 1 row a unit).
+ROWS_PER_HIT = 512
 
 
 def array_path(store, split: str, name: str):

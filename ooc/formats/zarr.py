@@ -268,6 +268,14 @@ class Store(ChunkedStore):
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return rows[: stop - start]  # the last chunk is stored whole, padded with the fill value
 
+    reads_ahead = True
+
+    def _reads_ahead_here(self):
+        """A local store whose chunks ooc decodes itself: the file reads and the decoders (zstd, blosc,
+        zlib) release the GIL, so the reader thread decodes the next stretch while the caller uses
+        this one (both cores). Made here, in the caller's thread: zarr's group, the decoders."""
+        return all(self._chunk_decoder(split, self._array(split, "x")) is not None for split in self.splits)
+
     def _advise_chunks(self, split, chunk_ids):
         for c in chunk_ids:  # a file per chunk, read whole
             advise_will_need(self._file_of(split, c * self.chunk_size), [(0, 0)])
