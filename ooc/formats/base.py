@@ -193,6 +193,15 @@ class Store(ABC):
                 f"{want_dtype} {want_shape}{wanted}; re-convert the store"
             )
 
+    # a local cache of a remote store's units (``ooc.cache.ChunkCache``, set by ``open_store`` with
+    # --cache-dir); a layout that supports one reads through it in its remote fetch path
+    cache = None
+
+    def largest_unit(self) -> int | None:
+        """Optional: the stored bytes of the largest unit the layout keeps in a ``ChunkCache`` (what
+        ``open_store`` sizes the cache against); None: the layout has no cached reads."""
+        return None
+
     @property
     def check_unit(self) -> int | None:
         """Samples per unit whose CRC-32 the read path checks (None: the layout's bytes are guarded
