@@ -75,7 +75,8 @@ class ChunkCache:
     directory again)."""
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int):
-        self.directory = Path(directory).absolute()
+        self.given = Path(directory)  # as the user wrote it: what an error names
+        self.directory = self.given.absolute()
         self.max_bytes = int(max_bytes)
         self._claim()
         self._reset()
@@ -87,7 +88,7 @@ class ChunkCache:
         self.hits = self.misses = self.dropped = self.evicted = 0
 
     def __getstate__(self):
-        return {"directory": self.directory, "max_bytes": self.max_bytes}
+        return {"given": self.directory, "directory": self.directory, "max_bytes": self.max_bytes}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -100,14 +101,14 @@ class ChunkCache:
     # -- the directory ---------------------------------------------------------------------------
     def _claim(self) -> None:
         """Create the directory, or adopt an empty one, with the marker; refuse anything else."""
-        where, marker = self.directory, self.directory / MARKER
+        where, marker = self.given, self.directory / MARKER
         if where.exists() and not where.is_dir():
             raise OptionError(f"--cache-dir {where} is a file; choose a new or empty directory")
         try:
-            where.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True)
             if marker.is_file() and not marker.is_symlink():
                 return
-            if any(name != MARKER for name in os.listdir(where)) or os.path.lexists(marker):
+            if any(name != MARKER for name in os.listdir(self.directory)) or os.path.lexists(marker):
                 raise OptionError(
                     f"--cache-dir {where} is not empty and not an ooc cache; choose a new or empty directory"
                 )
@@ -146,6 +147,7 @@ class ChunkCache:
         with self._lock:
             if data is None:
                 self.dropped += 1
+                self.misses += 1
                 self._unlink(path)
                 return None
             self.hits += 1
@@ -246,7 +248,8 @@ class ChunkCache:
 
     @property
     def stats(self) -> dict[str, int]:
-        """This process's hits, misses, entries dropped as damaged and entries evicted."""
+        """This process's hits, misses (damaged entries included), entries dropped as damaged and
+        entries evicted."""
         return {"hits": self.hits, "misses": self.misses, "dropped": self.dropped, "evicted": self.evicted}
 
 
