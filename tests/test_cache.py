@@ -202,7 +202,14 @@ def test_cli_train_with_a_cache(remote_stores, tmp_path):
         env=os.environ,
     )
     assert done.returncode == 0, done.stderr
-    assert len(json.loads((tmp_path / "run.json").read_text())["history"]) == 2
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert len(report["history"]) == 2
+    cached = report["store"]["cache"]  # epoch 2 comes from the store's decoded chunks in memory: all 5 fit
+    assert (
+        cached["max_bytes"] == 64 << 20
+        and cached["misses"] == 2 * -(-LIMIT // CHUNK)
+        and not cached["dropped"]
+    )
     assert len(list((tmp_path / "cache").glob("*/*.unit"))) == 2 * -(-LIMIT // CHUNK)  # train and test
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("")

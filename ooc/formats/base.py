@@ -20,7 +20,8 @@ Store (required: ``_read_sorted``, ``_read_labels``, ``_file_of``)
     sample shape, dtypes, chunk or shard size — checked against the data files, cheaply: array
     shapes, chunk sizes, file counts, headers; never a read of the data), ``check_unit`` (samples
     per unit whose CRC-32 the read path checks, for a layout whose bytes carry no checksum of
-    their own; None: not checked).
+    their own; None: not checked), ``largest_unit`` (a remote layout that reads through ``cache``,
+    the ``ooc.cache.ChunkCache`` ``open_store`` gives it with ``cache_dir``: its largest unit's bytes).
 
     Integrity on the read path, done here for every layout: the targets are checked once per open
     against the CRC-32 the conversion recorded (``read_checksums`` in the manifest) and class

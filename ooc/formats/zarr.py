@@ -306,14 +306,16 @@ class Store(ChunkedStore):
             self._keys = set(remote.list_files(self.path))
         return path[len(self.path) + 1 :] in self._keys
 
-    def largest_unit(self):  # the largest sample chunk object, from the manifest's checksums
-        files = self.manifest.get("checksums", {}).get("files", {})
-        sizes = [
-            int(value.split()[1])
-            for name, value in files.items()
-            if any(name.startswith(f"{split}/x/c/") for split in self.splits)
-        ]
-        return max(sizes, default=None)
+    def largest_unit(self):  # the largest sample chunk object: the manifest's checksums, else a listing
+        files = self.manifest.get("checksums", {}).get("files")
+        if files is not None:
+            sizes = {name: int(value.split()[1]) for name, value in files.items()}
+        else:
+            from ooc import remote
+
+            sizes = remote.list_files(self.path) if is_remote(self.path) else {}
+        chunks = tuple(f"{split}/x/c/" for split in self.splits)
+        return max((size for name, size in sizes.items() if name.startswith(chunks)), default=None)
 
     def _fetch_chunks(self, split, chunk_ids, size, count):
         if self.cache is not None and is_remote(self.path):
