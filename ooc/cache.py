@@ -18,7 +18,8 @@ bytes as the store holds them.
   of the directory shows.
 - **Bounded, least recently used.** A hit touches the entry's mtime, so the order survives the run: a
   process lists the directory (order by mtime) when it needs room and evicts the oldest entries until
-  the total, headers included, is at most ``max_bytes``.
+  the total, headers included, is at most ``max_bytes`` (15/16 of it, so that the next writes need
+  no listing).
 - **Checked.** An entry is served only if its bytes match its header's CRC-32 and, where the store
   records one for the unit (a zarr chunk object's ``"<crc32> <size>"`` in the manifest), that
   checksum; otherwise it is deleted and the caller fetches the unit again. A parquet row group has no
@@ -49,6 +50,7 @@ MAGIC = b"OOC1"
 _STORE = re.compile(r"^[0-9a-f]{16}$")
 _ENTRY = re.compile(r"^[A-Za-z0-9_.~%-]+\.unit$")
 _TEMPORARY = re.compile(r"^\.[A-Za-z0-9_.~%-]+\.unit\.[0-9a-f]{8}\.tmp$")
+SLACK = 16  # a full cache evicts down to 15/16 of its size
 STALE_TEMPORARY_SECONDS = 3600  # a temporary this old was left by a killed process
 
 
@@ -196,8 +198,13 @@ class ChunkCache:
         if self._entries is not None and self._total + size <= self.max_bytes:
             return
         self._list()  # what every process sharing the directory wrote, in least recently used order
+        if self._total + size <= self.max_bytes:
+            return
+        # evict a sixteenth more than needed: a full cache then lists its directory once per sixteenth
+        # of its size written, not on every write
+        target = self.max_bytes - self.max_bytes // SLACK
         for path in sorted(self._entries, key=lambda p: self._entries[p][0]):
-            if self._total + size <= self.max_bytes:
+            if self._total + size <= target:
                 break
             if path != keep:
                 self._unlink(path)

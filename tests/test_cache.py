@@ -74,22 +74,25 @@ def test_cached_batches_are_exact_and_epoch_2_fetches_nothing(fmt, remote_stores
 
 
 def test_lru_keeps_the_total_within_the_size_and_survives_the_run(tmp_path):
-    cache = ChunkCache(tmp_path / "c", 3 * 108)  # three entries of 100 bytes (+ 8 of header)
-    for name in "abc":
-        cache.put("0" * 16, name, name.encode() * 100)
+    store, size = "0" * 16, 16 * 108  # sixteen entries of 100 bytes (+ 8 of header)
+    cache = ChunkCache(tmp_path / "c", size)
+    for i in range(16):
+        cache.put(store, f"e{i}", bytes([i]) * 100)
+    assert cache.total_bytes() == size and cache.stats["evicted"] == 0
     old = time.time() - 100
-    for age, name in enumerate("abc"):  # a clear order, whatever the filesystem's mtime resolution
-        os.utime(tmp_path / "c" / ("0" * 16) / f"{name}.unit", (old + age, old + age))
-    assert cache.get("0" * 16, "a") == b"a" * 100  # a hit: now the most recently used
-    reopened = ChunkCache(tmp_path / "c", 3 * 108)  # another run: the order from the directory
-    reopened.put("0" * 16, "d", b"d" * 100)
-    assert reopened.get("0" * 16, "b") is None and reopened.get("0" * 16, "a") == b"a" * 100
-    assert reopened.stats["evicted"] == 1 and reopened.total_bytes() == 3 * 108
-    for i in range(20):
+    for i in range(16):  # a clear order, whatever the filesystem's mtime resolution
+        os.utime(tmp_path / "c" / store / f"e{i}.unit", (old + i, old + i))
+    assert cache.get(store, "e0") == bytes([0]) * 100  # a hit: now the most recently used
+    reopened = ChunkCache(tmp_path / "c", size)  # another run: the order from the directory
+    reopened.put(store, "new", b"n" * 100)  # full: down to 15/16 of the size, least recently used first
+    kept = {i for i in range(16) if reopened.get(store, f"e{i}") is not None}
+    assert kept == {0, *range(3, 16)} and reopened.stats["evicted"] == 2
+    assert reopened.get(store, "new") == b"n" * 100 and reopened.total_bytes() == 15 * 108
+    for i in range(40):
         reopened.put(f"{i:016x}", "x", os.urandom(50 + i))
-        assert reopened.total_bytes() <= 3 * 108
-    reopened.put("0" * 16, "big", b"x" * 400)  # larger than the whole cache: not kept, nothing evicted
-    assert reopened.get("0" * 16, "big") is None and reopened.total_bytes() <= 3 * 108
+        assert reopened.total_bytes() <= size
+    reopened.put(store, "big", b"x" * size)  # larger than the whole cache: not kept, nothing evicted
+    assert reopened.get(store, "big") is None and reopened.total_bytes() <= size
 
 
 def test_it_deletes_only_its_own_files(tmp_path):
