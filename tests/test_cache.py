@@ -166,6 +166,9 @@ def test_a_damaged_chunk_object_is_not_served_or_kept(s3_endpoint, tmp_path):
         store.read("train", [40, 70])
     assert e.value.split == "train" and list(e.value.indices) == [40, 70]  # the samples asked for
     assert not list((tmp_path / "cache").glob("*/*train%2Fx%2Fc%2F1*"))
+    fs.rm_file(f"{BUCKET}/cache-damaged/zarr/train/x/c/2/0/0/0")
+    with pytest.raises(CorruptStoreError, match=r"c/2/0/0/0: chunk file is missing \(samples 64–95"):
+        store.read("train", [70])
 
 
 def test_the_options_are_refused_in_one_line(remote_stores, store_dirs, tmp_path):
