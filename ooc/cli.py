@@ -510,6 +510,19 @@ def train(
     storage_option: Annotated[
         Optional[list[str]], typer.Option("--storage-option", help=STORAGE_OPTION_HELP)
     ] = None,
+    cache_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="with a URL --path: keep the chunks fetched in this directory (new, empty, or an ooc cache), "
+            "so that later epochs and runs read them from local disk"
+        ),
+    ] = None,
+    cache_size: Annotated[
+        Optional[str],
+        typer.Option(
+            help="with --cache-dir: the most it may hold (e.g. 2G, 512M); least recently used evicted"
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="passes over the training samples")] = 5,
     batch_size: Annotated[int, typer.Option(help="samples per batch")] = 128,
     model: Annotated[
@@ -591,6 +604,8 @@ def train(
     )
     TrainConfig(**options)  # the options are refused before the store is opened (or loaded)
     if store == "memory":
+        if cache_dir is not None or cache_size is not None:
+            raise OptionError("--cache-dir and --cache-size apply to stores on object storage; drop them")
         data = MemoryStore.from_source(open_source(source), limit=limit)
     elif store in FORMATS:
         if source is not None or limit is not None:
@@ -601,7 +616,12 @@ def train(
             raise OptionError(
                 f"--path {path} is a file; pass the store directory (what `ooc convert --out` wrote)"
             )
-        data = open_store(_location(path, storage_option) if path else DATA_DIR / store, expect_format=store)
+        data = open_store(
+            _location(path, storage_option) if path else DATA_DIR / store,
+            expect_format=store,
+            cache_dir=cache_dir,
+            cache_size=cache_size,
+        )
     else:
         raise UnknownFormatError(f"unknown --store {store!r}: choose one of {FORMAT_CHOICES}, memory")
     name = (

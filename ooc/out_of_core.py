@@ -46,12 +46,12 @@ DIRECT_BLOCK = 8 << 20  # bytes per O_DIRECT read
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str = "--memory-limit") -> int:
     """``"1G"``, ``"256M"``, ``"512MiB"``, ``"1073741824"``: bytes (K, M, G, T are powers of 1024, as
-    cgroups read them)."""
+    cgroups read them). ``option`` is what the error names."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
     if not match or float(match[1]) <= 0:
-        raise OptionError(f"--memory-limit {text!r}: give a size such as 1G, 512M or 268435456 (bytes)")
+        raise OptionError(f"{option} {text!r}: give a size such as 1G, 512M or 268435456 (bytes)")
     return int(float(match[1]) * _UNITS[match[2].upper()])
 
 

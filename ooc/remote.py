@@ -176,13 +176,18 @@ def list_files(url: URL) -> dict[str, int]:
 
 def checksums(url: URL, names: list[str], batch: int = 64) -> dict[str, str]:
     """``"<crc32 hex> <size>"`` of objects below ``url``, fetched ``batch`` at a time concurrently."""
-    fs, root, result = url.fs, url.key.rstrip("/"), {}
+    result = {}
     for i in range(0, len(names), batch):
-        part = names[i : i + batch]
-        contents = fs.cat([f"{root}/{name}" for name in part], on_error="return")
-        for name in part:
-            data = contents[f"{root}/{name}"]
+        for name, data in fetch(url, names[i : i + batch]).items():
             if isinstance(data, BaseException):
                 raise data
             result[name] = f"{zlib.crc32(data):08x} {len(data)}"
     return result
+
+
+def fetch(url: URL, names: list[str]) -> dict[str, bytes | BaseException]:
+    """The bytes of objects below ``url`` (relative names), fetched concurrently; a failed one's
+    exception in its place (``FileNotFoundError`` for a missing object)."""
+    root = url.key.rstrip("/")
+    contents = url.fs.cat([f"{root}/{name}" for name in names], on_error="return")
+    return {name: contents[f"{root}/{name}"] for name in names}

@@ -10,12 +10,17 @@ from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError
 from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store
 from ooc.manifest import check_manifest_crc, read_manifest_signed
-from ooc.remote import REMOTE_FORMATS, location, require_local
+from ooc.remote import REMOTE_FORMATS, is_url, location, require_local
 from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, TargetTally, schema_for
 
 
 def open_store(
-    path: str | os.PathLike, *, expect_format: str | None = None, storage_options: dict | None = None
+    path: str | os.PathLike,
+    *,
+    expect_format: str | None = None,
+    storage_options: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    cache_size: int | str | None = None,
 ) -> Store:
     """The store at ``path``, of whatever layout its manifest names.
 
@@ -24,8 +29,14 @@ def open_store(
     before the store is returned. ``path`` may
     be a URL (``s3://bucket/mnist.zarr``) for zarr and parquet stores, with fsspec
     ``storage_options`` (default: credentials and endpoint from the environment).
+
+    ``cache_dir`` and ``cache_size`` (bytes, or a size such as ``"2G"``) keep the units a remote store's
+    reads fetch on local disk (``ooc.cache.ChunkCache``), so that later epochs and runs read them from
+    there; the size must hold one stretch of the chunk shuffle (``SHUFFLE_BUFFER_CHUNKS`` units).
     """
     path = location(path, storage_options)
+    if cache_dir is not None or cache_size is not None:
+        cache_size = _cache_options(path, cache_dir, cache_size)
     if expect_format is not None and expect_format not in REMOTE_FORMATS:
         require_local(expect_format, path)
     manifest, signature = read_manifest_signed(path)
@@ -42,7 +53,58 @@ def open_store(
     store = get_format(fmt).Store(path, manifest)
     store._seen = signature  # the file read above, not one that replaced it since
     store._check_manifest()  # the manifest against the data files: counts, shapes, chunk sizes
+    if cache_dir is not None:
+        store.cache = _cache_for(store, cache_dir, cache_size)
     return store
+
+
+def _cache_options(path, cache_dir, cache_size) -> int:
+    """``cache_size`` in bytes, once both options are given and apply to ``path``."""
+    from ooc.out_of_core import parse_size
+
+    if cache_dir is None:
+        raise OptionError("--cache-size goes with --cache-dir: pass the directory to keep the chunks in")
+    if cache_size is None:
+        raise OptionError(f"--cache-dir {cache_dir} needs --cache-size: how much disk it may use (e.g. 2G)")
+    if not is_url(path):
+        raise OptionError(
+            f"--cache-dir applies to stores on object storage (s3://…), not the local store {path}; drop "
+            "--cache-dir"
+        )
+    if isinstance(cache_size, bool) or not isinstance(cache_size, (int, str)):
+        raise OptionError(f"--cache-size {cache_size!r}: give a size such as 1G, 512M or 268435456 (bytes)")
+    if isinstance(cache_size, int):
+        if cache_size < 1:
+            raise OptionError(f"--cache-size must be a positive number of bytes, got {cache_size}")
+        return cache_size
+    return parse_size(cache_size, "--cache-size")
+
+
+def _cache_for(store: Store, cache_dir, cache_size: int):
+    """The store's ``ChunkCache``, once the size is known to hold a stretch of its largest units."""
+    from ooc.cache import ChunkCache, needed_bytes
+    from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
+    from ooc.out_of_core import human
+
+    largest = store.largest_unit()
+    if largest is None:
+        raise OptionError(f"--cache-dir: {store.format_name} stores have no cached reads; drop --cache-dir")
+    need = needed_bytes(largest, SHUFFLE_BUFFER_CHUNKS)
+    if cache_size < need:
+        raise OptionError(
+            f"--cache-size {human(cache_size)} cannot hold one stretch of chunks of {store.path} "
+            f"({SHUFFLE_BUFFER_CHUNKS} units of up to {human(largest)}: {human(need)}); give at least "
+            f"--cache-size {_size_option(need)}"
+        )
+    return ChunkCache(cache_dir, cache_size)
+
+
+def _size_option(size: int) -> str:
+    """The smallest whole K, M or G at least ``size`` bytes, as the option takes it: 9.7 MiB -> 10M."""
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale:
+            return f"{-(-size // scale)}{unit}"
+    return str(size)
 
 
 def _check_manifest(path, manifest: dict) -> None:

@@ -353,6 +353,14 @@ def _train(
     return report
 
 
+def _cache_entry(store) -> dict[str, Any]:
+    """The local cache a remote store read through (``--cache-dir``): where, how big, what it served."""
+    cache = getattr(store, "cache", None)
+    if cache is None:
+        return {}
+    return {"cache": {"directory": str(cache.directory), "max_bytes": cache.max_bytes, **cache.stats}}
+
+
 def _report(store, config, net, cluster, checkpoints, train_idx, val_idx, *, history, test, wall, resumed_at):
     """The run's JSON report: the store, the model, the options, every epoch and the test."""
     import keras
@@ -366,6 +374,7 @@ def _report(store, config, net, cluster, checkpoints, train_idx, val_idx, *, his
             "train_samples": len(train_idx),
             "val_samples": len(val_idx),
             "test_samples": test_samples,
+            **_cache_entry(store),
         },
         "model": {
             "name": net.name,

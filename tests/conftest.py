@@ -53,6 +53,33 @@ def store_dirs(tmp_path_factory) -> Mapping[str, Path]:
     return _Stores(tmp_path_factory.mktemp("stores"))
 
 
+BUCKET = "ooc-test"  # the bucket of the S3 tests (tests/test_s3.py, tests/test_cache.py)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 for the session, with the AWS_* variables pointing at it."""
+    from ooc.s3_server import LocalS3Server
+
+    with LocalS3Server() as server, pytest.MonkeyPatch.context() as mp:
+        for key, value in server.environment.items():
+            mp.setenv(key, value)
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            mp.delenv(key, raising=False)
+        server.create_bucket(BUCKET)
+        yield server.endpoint
+
+
+@pytest.fixture(scope="session")
+def remote_stores(s3_endpoint, store_dirs):
+    """zarr and parquet converted straight to s3://, with the options of the shared local stores."""
+    urls = {}
+    for fmt in ("zarr", "parquet"):
+        urls[fmt] = f"s3://{BUCKET}/shared/{fmt}"
+        ooc.convert(urls[fmt], format=fmt, source=MNIST, limit=LIMIT, chunk_size=CHUNK)
+    return urls
+
+
 @pytest.fixture(params=list(FORMATS))
 def fmt(request) -> str:
     return request.param

@@ -25,32 +25,7 @@ from ooc.errors import (
 from ooc.remote import URL, location, parse_storage_options
 from ooc.verify import verify
 
-from conftest import CHUNK, LIMIT, MNIST
-
-BUCKET = "ooc-test"
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    from ooc.s3_server import LocalS3Server
-
-    with LocalS3Server() as server, pytest.MonkeyPatch.context() as mp:
-        for key, value in server.environment.items():
-            mp.setenv(key, value)
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            mp.delenv(key, raising=False)
-        server.create_bucket(BUCKET)
-        yield server.endpoint
-
-
-@pytest.fixture(scope="session")
-def remote_stores(s3_endpoint, store_dirs):
-    """zarr and parquet converted straight to s3://, with the options of the shared local stores."""
-    urls = {}
-    for fmt in ("zarr", "parquet"):
-        urls[fmt] = f"s3://{BUCKET}/shared/{fmt}"
-        ooc.convert(urls[fmt], format=fmt, source=MNIST, limit=LIMIT, chunk_size=CHUNK)
-    return urls
+from conftest import BUCKET, LIMIT, MNIST
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "parquet"])

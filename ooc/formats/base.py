@@ -20,7 +20,8 @@ Store (required: ``_read_sorted``, ``_read_labels``, ``_file_of``)
     sample shape, dtypes, chunk or shard size — checked against the data files, cheaply: array
     shapes, chunk sizes, file counts, headers; never a read of the data), ``check_unit`` (samples
     per unit whose CRC-32 the read path checks, for a layout whose bytes carry no checksum of
-    their own; None: not checked).
+    their own; None: not checked), ``largest_unit`` (a remote layout that reads through ``cache``,
+    the ``ooc.cache.ChunkCache`` ``open_store`` gives it with ``cache_dir``: its largest unit's bytes).
 
     Integrity on the read path, done here for every layout: the targets are checked once per open
     against the CRC-32 the conversion recorded (``read_checksums`` in the manifest) and class
@@ -193,6 +194,15 @@ class Store(ABC):
                 f"{where}: {split}/{name} is {np.dtype(dtype)} {tuple(shape)}{chunks}, the manifest says "
                 f"{want_dtype} {want_shape}{wanted}; re-convert the store"
             )
+
+    # a local cache of a remote store's units (``ooc.cache.ChunkCache``, set by ``open_store`` with
+    # --cache-dir); a layout that supports one reads through it in its remote fetch path
+    cache = None
+
+    def largest_unit(self) -> int | None:
+        """Optional: the stored bytes of the largest unit the layout keeps in a ``ChunkCache`` (what
+        ``open_store`` sizes the cache against); None: the layout has no cached reads."""
+        return None
 
     @property
     def check_unit(self) -> int | None:

@@ -165,6 +165,10 @@ def _row_group_range(row_group) -> tuple[int, int]:
     return min(starts), max(ends)
 
 
+def _row_groups(metadata):
+    return (metadata.row_group(g) for g in range(metadata.num_row_groups))
+
+
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for start, end in sorted(ranges):
@@ -302,16 +306,30 @@ class Store(ChunkedStore):
     def _pixels(self, column):
         return _values(column, self.schema.dtype, self.sample_shape)
 
+    def largest_unit(self):  # the largest row group's byte range (the footers are read when opened)
+        sizes = [
+            end - start
+            for split in self.splits
+            for start, end in map(_row_group_range, _row_groups(self._file(split).metadata))
+        ]
+        return max(sizes, default=None)
+
     def _fetch_chunks(self, split, chunk_ids, size, count):
-        if not is_remote(self.path) or len(chunk_ids) < 2:
+        if not is_remote(self.path) or (len(chunk_ids) < 2 and self.cache is None):
             return super()._fetch_chunks(split, chunk_ids, size, count)
         # remote: the byte ranges of every missing row group fetched concurrently (adjacent ones
         # merged), then decoded by pyarrow from memory with the footer already read
         metadata, path = self._file(split).metadata, file_path(self.path, split)
-        ranges = _merged([_row_group_range(metadata.row_group(g)) for g in chunk_ids])
-        blobs = path.fs.cat_ranges([path.key] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+        if self.cache is not None:
+            parts = self._ranges_through_cache(split, metadata, chunk_ids)
+        else:
+            ranges = _merged([_row_group_range(metadata.row_group(g)) for g in chunk_ids])
+            blobs = path.fs.cat_ranges(
+                [path.key] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges]
+            )
+            parts = [(a, blob) for (a, _), blob in zip(ranges, blobs)]
         _, pq = _pyarrow()
-        parts = _Parts([(a, blob) for (a, _), blob in zip(ranges, blobs)], self._sizes[split])
+        parts = _Parts(parts, self._sizes[split])
         column = (
             pq.ParquetFile(parts, metadata=metadata)
             .read_row_groups(chunk_ids, columns=["image"], use_threads=False)
@@ -323,6 +341,36 @@ class Store(ChunkedStore):
             fetched[c] = self._pixels(column.slice(at, n).combine_chunks()).copy()
             at += n
         return fetched
+
+    def _ranges_through_cache(self, split, metadata, chunk_ids) -> list[tuple[int, bytes]]:
+        """(offset, bytes) of the row groups' byte ranges, adjacent ones joined: each row group from
+        the cache, else fetched with the others missing (one range request per run of adjacent ones,
+        concurrently) and kept. A unit is named by its byte range, so another file never matches."""
+        from ooc.cache import store_key
+
+        path, key = file_path(self.path, split), store_key(self.path, self.manifest)
+        ranges = {g: _row_group_range(metadata.row_group(g)) for g in chunk_ids}
+        names = {g: f"{split}.parquet@{a}-{b}" for g, (a, b) in ranges.items()}
+        blobs = {g: self.cache.get(key, names[g]) for g in chunk_ids}
+        missing = [g for g in chunk_ids if blobs[g] is None]
+        if missing:
+            runs = _merged([ranges[g] for g in missing])
+            fetched = path.fs.cat_ranges([path.key] * len(runs), [a for a, _ in runs], [b for _, b in runs])
+            for g in missing:
+                a, b = ranges[g]
+                start, run = next(
+                    (start, blob) for (start, end), blob in zip(runs, fetched) if start <= a < end
+                )
+                blobs[g] = run[a - start : b - start]
+                self.cache.put(key, names[g], blobs[g])
+        parts: list[tuple[int, bytes]] = []
+        for g in sorted(chunk_ids, key=lambda g: ranges[g][0]):
+            a, b = ranges[g]
+            if parts and parts[-1][0] + len(parts[-1][1]) == a:
+                parts[-1] = (parts[-1][0], parts[-1][1] + blobs[g])
+            else:
+                parts.append((a, blobs[g]))
+        return parts
 
     def close(self):
         for parquet in self._files.values():
