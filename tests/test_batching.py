@@ -211,6 +211,7 @@ def test_will_need_starts_the_reads_and_changes_no_batch(layout, store_dirs, mon
 
     import ooc.formats.base as base
 
+    path = store_dirs[layout]  # converted (and its checksums taken) before the spy goes in
     advised, read_by = [], []
     real = os.posix_fadvise
     monkeypatch.setattr(
@@ -218,12 +219,12 @@ def test_will_need_starts_the_reads_and_changes_no_batch(layout, store_dirs, mon
         "posix_fadvise",
         lambda fd, off, n, advice: advised.append((off, n)) or real(fd, off, n, advice),
     )
-    with ooc.open_store(store_dirs[layout]) as store:
+    with ooc.open_store(path) as store:
         read_rows = store._read_rows
         store._read_rows = lambda *a: read_by.append(threading.current_thread().name) or read_rows(*a)
         with_hints = list(ooc.batches(store, "train", batch_size=16, shuffle="chunk", seed=3, prefetch=0))
     assert any(name.startswith("ooc-read-ahead") for name in read_by) and not advised
-    with ooc.open_store(store_dirs[layout]) as store:
+    with ooc.open_store(path) as store:
         plan = batch_plan(store, "train", batch_size=16, shuffle="chunk", seed=3)
         plain = list(read_ahead(store.read, "train", plan, 0))
     assert len(with_hints) == len(plain)
