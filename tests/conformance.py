@@ -545,6 +545,17 @@ class LayoutTests:
         )
         assert np.array_equal(np.concatenate([x for x, _ in got]), expected_x(mnist["x_train"][order]))
 
+    def test_reads_past_the_page_cache_are_the_same_batches(self, fmt, store_dirs):
+        """``direct_io`` (a store larger than memory) changes how bytes are read, never which."""
+        epochs = []
+        for direct in (False, True):
+            store = ooc.open_store(store_dirs[fmt])
+            store.direct_io = direct
+            epochs.append(list(ooc.batches(store, "train", batch_size=64, shuffle="chunk", seed=2)))
+            store.close()
+        for (x, y), (dx, dy) in zip(*epochs, strict=True):
+            assert np.array_equal(x, dx) and np.array_equal(y, dy)
+
     @pytest.mark.parametrize("damage", ["truncate", "delete"])
     def test_damaged_file_is_named_with_its_samples(self, fmt, tmp_path, damage):
         import shutil

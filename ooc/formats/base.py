@@ -319,6 +319,10 @@ class Store(ABC):
         """Stored rows ``[start, stop)`` for a CRC check (a layout may give a view instead of a copy)."""
         return self._read_sorted(split, np.arange(start, stop))
 
+    def _unit_crc(self, split: str, unit: int, start: int, stop: int) -> str:
+        """The CRC-32 of unit ``unit`` (rows ``[start, stop)``) as read now."""
+        return _crc(self._unit_rows(split, start, stop))
+
     def _check_units(self, split: str, indices: np.ndarray) -> None:
         """Each unit of ``indices`` not yet checked in this pass over the split, against its CRC-32."""
         recorded = self._recorded(split).get("x")
@@ -335,7 +339,7 @@ class Store(ABC):
             if u in checked:
                 continue
             rows = np.arange(u * unit, min((u + 1) * unit, n))
-            actual = _crc(self._unit_rows(split, int(rows[0]), int(rows[-1]) + 1))
+            actual = self._unit_crc(split, u, int(rows[0]), int(rows[-1]) + 1)
             if u >= len(recorded) or actual != recorded[u]:
                 error = CorruptStoreError(
                     f"{self._file_of(split, int(rows[0]))}: samples {rows[0]}–{rows[-1]} of split '{split}' "
@@ -498,6 +502,8 @@ def _first_line(error: Exception) -> str:
 # since a batch may straddle two stretches. Bounded whatever the data's size. ``ooc bench`` measures
 # other values (its stretch × cache table).
 SHUFFLE_BUFFER_CHUNKS = 8
+# the reader threads of a store that reads ahead: mostly waiting on the disk, several reads in flight
+READER_THREADS = 4
 CACHE_CHUNKS = 2 * SHUFFLE_BUFFER_CHUNKS
 
 
@@ -543,6 +549,10 @@ class ChunkedStore(Store):
     # kernel). Only for a layout whose ``_read_rows`` is thread-safe and spends its time outside the
     # GIL (a pread, a decoder that releases it), so that it overlaps the caller's decoding.
     reads_ahead: ClassVar[bool] = False
+    # read past the page cache (``ooc.direct_io``), in layouts that read their files themselves:
+    # None decides at the first read (yes when the store's files are larger than the memory this
+    # process may use), True or False forces it
+    direct_io: bool | None = None
 
     @property
     def chunk_size(self) -> int:
@@ -569,10 +579,20 @@ class ChunkedStore(Store):
                 self._hinted.popitem(last=False)
         if not wanted:
             return
+        if not self._reads_direct():
+            self._advise_chunks(split, wanted)  # the kernel reads them all at once
         if self.reads_ahead and self._reads_ahead_here():
             self._read_in_background(split, wanted)
-        else:
-            self._advise_chunks(split, wanted)
+
+    def _reads_direct(self) -> bool:
+        """Whether this store's own file reads bypass the page cache (``direct_io``)."""
+        if self.direct_io is not None:
+            return self.direct_io
+        if self._direct is None:
+            from ooc.direct_io import larger_than_memory
+
+            self._direct = not is_remote(self.path) and larger_than_memory(disk_usage(self.path)[0])
+        return self._direct
 
     def _reads_ahead_here(self) -> bool:
         """Optional: whether this store (its options, its files) can read ahead in the background."""
@@ -584,11 +604,9 @@ class ChunkedStore(Store):
         size, count = self.shuffle_unit, self.num_samples(split)
         with self._chunk_lock:
             if self._reader is None:
-                self._reader = ThreadPoolExecutor(1, thread_name_prefix="ooc-read-ahead")
+                self._reader = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="ooc-read-ahead")
             for run in _runs(sorted(chunk_ids), self.cache_chunks):
-                block = self._reader.submit(
-                    self._read_rows, split, run[0] * size, min((run[-1] + 1) * size, count)
-                )
+                block = self._reader.submit(self._read_run, split, run, size, count)
                 for at, c in enumerate(run):
                     self._ahead[(split, c)] = (block, at)
             while len(self._ahead) > self.cache_chunks:
@@ -618,10 +636,14 @@ class ChunkedStore(Store):
             OrderedDict()
         )  # decoded chunks, least recent first
         self._hinted: OrderedDict[tuple[str, int], None] = OrderedDict()  # chunks will_need asked for lately
+        # CRC-32s of chunks taken as they were read (when chunks are the check units), until checked
+        self._read_crcs: OrderedDict[tuple[str, int], str] = OrderedDict()
         # chunks being read in the background: (the read of their run, their place in it)
         self._ahead: OrderedDict[tuple[str, int], tuple[Future, int]] = OrderedDict()
         self._reader: ThreadPoolExecutor | None = None  # the thread that reads them, made when needed
         self._chunk_lock = threading.Lock()
+        self._crc_lock = threading.Lock()
+        self._direct: bool | None = None  # direct_io's decision, once made
 
     def close(self):
         if getattr(self, "_reader", None) is not None:
@@ -677,10 +699,29 @@ class ChunkedStore(Store):
                 block, at = self._ahead.pop((split, c))
                 fetched[c] = block.result()[at * size : (at + 1) * size]
         for run in _runs([c for c in chunk_ids if c not in fetched], self.cache_chunks):
-            block = self._read_rows(split, run[0] * size, min((run[-1] + 1) * size, count))
+            block = self._read_run(split, run, size, count)
             for i, r in enumerate(run):
                 fetched[r] = block[i * size : (i + 1) * size].copy() if len(run) > 1 else block
         return fetched
+
+    def _read_run(self, split: str, run: list[int], size: int, count: int) -> np.ndarray:
+        """The rows of a run of adjacent chunks; where chunks are the check units, each one's CRC-32
+        is taken here, from the bytes just read (in the reader thread, for a run read ahead), for
+        ``_unit_crc`` to find instead of reading the unit again."""
+        block = self._read_rows(split, run[0] * size, min((run[-1] + 1) * size, count))
+        if self.check_unit == size and self._recorded(split).get("x"):
+            crcs = {c: _crc(block[i * size : (i + 1) * size]) for i, c in enumerate(run)}
+            with self._crc_lock:
+                for c, crc in crcs.items():
+                    self._read_crcs[(split, c)] = crc
+                while len(self._read_crcs) > 4 * self.cache_chunks:
+                    self._read_crcs.popitem(last=False)
+        return block
+
+    def _unit_crc(self, split, unit, start, stop):
+        with self._crc_lock:
+            crc = self._read_crcs.pop((split, unit), None)
+        return crc if crc is not None else super()._unit_crc(split, unit, start, stop)
 
 
 def _runs(ascending: list[int], longest: int) -> list[list[int]]:

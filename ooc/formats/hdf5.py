@@ -12,10 +12,9 @@ a slice of cached data costs ~0.1 µs a row; compressed chunks are always decode
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ooc.direct_io import read_into
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, advise_will_need
 from ooc.formats.base import Writer as _Writer
@@ -144,11 +143,11 @@ class Store(ChunkedStore):
         first, last = start // size, -(-stop // size)
         rows = np.empty(((last - first) * size, *self.sample_shape), self.schema.dtype)
         view, chunk_bytes = memoryview(rows).cast("B"), rows.nbytes // (last - first)
-        with open(self.path / FILE_NAME, "rb", buffering=0) as file:
-            for c in range(first, last):  # one preadv a chunk: the kernel merges adjacent ones
-                part = view[(c - first) * chunk_bytes : (c - first + 1) * chunk_bytes]
-                if os.preadv(file.fileno(), [part], int(places[c])) != chunk_bytes:
-                    raise EOFError(f"{self.path / FILE_NAME}: chunk {c} of {split}/x is cut short")
+        direct = self._reads_direct()
+        for c in range(first, last):
+            part = view[(c - first) * chunk_bytes : (c - first + 1) * chunk_bytes]
+            if read_into(self.path / FILE_NAME, int(places[c]), part, direct=direct) != chunk_bytes:
+                raise EOFError(f"{self.path / FILE_NAME}: chunk {c} of {split}/x is cut short")
         return rows[: stop - start]
 
     def _reads_ahead_here(self):

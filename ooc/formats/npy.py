@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 
+from ooc.direct_io import read_into
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, advise_will_need
 from ooc.formats.base import Writer as _Writer
@@ -229,8 +230,7 @@ class Store(ChunkedStore):
         array = self._map(split, "x")
         rows = np.empty((stop - start, *array.shape[1:]), array.dtype)
         offset = array.offset + start * array.strides[0]
-        with open(array.filename, "rb", buffering=0) as file:
-            got = os.preadv(file.fileno(), [memoryview(rows).cast("B")], offset)
+        got = read_into(array.filename, offset, memoryview(rows).cast("B"), direct=self._reads_direct())
         if got != rows.nbytes:
             raise EOFError(f"{array.filename}: {got} of {rows.nbytes} bytes at offset {offset}")
         return rows

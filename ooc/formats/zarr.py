@@ -27,6 +27,7 @@ import zlib
 
 import numpy as np
 
+from ooc.direct_io import read_file
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, advise_will_need
 from ooc.formats.base import Writer as _Writer
@@ -262,8 +263,7 @@ class Store(ChunkedStore):
         for chunk in chunks:
             path = self._file_of(split, chunk * self.chunk_size)
             try:
-                with open(path, "rb") as f:
-                    parts.append(decode(f.read()))
+                parts.append(decode(read_file(path, direct=self._reads_direct())))
             except FileNotFoundError:
                 raise self._missing(split, path, self._samples_with(split, chunk * self.chunk_size)) from None
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
