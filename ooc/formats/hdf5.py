@@ -165,7 +165,8 @@ class Store(ChunkedStore):
         if self.options["compression"] != "none" or dataset.chunks != full or not dataset.dtype.isnative:
             return None
         chunk_bytes = int(np.prod(full)) * dataset.dtype.itemsize
-        infos = [dataset.id.get_chunk_info(i) for i in range(dataset.id.get_num_chunks())]
+        infos = []
+        dataset.id.chunk_iter(infos.append)  # the whole index in one call: ~100x get_chunk_info's loop
         if len(infos) != -(-self.num_samples(split) // self.chunk_size) or any(
             i.filter_mask or i.size != chunk_bytes or i.byte_offset is None for i in infos
         ):
