@@ -591,7 +591,9 @@ class ChunkedStore(Store):
         if self._direct is None:
             from ooc.direct_io import larger_than_memory
 
-            self._direct = not is_remote(self.path) and larger_than_memory(disk_usage(self.path)[0])
+            files = self.manifest.get("checksums", {}).get("files")  # "<crc> <size>" each: no walk
+            size = sum(int(v.split()[1]) for v in files.values()) if files else disk_usage(self.path)[0]
+            self._direct = not is_remote(self.path) and larger_than_memory(size)
         return self._direct
 
     def _reads_ahead_here(self) -> bool:
