@@ -176,7 +176,12 @@ def batches(
         shard=shard,
     )
     return read_ahead(
-        store.read, split, plan, prefetch, will_need=store.will_need, ahead=hint_ahead(store, batch_size)
+        store.read,
+        split,
+        plan,
+        prefetch,
+        will_need=store.will_need,
+        ahead=hint_ahead(store, batch_size, shuffle=shuffle),
     )
 
 
@@ -214,10 +219,16 @@ def batch_plan(
     return worker_shard(plan, worker=shard[0], workers=shard[1]) if shard is not None else plan
 
 
-def hint_ahead(store: Store, batch_size: int, stretch_chunks: int = SHUFFLE_BUFFER_CHUNKS) -> int:
+def hint_ahead(
+    store: Store, batch_size: int, stretch_chunks: int = SHUFFLE_BUFFER_CHUNKS, shuffle: bool | str = "chunk"
+) -> int:
     """How many batches ahead ``read_ahead`` hints a store's reads: a stretch of the chunk shuffle
-    (the next stretch's chunks are then on their way while the current one is consumed), or
-    ``HINT_BATCHES`` for a store without chunks."""
+    (the next stretch's chunks are then on their way while the current one is consumed), two
+    gathered windows of the global shuffle (``Store.gather_window``), or ``HINT_BATCHES`` for a store
+    without chunks."""
+    window = store.gather_window() if shuffle in ("global", True) else 0
+    if window:
+        return 2 * -(-window // batch_size)
     if store.shuffle_unit is None:
         return HINT_BATCHES
     return max(1, -(-stretch_chunks * store.shuffle_unit // batch_size))

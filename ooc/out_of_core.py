@@ -261,7 +261,12 @@ def child_reads(task: dict[str, Any]) -> dict[str, Any]:
             )
             hint = store.will_need if hints else None
             reads = read_ahead(
-                store.read, "train", plan, 0, will_need=hint, ahead=hint_ahead(store, batch_size, stretch)
+                store.read,
+                "train",
+                plan,
+                0,
+                will_need=hint,
+                ahead=hint_ahead(store, batch_size, stretch, shuffle=shuffle),
             )
             result["passes"][name] = _timed_pass(reads, seconds)
     return result

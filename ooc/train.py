@@ -771,7 +771,10 @@ def _epochs_with_train_on_batch(run: _Epochs, *, step=None, shard=None, predict=
             start_batch=start_batch,
             shard=shard,
         )
-        hints = dict(will_need=run.store.will_need, ahead=hint_ahead(run.store, config.batch_size))
+        hints = dict(
+            will_need=run.store.will_need,
+            ahead=hint_ahead(run.store, config.batch_size, shuffle=config.shuffle),
+        )
         return read_ahead(read, "train", plan, **hints)  # the disk fetches the next stretch meanwhile
 
     next_epoch = None  # the next epoch's batches, reading while this epoch validates

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ooc
-from ooc.batching import PREFETCH_NICENESS, batch_plan, epoch_batches, read_ahead
+from ooc.batching import PREFETCH_NICENESS, batch_plan, epoch_batches, hint_ahead, read_ahead
 from ooc.errors import CorruptStoreError, OptionError
 from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
 
@@ -296,3 +296,30 @@ def test_the_chunk_shuffle_of_a_large_split_holds_about_8_bytes_a_sample():
     finally:
         tracemalloc.stop()
     assert peak < 10 * 1_000_000  # the order (8 MB) and one stretch; the lexsort held ~40 MB
+
+
+@pytest.mark.parametrize("layout", ["hdf5", "zarr"])  # npy's units are 1,024 rows: one in these stores
+def test_the_global_shuffle_is_gathered_a_window_ahead_and_changes_no_batch(layout, store_dirs, monkeypatch):
+    """Hinted two windows ahead, a window's samples are read in the reader threads, each chunk once
+    for all of them; the batches are those of a plain read."""
+    import ooc.formats.base as base
+
+    path = store_dirs[layout]
+    with ooc.open_store(path) as store:
+        plan = batch_plan(store, "train", batch_size=16, shuffle="global", seed=3)
+        plain = list(read_ahead(store.read, "train", plan, 0))
+    monkeypatch.setattr(base, "CACHE_CHUNKS", 2)
+    monkeypatch.setattr(base.ChunkedStore, "cache_chunks", 2)  # a batch of 16 then spans "many" chunks
+    with ooc.open_store(path) as store:
+        row_bytes = int(np.prod(store.sample_shape)) * store.schema.dtype.itemsize
+        monkeypatch.setattr(base, "GATHER_BYTES", 128 * row_bytes)  # windows of 128 samples
+        gathered, chunk_reads = [], []
+        gather, read_rows = store._gather, store._read_rows
+        store._gather = lambda split, wanted: gathered.append(len(wanted)) or gather(split, wanted)
+        store._read_rows = lambda *a: chunk_reads.append(a) or read_rows(*a)
+        assert store.gather_window() == 128 and hint_ahead(store, 16, shuffle="global") == 16
+        hinted = list(ooc.batches(store, "train", batch_size=16, shuffle="global", seed=3, prefetch=0))
+    assert len(hinted) == len(plain)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(hinted, plain))
+    assert gathered and all(n == 128 for n in gathered)  # whole windows: 128 distinct samples each
+    assert len(chunk_reads) < sum(len(b) for b in plan)  # fewer chunk reads than samples

@@ -176,6 +176,11 @@ class Store(ABC):
         (``advise_will_need``), so that the disk works while the caller decodes what it has. It never
         changes what a read returns. Optional: by default nothing."""
 
+    def gather_window(self) -> int:
+        """Optional: samples of the global shuffle's hints this store gathers at once (``ChunkedStore``);
+        0: none (``hint_ahead`` then hints as for the chunk shuffle)."""
+        return 0
+
     def _check_manifest(self) -> None:
         """Optional: refuse (``CorruptStoreError``, one line) a manifest whose reading-relevant fields
         do not match the data files; see the module docstring."""
@@ -505,6 +510,11 @@ SHUFFLE_BUFFER_CHUNKS = 8
 # the reader threads of a store that reads ahead: mostly waiting on the disk, several reads in flight
 READER_THREADS = 4
 CACHE_CHUNKS = 2 * SHUFFLE_BUFFER_CHUNKS
+# The exact global shuffle draws each batch from hundreds of chunks: hinted a window ahead, its samples
+# are gathered in the reader threads, each chunk decoded once for all the window's samples in it, not
+# once a sample. Bytes of rows a window holds (up to 3 windows are held: one read, two gathering).
+GATHER_BYTES = 32 << 20
+READ_CRCS_KEPT = 1 << 16  # chunk CRCs taken at read time, kept until checked (a gathered window: all chunks)
 
 
 def advise_will_need(path, ranges) -> None:
@@ -565,6 +575,9 @@ class ChunkedStore(Store):
             return
         chunk_of = np.asarray(indices) // self.shuffle_unit
         chunks, hits = np.unique(chunk_of, return_counts=True)
+        if len(chunks) > self.cache_chunks and self.gather_window():
+            self._gather_later(split, np.asarray(indices, dtype=np.int64))
+            return
         with self._chunk_lock:
             wanted = [
                 c
@@ -614,6 +627,61 @@ class ChunkedStore(Store):
             while len(self._ahead) > self.cache_chunks:
                 self._ahead.popitem(last=False)
 
+    def gather_window(self) -> int:
+        """Samples of a gathered window (``GATHER_BYTES`` of rows); 0 where this store cannot read
+        in the background."""
+        if not (self.reads_ahead and not is_remote(self.path) and self._reads_ahead_here()):
+            return 0
+        row = int(np.prod(self.sample_shape)) * self.schema.dtype.itemsize
+        return max(1, GATHER_BYTES // max(row, 1))
+
+    def _gather_later(self, split: str, indices: np.ndarray) -> None:
+        """Collect hinted samples; a window's worth is gathered in the reader threads."""
+        with self._chunk_lock:
+            pending = self._scattered.setdefault(split, [])
+            pending.append(indices)
+            if sum(map(len, pending)) < self.gather_window():
+                return
+            wanted = np.unique(np.concatenate(pending))
+            pending.clear()
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="ooc-read-ahead")
+            rows = self._reader.submit(self._gather, split, wanted)
+            self._gathered.append([split, wanted, rows, len(wanted)])  # the last: samples not yet read
+            while len(self._gathered) > 3:
+                self._gathered.pop(0)
+
+    def _gather(self, split: str, wanted: np.ndarray) -> np.ndarray:
+        """Rows ``wanted`` (sorted), each chunk read once (``_read_run``: its CRC taken) and dropped."""
+        size, count = self.shuffle_unit, self.num_samples(split)
+        out = np.empty((len(wanted), *self.sample_shape), self.schema.dtype)
+        chunk_of = wanted // size
+        bounds = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1], True])
+        for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            c = int(chunk_of[s])
+            out[s:e] = self._read_run(split, [c], size, count)[wanted[s:e] - c * size]
+        return out
+
+    def _from_gathered(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Which of ``indices`` a gathered window holds, and their rows (waiting for the window)."""
+        found = np.zeros(len(indices), bool)
+        rows = None
+        for entry in list(self._gathered):
+            where, wanted, block, _ = entry
+            if where != split:
+                continue
+            at = np.minimum(np.searchsorted(wanted, indices), len(wanted) - 1)
+            hit = (wanted[at] == indices) & ~found
+            if hit.any():
+                if rows is None:
+                    rows = np.empty((len(indices), *self.sample_shape), self.schema.dtype)
+                rows[hit] = block.result()[at[hit]]
+                found |= hit
+                entry[3] -= int(hit.sum())
+                if entry[3] <= 0:
+                    self._gathered.remove(entry)
+        return found, rows
+
     def _advise_chunks(self, split: str, chunk_ids: list[int]) -> None:
         """Optional: ``advise_will_need`` of the bytes of these chunks (``will_need``'s layout part)."""
 
@@ -646,6 +714,9 @@ class ChunkedStore(Store):
         self._chunk_lock = threading.Lock()
         self._crc_lock = threading.Lock()
         self._direct: bool | None = None  # direct_io's decision, once made
+        self._scattered: dict[str, list[np.ndarray]] = {}  # split -> hinted samples not yet gathered
+        # gathered windows: [split, sorted samples, the read of their rows, samples not yet read]
+        self._gathered: list[list] = []
 
     def close(self):
         if getattr(self, "_reader", None) is not None:
@@ -653,6 +724,16 @@ class ChunkedStore(Store):
         super().close()
 
     def _read_sorted(self, split, indices):
+        if self._gathered:
+            with self._chunk_lock:
+                found, rows = self._from_gathered(split, indices)
+            if found.any():
+                if not found.all():
+                    rows[~found] = self._read_cached(split, indices[~found])
+                return rows
+        return self._read_cached(split, indices)
+
+    def _read_cached(self, split, indices):
         size, count = self.shuffle_unit, self.num_samples(split)
         cache = self._chunk_cache
         chunk_of = indices // size
@@ -716,7 +797,7 @@ class ChunkedStore(Store):
             with self._crc_lock:
                 for c, crc in crcs.items():
                     self._read_crcs[(split, c)] = crc
-                while len(self._read_crcs) > 4 * self.cache_chunks:
+                while len(self._read_crcs) > READ_CRCS_KEPT:
                     self._read_crcs.popitem(last=False)
         return block
 

@@ -250,6 +250,8 @@ class Store(ChunkedStore):
         """Units read whole are read ahead whole (``ChunkedStore``), the pages of scattered rows one by one."""
         indices = np.asarray(indices, dtype=np.int64)
         units, hits = np.unique(indices // CHECK_UNIT, return_counts=True)
+        if len(units) > self.cache_chunks and self.gather_window():
+            return super().will_need(split, indices)  # a global shuffle: gathered a window at a time
         scattered = np.isin(indices // CHECK_UNIT, units[hits * ROWS_PER_HIT < CHECK_UNIT])
         super().will_need(split, indices[~scattered])
         array = self._map(split, "x")
