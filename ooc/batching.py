@@ -331,7 +331,8 @@ class _Prefetched:
 PREFETCH_NICENESS = 19
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
+    """Nice the calling thread by ``PREFETCH_NICENESS`` (Linux; elsewhere, or refused, nothing)."""
     if sys.platform.startswith("linux"):
         try:
             os.setpriority(
@@ -344,7 +345,7 @@ def _lower_priority() -> None:
 
 
 def _produce(tasks, results: queue.Queue, stop: threading.Event) -> None:
-    _lower_priority()
+    lower_priority()
     try:
         for task in tasks:
             if stop.is_set():

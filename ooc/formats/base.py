@@ -619,13 +619,22 @@ class ChunkedStore(Store):
         size, count = self.shuffle_unit, self.num_samples(split)
         with self._chunk_lock:
             if self._reader is None:
-                self._reader = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="ooc-read-ahead")
+                self._reader = self._reader_pool()
             for run in _runs(sorted(chunk_ids), self.cache_chunks):
                 block = self._reader.submit(self._read_run, split, run, size, count)
                 for at, c in enumerate(run):
                     self._ahead[(split, c)] = (block, at)
             while len(self._ahead) > self.cache_chunks:
                 self._ahead.popitem(last=False)
+
+    def _reader_pool(self) -> ThreadPoolExecutor:
+        """The reader threads, niced like ``ooc.batching``'s prefetch thread: they run on the cycles
+        the model leaves idle."""
+        from ooc.batching import lower_priority
+
+        return ThreadPoolExecutor(
+            READER_THREADS, thread_name_prefix="ooc-read-ahead", initializer=lower_priority
+        )
 
     def gather_window(self) -> int:
         """Samples of a gathered window (``GATHER_BYTES`` of rows); 0 where this store cannot read
@@ -649,7 +658,7 @@ class ChunkedStore(Store):
             pending.clear()
             self._windows_started[split] = started + 1
             if self._reader is None:
-                self._reader = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="ooc-read-ahead")
+                self._reader = self._reader_pool()
             chunk_of = wanted // self.shuffle_unit
             cuts = np.searchsorted(
                 chunk_of, np.quantile(chunk_of, np.linspace(0, 1, READER_THREADS + 1)[1:-1])
