@@ -646,17 +646,15 @@ class ChunkedStore(Store):
 
     def _gather_later(self, split: str, indices: np.ndarray) -> None:
         """Collect hinted samples; a window's worth is gathered by all the reader threads, each taking
-        a share of its chunks. The first windows are smaller (1/8, 1/4, 1/2), so the first batches
-        wait less."""
+        a share of its chunks. (A smaller first window would not come sooner: a window of more samples
+        than the store has chunks reads nearly every chunk, whatever its size.)"""
         with self._chunk_lock:
             pending = self._scattered.setdefault(split, [])
             pending.append(indices)
-            started = self._windows_started.get(split, 0)
-            if sum(map(len, pending)) < self.gather_window() >> max(0, 3 - started):
+            if sum(map(len, pending)) < self.gather_window():
                 return
             wanted = np.unique(np.concatenate(pending))
             pending.clear()
-            self._windows_started[split] = started + 1
             if self._reader is None:
                 self._reader = self._reader_pool()
             chunk_of = wanted // self.shuffle_unit
@@ -736,7 +734,6 @@ class ChunkedStore(Store):
         self._crc_lock = threading.Lock()
         self._direct: bool | None = None  # direct_io's decision, once made
         self._scattered: dict[str, list[np.ndarray]] = {}  # split -> hinted samples not yet gathered
-        self._windows_started: dict[str, int] = {}  # split -> windows gathered so far
         # gathered windows: [split, sorted samples, the read of their rows, samples not yet read]
         self._gathered: list[list] = []
 
