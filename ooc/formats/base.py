@@ -172,9 +172,10 @@ class Store(ABC):
 
     def will_need(self, split: str, indices: np.ndarray) -> None:
         """A hint that samples ``indices`` of ``split`` will be read soon (``ooc.batching`` gives the
-        batches a stretch ahead): a layout of local files asks the kernel to start reading their bytes
-        (``advise_will_need``), so that the disk works while the caller decodes what it has. It never
-        changes what a read returns. Optional: by default nothing."""
+        batches a stretch ahead, or two gathered windows ahead for the global shuffle): a layout starts
+        reading them (reader threads, or ``advise_will_need`` to the kernel), so that the disk works
+        while the caller decodes what it has. It never changes what a read returns. Optional: by
+        default nothing."""
 
     def gather_window(self) -> int:
         """Optional: samples of the global shuffle's hints this store gathers at once (``ChunkedStore``);
@@ -570,7 +571,9 @@ class ChunkedStore(Store):
 
     def will_need(self, split, indices):
         """The chunks of ``indices`` neither cached nor hinted lately (at most ``cache_chunks``; none
-        that would be read as single rows) go to ``_advise_chunks``."""
+        that would be read as single rows) are advised to the kernel (unless read past the page cache)
+        and read in the reader threads (``reads_ahead``); a hint spread over more chunks than that (the
+        global shuffle) is collected for a gathered window."""
         if is_remote(self.path) or not len(indices) or self.shuffle_unit is None:
             return
         chunk_of = np.asarray(indices) // self.shuffle_unit
