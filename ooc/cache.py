@@ -66,11 +66,6 @@ def needed_bytes(largest_unit: int, units: int) -> int:
     return units * (largest_unit + HEADER.size)
 
 
-def checksum(data: bytes) -> str:
-    """``"<crc32 hex> <size>"``: the form of the manifest's ``checksums``."""
-    return f"{zlib.crc32(data):08x} {len(data)}"
-
-
 class ChunkCache:
     """The stored bytes of units of remote stores, at most ``max_bytes`` in ``directory`` (see the
     module docstring). Thread-safe; pickles as its directory and size (a worker process lists the

@@ -46,6 +46,16 @@ def is_bookkeeping(relative: str) -> bool:
     return "/" not in relative and relative.startswith((MANIFEST_NAME, PARTIAL_NAME, LOCK_NAME))
 
 
+def data_checksum(data: bytes) -> str:
+    """``"<crc32 hex> <size>"`` of bytes in memory (``file_checksum``'s form)."""
+    return f"{zlib.crc32(data):08x} {len(data)}"
+
+
+def checksum_size(entry: str) -> int:
+    """The size in bytes a ``"<crc32 hex> <size>"`` entry records."""
+    return int(entry.split()[1])
+
+
 def file_checksum(path: str | os.PathLike) -> str:
     """``"<crc32 hex> <size>"`` of a file's bytes, streamed: the manifest's and the journal's entry."""
     crc = size = 0

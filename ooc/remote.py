@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +175,14 @@ def list_files(url: URL) -> dict[str, int]:
 
 def checksums(url: URL, names: list[str], batch: int = 64) -> dict[str, str]:
     """``"<crc32 hex> <size>"`` of objects below ``url``, fetched ``batch`` at a time concurrently."""
+    from ooc.manifest import data_checksum  # the manifest's form (manifest imports this module)
+
     result = {}
     for i in range(0, len(names), batch):
         for name, data in fetch(url, names[i : i + batch]).items():
             if isinstance(data, BaseException):
                 raise data
-            result[name] = f"{zlib.crc32(data):08x} {len(data)}"
+            result[name] = data_checksum(data)
     return result
 
 

@@ -28,6 +28,7 @@ from ooc.fs import is_remote
 from ooc.manifest import (
     CHECKSUM_ALGORITHM,
     check_manifest_crc,
+    checksum_size,
     file_checksum,
     is_bookkeeping,
     manifest_path,
@@ -137,7 +138,7 @@ def _verify(path, *, quick, rng, progress) -> Report:
         sample = set((rng or random.Random()).sample(names, wanted))
     else:
         sample = set(names)
-    to_read = sum(int(listed[name].split()[1]) for name in sample)
+    to_read = sum(checksum_size(listed[name]) for name in sample)
     if is_remote(path):
         report = _verify_remote(path, listed, names, sample, report)
         if progress:
@@ -215,7 +216,7 @@ def _verify_remote(
     try:
         present = remote.list_files(path)
         wanted = [
-            name for name in names if name in sample and present.get(name) == int(listed[name].split()[1])
+            name for name in names if name in sample and present.get(name) == checksum_size(listed[name])
         ]
         actual = remote.checksums(path, wanted)
     except OSError as e:

@@ -58,7 +58,7 @@ import numpy as np
 
 from ooc.errors import CorruptStoreError, OocError, OptionError, StoreRewrittenError
 from ooc.fs import is_remote
-from ooc.manifest import manifest_signature, read_manifest
+from ooc.manifest import checksum_size, manifest_signature, read_manifest
 from ooc.remote import location
 from ooc.schema import SAMPLE_DTYPES, Schema
 
@@ -608,7 +608,7 @@ class ChunkedStore(Store):
             from ooc.direct_io import larger_than_memory
 
             files = self.manifest.get("checksums", {}).get("files")  # "<crc> <size>" each: no walk
-            size = sum(int(v.split()[1]) for v in files.values()) if files else disk_usage(self.path)[0]
+            size = sum(map(checksum_size, files.values())) if files else disk_usage(self.path)[0]
             self._direct = not is_remote(self.path) and larger_than_memory(size)
         return self._direct
 

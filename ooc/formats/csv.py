@@ -35,6 +35,7 @@ from ooc.errors import CorruptStoreError
 from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
 from ooc.formats.base import Store as _Store
 from ooc.formats.base import Writer as _Writer
+from ooc.manifest import data_checksum
 from ooc.schema import SAMPLE_DTYPES
 
 NAME = "csv"
@@ -472,7 +473,7 @@ class Store(_Store):
         recorded = (
             self.manifest.get("checksums", {}).get("files", {}).get(path.relative_to(self.path).as_posix())
         )
-        actual = f"{zlib.crc32(data):08x} {len(data)}"
+        actual = data_checksum(data)
         if recorded is not None and actual != recorded:
             raise CorruptStoreError(
                 f"{path}: differs from its checksum (crc32 and size {actual}, the manifest says {recorded}); "

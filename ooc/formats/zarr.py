@@ -32,6 +32,7 @@ from ooc.errors import CorruptStoreError
 from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, advise_will_need
 from ooc.formats.base import Writer as _Writer
 from ooc.fs import is_remote
+from ooc.manifest import checksum_size
 
 NAME = "zarr"
 OPTIONS = LayoutOptions(
@@ -317,7 +318,7 @@ class Store(ChunkedStore):
     def largest_unit(self):  # the largest sample chunk object: the manifest's checksums, else a listing
         files = self.manifest.get("checksums", {}).get("files")
         if files is not None:
-            sizes = {name: int(value.split()[1]) for name, value in files.items()}
+            sizes = {name: checksum_size(value) for name, value in files.items()}
         else:
             from ooc import remote
 
@@ -351,7 +352,8 @@ class Store(ChunkedStore):
         """Chunk objects from the cache, else fetched concurrently (then kept), each checked against
         the manifest's checksum of it, and decoded here (zarr's codecs, without its read path)."""
         from ooc import remote
-        from ooc.cache import checksum, store_key
+        from ooc.cache import store_key
+        from ooc.manifest import data_checksum as checksum
 
         key, files = store_key(self.path, self.manifest), self.manifest.get("checksums", {}).get("files", {})
         names = {c: self._file_of(split, c * size)[len(self.path) + 1 :] for c in chunk_ids}
