@@ -604,12 +604,14 @@ class ChunkedStore(Store):
         """Whether this store's own file reads bypass the page cache (``direct_io``)."""
         if self.direct_io is not None:
             return self.direct_io
+        if self._direct is None and is_remote(self.path):
+            self._direct = False
         if self._direct is None:
             from ooc.direct_io import larger_than_memory
 
             files = self.manifest.get("checksums", {}).get("files")  # "<crc> <size>" each: no walk
             size = sum(map(checksum_size, files.values())) if files else disk_usage(self.path)[0]
-            self._direct = not is_remote(self.path) and larger_than_memory(size)
+            self._direct = larger_than_memory(size)
         return self._direct
 
     def _reads_ahead_here(self) -> bool:
@@ -621,23 +623,23 @@ class ChunkedStore(Store):
         chunk from ``_ahead`` (at most ``cache_chunks`` pending: older ones are dropped unread)."""
         size, count = self.shuffle_unit, self.num_samples(split)
         with self._chunk_lock:
-            if self._reader is None:
-                self._reader = self._reader_pool()
             for run in _runs(sorted(chunk_ids), self.cache_chunks):
-                block = self._reader.submit(self._read_run, split, run, size, count)
+                block = self._reader_pool().submit(self._read_run, split, run, size, count)
                 for at, c in enumerate(run):
                     self._ahead[(split, c)] = (block, at)
             while len(self._ahead) > self.cache_chunks:
                 self._ahead.popitem(last=False)
 
     def _reader_pool(self) -> ThreadPoolExecutor:
-        """The reader threads, niced like ``ooc.batching``'s prefetch thread: they run on the cycles
-        the model leaves idle."""
-        from ooc.batching import lower_priority
+        """The reader threads, made at the first read ahead, niced like ``ooc.batching``'s prefetch
+        thread: they run on the cycles the model leaves idle."""
+        if self._reader is None:
+            from ooc.batching import lower_priority
 
-        return ThreadPoolExecutor(
-            READER_THREADS, thread_name_prefix="ooc-read-ahead", initializer=lower_priority
-        )
+            self._reader = ThreadPoolExecutor(
+                READER_THREADS, thread_name_prefix="ooc-read-ahead", initializer=lower_priority
+            )
+        return self._reader
 
     def gather_window(self) -> int:
         """Samples of a gathered window (``GATHER_BYTES`` of rows); 0 where this store cannot read
@@ -658,13 +660,11 @@ class ChunkedStore(Store):
                 return
             wanted = np.unique(np.concatenate(pending))
             pending.clear()
-            if self._reader is None:
-                self._reader = self._reader_pool()
             chunk_of = wanted // self.shuffle_unit
             cuts = np.searchsorted(
                 chunk_of, np.quantile(chunk_of, np.linspace(0, 1, READER_THREADS + 1)[1:-1])
             )
-            parts = [self._reader.submit(self._gather, split, part) for part in np.split(wanted, cuts)]
+            parts = [self._reader_pool().submit(self._gather, split, part) for part in np.split(wanted, cuts)]
             self._gathered.append([split, wanted, parts, len(wanted)])  # the last: samples not yet read
             while len(self._gathered) > 3:
                 self._gathered.pop(0)

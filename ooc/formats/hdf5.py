@@ -134,9 +134,7 @@ class Store(ChunkedStore):
         return self.path / FILE_NAME
 
     def _read_rows(self, split, start, stop):
-        if split not in self._raw_chunks:
-            self._raw_chunks[split] = self._chunk_offsets(split)
-        places = self._raw_chunks[split]
+        places = self._offsets(split)
         if places is None:
             return self._dataset(split, "x")[start:stop]
         size = self.chunk_size
@@ -154,10 +152,13 @@ class Store(ChunkedStore):
         """Uncompressed chunks are read as raw bytes with ``os.preadv`` (the GIL released, so in the
         reader thread while the caller decodes), from the offsets of HDF5's chunk index, read once;
         anything else (filters, another byte order, a chunk never written) goes through h5py."""
-        for split in self.splits:
-            if split not in self._raw_chunks:
-                self._raw_chunks[split] = self._chunk_offsets(split)
-        return all(self._raw_chunks[split] is not None for split in self.splits)
+        return all(self._offsets(split) is not None for split in self.splits)
+
+    def _offsets(self, split):
+        """The file offset of each chunk of ``split``'s samples (None: read through h5py), found once."""
+        if split not in self._raw_chunks:
+            self._raw_chunks[split] = self._chunk_offsets(split)
+        return self._raw_chunks[split]
 
     def _chunk_offsets(self, split):
         dataset = self._dataset(split, "x")
