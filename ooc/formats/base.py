@@ -347,15 +347,21 @@ class Store(ABC):
             rows = np.arange(u * unit, min((u + 1) * unit, n))
             actual = self._unit_crc(split, u, int(rows[0]), int(rows[-1]) + 1)
             if u >= len(recorded) or actual != recorded[u]:
-                error = CorruptStoreError(
-                    f"{self._file_of(split, int(rows[0]))}: samples {rows[0]}–{rows[-1]} of split '{split}' "
-                    f"differ from their checksum (crc32 {actual}, recorded "
-                    f"{recorded[u] if u < len(recorded) else 'none'}); check the store with `ooc verify "
-                    f"{self.path}`, re-convert it to repair"
+                raise self._checksum_error(
+                    split, rows, f"crc32 {actual}, recorded {recorded[u] if u < len(recorded) else 'none'}"
                 )
-                error.split, error.indices = split, rows
-                raise error
             checked.add(u)
+
+    def _checksum_error(self, split: str, samples, detail: str) -> CorruptStoreError:
+        """The one-line error for ``samples`` (a range or sorted array) whose bytes differ from their
+        recorded checksum (``detail``: the two values), naming them for ``--on-error skip``."""
+        first, last = int(samples[0]), int(samples[-1])
+        error = CorruptStoreError(
+            f"{self._file_of(split, first)}: samples {first}–{last} of split '{split}' differ from their "
+            f"checksum ({detail}); check the store with `ooc verify {self.path}`, re-convert it to repair"
+        )
+        error.split, error.indices = split, samples
+        return error
 
     def _check_unchanged(self) -> None:
         """Raise ``StoreRewrittenError`` if the store was converted again since it was opened: one

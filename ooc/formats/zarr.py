@@ -370,13 +370,7 @@ class Store(ChunkedStore):
                 raise data
             if names[c] in files and checksum(data) != files[names[c]]:
                 samples = self._samples_with(split, c * size)
-                error = CorruptStoreError(
-                    f"{self._file_of(split, c * size)}: samples {samples.start}–{samples.stop - 1} of split "
-                    f"'{split}' differ from their checksum ({checksum(data)}, recorded {files[names[c]]}); "
-                    f"check the store with `ooc verify {self.path}`, re-convert it to repair"
-                )
-                error.split, error.indices = split, samples
-                raise error
+                raise self._checksum_error(split, samples, f"{checksum(data)}, recorded {files[names[c]]}")
             self.cache.put(key, names[c], data)
             blobs[c] = data
         return {c: decode(blobs[c])[: min((c + 1) * size, count) - c * size] for c in chunk_ids}
