@@ -2,9 +2,11 @@
 
 The manifest (and checksums of every sample and targets file) is written beside the files, and says
 where each split's files and targets file are (``ooc.formats.csv``); a split carved out with
-``--test-fraction`` gets a targets file of its own, ``<split>_target.csv``, naming its files in the
-folder they are in. ``ooc train --store csv``, ``ooc verify`` and ``ooc bench`` then work on them
-in place. ``ooc verify`` checks the files the manifest lists; other files in the folder are the user's.
+``--test-fraction``, or whose targets file does not name its files (``index,label`` rows, one column
+of labels, class names), gets a targets file of ooc's own, ``ooc_<split>_target.csv``, naming its
+files in the folder they are in; the user's targets files are left as they are.
+``ooc train --store csv``, ``ooc verify`` and ``ooc bench`` then work on them in place. ``ooc verify``
+checks the files the manifest lists; other files in the folder are the user's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def adopt(
     test_fraction: float | None = None,
     seed: int = 0,
     target_kind: str | None = None,
+    delimiter: str | None = None,
+    dtype: str | None = None,
     progress=None,
 ) -> dict[str, Any]:
     """Write the manifest that makes the recipe's folder at ``path`` a csv store; returns it."""
@@ -38,7 +42,9 @@ def adopt(
     root = Path(path).absolute()
     if (root / MANIFEST_NAME).exists():
         raise StoreExistsError(f"{root} is an ooc store already; nothing to adopt")
-    source = RecipeSource.open(root, targets=targets, target_kind=target_kind)
+    source = RecipeSource.open(
+        root, targets=targets, target_kind=target_kind, delimiter=delimiter, dtype=dtype
+    )
     splits = _split_files(source, test_fraction=test_fraction, seed=seed)
     tally = TargetTally()
     entries, counts, files = {}, {}, {}
@@ -66,7 +72,14 @@ def adopt(
         "splits": counts,
         **tally.finish(source.schema).to_manifest(),
         "order": {"kind": "source", **({"grouped_by_class": True} if tally.grouped_by_class() else {})},
-        "options": {"chunk_size": None, "compression": "none", "dtype": "float32"},
+        "options": {
+            "chunk_size": None,
+            "compression": "none",
+            "dtype": source.schema.dtype.name,
+            "delimiter": source.delimiter,
+            "rounding": "float64",  # as np.loadtxt reads the files, like the conversion of the same folder
+        },
+        **({"notes": source.notes} if source.notes else {}),
         "csv": entries,
         "source": {
             "path": str(root.absolute()),
@@ -93,9 +106,9 @@ def _split_files(source: RecipeSource, *, test_fraction, seed) -> dict[str, tupl
 
 
 def _write_targets(root: Path, split: str, names: np.ndarray, values: np.ndarray) -> Path:
-    from ooc.formats.csv import as_text, target_path
+    from ooc.formats.csv import as_text
 
-    path = target_path(root, split)
+    path = root / f"ooc_{split}_target.csv"  # target.csv and test_target.csv, if there, are the user's
     if path.exists():
         raise StoreExistsError(
             f"{path} exists; adopting would replace it: move it away, or pass it as --targets"

@@ -31,6 +31,7 @@ from ooc.convert import convert, remove_store
 from ooc.errors import OptionError
 from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store, disk_usage
+from ooc.formats.text import DELIMITERS
 from ooc.sources import as_source
 from ooc.stores import MemoryStore, open_store
 
@@ -272,15 +273,14 @@ class RecipeReader:
     chunk_size = None
 
     def __init__(self, csv_store: Path, sample_shape: tuple[int, ...]):
-        import pandas as pd
-
-        target = pd.read_csv(csv_store / "train_target.csv", header=None)
-        self.files = [csv_store / "train" / name for name in target.iloc[:, 0]]
-        self.labels = target.iloc[:, 1].to_numpy()
+        with open_store(csv_store) as store:  # the files and labels the store lists, in its dialect
+            self.files = [store._file_of("train", i) for i in range(store.num_samples("train"))]
+            self.labels = store.labels("train")
+            self.delimiter = None if store.dialect == "whitespace" else DELIMITERS[store.dialect].decode()
         self.sample_shape = sample_shape
 
     def __call__(self, indices):
-        x = np.array([np.loadtxt(self.files[i], delimiter=",") for i in indices])
+        x = np.array([np.loadtxt(self.files[i], delimiter=self.delimiter) for i in indices])
         return x.reshape(len(indices), *self.sample_shape), self.labels[indices]
 
     def close(self):

@@ -62,6 +62,7 @@ OnError = _enum("OnError", ON_ERROR)
 Model = _enum("Model", MODELS)
 # every layout's compressions (importing the layouts to ask would slow every command; a test keeps
 # this in step); whether one applies to --format is checked by the layout, with its own message
+Delimiter = _enum("Delimiter", ("comma", "whitespace", "tab", "semicolon"))  # ooc.formats.text.DELIMITERS
 Compression = _enum("Compression", ["none", "gzip", "lzf", "zstd", "blosc", "snappy"])
 
 
@@ -240,6 +241,18 @@ def convert(
             "other samples are stored in their own dtype"
         ),
     ] = None,
+    delimiter: Annotated[
+        Optional[str],
+        choice(
+            Delimiter,
+            help="per-sample CSV files read (a recipe folder) or written (--format csv): comma, whitespace "
+            "(np.savetxt's), tab or semicolon [default: detected from the first file; writing: whitespace]",
+        ),
+    ] = None,
+    sample_shape: Annotated[
+        Optional[str],
+        typer.Option(help="tables: reshape each row's features to this shape, e.g. 28,28 or 32,32,3"),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing store at --out")] = False,
     repeat: Annotated[
         int,
@@ -278,7 +291,7 @@ def convert(
     conversion."""
     from ooc.convert import convert as run_convert
     from ooc.errors import ConversionInterrupted
-    from ooc.sources import SourceOptions, parse_size
+    from ooc.sources import SourceOptions, parse_shape, parse_size
 
     out = _location(out, storage_option) if out else DATA_DIR / format
     if format == "tfrecord":
@@ -297,6 +310,8 @@ def convert(
                 test_fraction=test_fraction,
                 order=order,
                 seed=seed,
+                delimiter=delimiter,
+                sample_shape=parse_shape(sample_shape),
             )
             manifest = run_convert(
                 out,
@@ -307,6 +322,7 @@ def convert(
                 shard_size=shard_size,
                 compression=compression,
                 dtype=dtype,
+                delimiter=delimiter,
                 overwrite=overwrite,
                 repeat=repeat,
                 size=parse_size(size),
@@ -326,6 +342,8 @@ def convert(
         raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    for note in manifest.get("notes", []):
+        print(note)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     kept = ", ".join(f"{split} {n}" for split, n in manifest.get("resumed", {}).items())
     print(
@@ -368,8 +386,8 @@ def adopt(
     targets: Annotated[
         Optional[Path],
         typer.Option(
-            help="the targets CSV of train/ ('filename,label' rows) [default: PATH/train_target.csv or "
-            "PATH/target.csv]"
+            help="the targets CSV of train/ ('filename,label' or 'index,label' rows, or one column of labels; "
+            "a header is allowed) [default: PATH/train_target.csv or PATH/target.csv]"
         ),
     ] = None,
     test_fraction: Annotated[
@@ -382,14 +400,30 @@ def adopt(
     target_kind: Annotated[
         Optional[str], choice(TargetKind, help="what the targets are [default: from the data]")
     ] = None,
+    delimiter: Annotated[
+        Optional[str],
+        choice(Delimiter, help="the sample files' dialect [default: detected from the first file]"),
+    ] = None,
+    dtype: Annotated[
+        Optional[str],
+        typer.Option(help="float32 (as np.loadtxt(file, dtype=np.float32) reads them) or float64"),
+    ] = None,
 ):
     """Make a csv store of per-sample CSV files where they are: writes the manifest and checksums, no sample."""
     from ooc.adopt import adopt as run_adopt
 
     started = time.perf_counter()
     manifest = run_adopt(
-        path, targets=targets, test_fraction=test_fraction, seed=seed, target_kind=target_kind
+        path,
+        targets=targets,
+        test_fraction=test_fraction,
+        seed=seed,
+        target_kind=target_kind,
+        delimiter=delimiter,
+        dtype=dtype,
     )
+    for note in manifest.get("notes", []):
+        print(note)
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     print(
         f"adopted {path} as a csv store ({counts}; {len(manifest['checksums']['files'])} files checksummed) "
@@ -468,6 +502,8 @@ def info(
     print(f"samples:     {samples}")
     print(f"targets:     {targets}")
     print(f"order:       {_order_text(m.get('order', {}))}")
+    for note in m.get("notes", []):
+        print(f"note:        {note}")
     chunking = (
         f"{opts['chunk_size']} samples per chunk"
         if opts.get("chunk_size")

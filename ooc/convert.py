@@ -24,6 +24,7 @@ from ooc import __version__
 from ooc.errors import ConversionInterrupted, OocError, OptionError, WriteError
 from ooc.formats import get_format
 from ooc.formats.base import ParallelParts
+from ooc.formats.text import DELIMITERS
 from ooc.fs import is_remote, make_dirs
 from ooc.journal import (
     JOURNAL_VERSION,
@@ -47,7 +48,7 @@ from ooc.output import check_remote, open_output, owning, remove_store, rmtree, 
 from ooc.parallel import Pool, stop, write_parallel
 from ooc.remote import location
 from ooc.schema import Schema, TargetTally
-from ooc.sources import RepeatedSource, Source, SourceOptions, as_source, parse_size
+from ooc.sources import RepeatedSource, Source, SourceOptions, as_source, parse_shape, parse_size
 
 __all__ = ["READ_CHUNK_SAMPLES", "convert", "remove_store"]
 
@@ -67,9 +68,11 @@ def convert(
     shard_size: int | None = None,
     compression: str | None = None,
     dtype: str | None = None,
+    delimiter: str | None = None,
     overwrite: bool = False,
     repeat: int = 1,
     size: int | tuple[int, int] | str | None = None,
+    sample_shape: tuple[int, ...] | str | None = None,
     source_options: SourceOptions | None = None,
     jobs: int = 1,
     dask: str | None = None,
@@ -84,6 +87,15 @@ def convert(
     target column and kind, colour, test fraction, and the write order (``order="auto"`` shuffles a
     source that can be read in any order, so that a class-by-class source never trains as one).
 
+    ``source`` may also be a Python object (``ooc.sources.python``): ``(x, y)`` numpy arrays or
+    memmaps, ``{"train": ..., "test": ...}``, an iterable of ``(x, y)`` chunks (spooled beside
+    ``out``; ``sample_shape`` and ``dtype`` then declare its samples, else chunk 0 does), a
+    ``tf.data.Dataset`` or a Hugging Face ``Dataset`` / ``DatasetDict``.
+
+    ``delimiter`` (comma, whitespace, tab, semicolon) is the dialect csv writes (default whitespace,
+    as ``np.savetxt``); converting to any other layout, the dialect of a per-sample CSV source,
+    which is otherwise detected from its first file.
+
     ``jobs`` > 1 writes with that many local processes, ``dask`` (a scheduler address) with the
     workers of a Dask cluster that share the filesystem: the same files, byte for byte, as one
     process writes (layouts whose pieces are separate files: csv, zarr, npy, tfrecord).
@@ -96,9 +108,21 @@ def convert(
     options = _checked_options(
         layout, format, chunk_size, compression, shard_size, limit=limit, repeat=repeat, jobs=jobs, dask=dask
     )
+    if delimiter is not None and delimiter not in DELIMITERS:
+        raise OptionError(f"--delimiter {delimiter!r}: choose one of {', '.join(DELIMITERS)}")
+    if delimiter is not None and "delimiter" in options:
+        options["delimiter"] = layout.OPTIONS.resolve(
+            format, chunk_size=chunk_size, compression=compression, shard_size=shard_size, delimiter=delimiter
+        )["delimiter"]
     size = parse_size(size)
     source_options = replace(source_options or SourceOptions(), size=size)
-    source = as_source(source, options=source_options)
+    if sample_shape is not None and source_options.sample_shape is None:
+        source_options = replace(source_options, sample_shape=parse_shape(sample_shape))
+    if dtype in ("float32", "float64") and source_options.dtype is None:
+        source_options = replace(source_options, dtype=dtype)  # per-sample CSV text: parsed as this dtype
+    if delimiter is not None and "delimiter" not in options and source_options.delimiter is None:
+        source_options = replace(source_options, delimiter=delimiter)  # the source's (a csv output: its own)
+    source = as_source(source, options=source_options, dtype=dtype, near=out)
     if repeat > 1:
         source = RepeatedSource(source, repeat)
     options["dtype"] = layout.OPTIONS.stored_dtype(format, source.schema, dtype)
@@ -321,6 +345,9 @@ class _Conversion:
                 seconds, 3
             ),  # this run's: a resumed conversion's time is not counted twice
         }
+        notes = getattr(self.source, "notes", None)  # what was decided for the user (targets by position …)
+        if notes:
+            manifest["notes"] = list(notes)
         if self.resumed:
             manifest["resumed"] = self.resumed
         manifest["generation"] = secrets.token_hex(8)  # this conversion's: an open store notices a rewrite

@@ -119,6 +119,9 @@ class Schema:
         )
         if self.target_kind == "classes":
             y = f"{self.num_classes} classes ({self.target_dtype.name})"
+            if self.class_names:
+                shown = ", ".join(self.class_names[:10]) + (", …" if len(self.class_names) > 10 else "")
+                y += f": {shown}"
         elif self.target_kind in ("onehot", "multilabel"):
             kind = "one-hot" if self.target_kind == "onehot" else "multi-label"
             y = f"{yshape} {self.target_dtype.name} {kind}, {self.num_classes} classes"

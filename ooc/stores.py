@@ -162,6 +162,7 @@ def _check_manifest(path, manifest: dict) -> None:
             chunk_size=chunk,
             compression=options.get("compression"),
             shard_size=shard if layout.default_shard_size else None,
+            delimiter=options.get("delimiter"),
         )
     except OptionError as e:
         raise CorruptStoreError(

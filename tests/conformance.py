@@ -162,8 +162,10 @@ class LayoutTests:
                 )
                 store = ooc.open_store(tmp_path / "s")
                 chunk = None if layout.default_chunk_size is None else 7
-                expected = {"chunk_size": chunk, "compression": compression, "dtype": dtype} | (
-                    {"shard_size": 7} if layout.default_shard_size else {}
+                expected = (
+                    {"chunk_size": chunk, "compression": compression, "dtype": dtype}
+                    | ({"shard_size": 7} if layout.default_shard_size else {})
+                    | ({"delimiter": layout.default_delimiter} if layout.delimiters else {})
                 )
                 assert store.options == expected
                 assert store.manifest["x"] == {
@@ -288,7 +290,7 @@ class LayoutTests:
         sharded = get_format(fmt).OPTIONS.default_shard_size is not None
         assert set(manifest["options"]) == {"chunk_size", "compression", "dtype"} | (
             {"shard_size"} if sharded else set()
-        )
+        ) | ({"delimiter"} if get_format(fmt).OPTIONS.delimiters else set())
         assert not (store_dirs[fmt] / PARTIAL_NAME).exists()
 
     def test_store_pickles_and_reopens(self, store, mnist):

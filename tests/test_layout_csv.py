@@ -18,13 +18,10 @@ class TestCsv(LayoutTests):
     format = "csv"
 
     def standard_read(self, path, n):
-        labels = pd.read_csv(path / "train_target.csv", header=None).iloc[:, 1].to_numpy()
-        x = np.stack(
-            [
-                np.loadtxt(path / "train" / f"{i + 1:03d}.csv", delimiter=",", dtype=np.float32)
-                for i in range(n)
-            ]
-        )
+        # the recipe's own loader: np.loadtxt with its defaults, the labels in column 1 of target.csv
+        labels = pd.read_csv(path / "target.csv", header=None).iloc[:, 1].to_numpy()
+        files = sorted((path / "train").glob("*.csv"))[:n]
+        x = np.stack([np.loadtxt(file).astype(np.float32) for file in files])
         return x[..., None], labels[:n]
 
 
@@ -34,12 +31,12 @@ def test_files_are_the_recipes(store_dirs, mnist):
     assert (
         names[0] == "001.csv" and names[-1] == "300.csv" and len(names) == LIMIT
     )  # padded to the count's width
-    values = np.loadtxt(root / "train" / "001.csv", delimiter=",")
+    values = np.loadtxt(root / "train" / "001.csv")  # whitespace-separated: np.loadtxt's default
     assert values.shape == (28, 28)
     assert np.array_equal(values.astype(np.float32)[..., None], expected_x(mnist["x_train"][0]))
     first_line = (root / "train" / "001.csv").read_text().splitlines()[5]  # pixels 3, 18, 18, 18
-    assert first_line.split(",")[12:16] == ["0.011764706", "0.07058824", "0.07058824", "0.07058824"]
-    target = pd.read_csv(root / "train_target.csv", header=None)
+    assert first_line.split(" ")[12:16] == ["0.011764706", "0.07058824", "0.07058824", "0.07058824"]
+    target = pd.read_csv(root / "target.csv", header=None)
     assert target.iloc[0].tolist() == ["001.csv", 5]
     assert np.array_equal(target.iloc[:, 1].to_numpy(), mnist["y_train"])
 
@@ -55,7 +52,7 @@ def csv_copy(store_dirs, tmp_path):
 def test_a_file_with_the_wrong_number_of_values_is_named(csv_copy):
     bad = csv_copy / "train" / "042.csv"
     lines = bad.read_text().splitlines()
-    lines[3] = ",".join(lines[3].split(",")[:-1])  # one value short
+    lines[3] = " ".join(lines[3].split(" ")[:-1])  # one value short
     bad.write_text("\n".join(lines) + "\n")
     store = ooc.open_store(csv_copy)
     store.read("train", [40, 42])  # the neighbours are fine
@@ -72,7 +69,7 @@ def test_a_missing_file_or_short_target_is_named(csv_copy):
     store = ooc.open_store(csv_copy)
     with pytest.raises(CorruptStoreError, match=rf"^{csv_copy / 'test' / '007.csv'}: file is missing"):
         store.read("test", [6])
-    target = csv_copy / "train_target.csv"
+    target = csv_copy / "target.csv"
     target.write_text("".join(target.read_text().splitlines(keepends=True)[:-1]))
     with pytest.raises(
         CorruptStoreError,
@@ -172,7 +169,7 @@ def test_what_the_compiled_parser_declines_is_read_exactly(csv_copy, token):
     goes to pyarrow's parser, still exact (np.loadtxt gives 1.0 for the first)."""
     victim = csv_copy / "train" / "005.csv"
     lines = victim.read_text().splitlines()
-    lines[0] = ",".join([token] + lines[0].split(",")[1:])
+    lines[0] = " ".join([token] + lines[0].split(" ")[1:])
     victim.write_text("\n".join(lines) + "\n")
     assert _fast_parse([victim.read_bytes()], 28, 28) is None
     x, _ = ooc.open_store(csv_copy).read("train", [3, 4])

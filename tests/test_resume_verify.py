@@ -134,7 +134,7 @@ def test_interrupted_conversion_resumes_where_it_stopped(fmt, nth, tmp_path, mon
         ("zarr", "train/x/c/0/0/0/0"),
         ("zarr", "train/y/c/0"),
         ("csv", "train/001.csv"),
-        ("csv", "train_target.csv"),
+        ("csv", "target.csv"),
         ("npy", "train_x.npy"),
         ("tfrecord", "train-00000-of-00005.tfrecord"),
     ],

@@ -142,7 +142,7 @@ def test_adopt_makes_a_store_in_place_without_writing_a_sample(tmp_path, capsys)
         (
             lambda d: (d / "target.csv").unlink(),
             r"/train holds sample files but no targets file names them: pass --targets FILE for train/ "
-            r"\(rows 'filename,label'\) or add .*/data/train_target.csv$",
+            r"\(rows 'filename,label', 'index,label' or 'label'\) or add .*/data/train_target.csv$",
         ),
         (
             lambda d: (d / "train" / "00004.csv").unlink(),
@@ -156,8 +156,8 @@ def test_adopt_makes_a_store_in_place_without_writing_a_sample(tmp_path, capsys)
         ),
         (
             lambda d: (d / "train" / "00007.csv").write_text("1,2,3\n"),
-            r"/train/00007.csv: expected 12 numbers \(3 lines of 4, like the "
-            r"first file\); fix or remove the file$",
+            r"/train/00007.csv: expected 12 comma-separated numbers \(3 lines of 4, like the "
+            r"first file\); fix or remove the file, or name the files' dialect with --delimiter$",
         ),
     ],
 )

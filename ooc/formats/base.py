@@ -86,9 +86,17 @@ class LayoutOptions:
     )
     chunking: str = ""  # what stands in for chunks in a layout without them, for `ooc info`
     default_shard_size: int | None = None  # samples per file, for layouts written as shards
+    delimiters: tuple[str, ...] = ()  # layouts of text: the dialects their samples may be written in
+    default_delimiter: str | None = None
 
     def resolve(
-        self, name: str, *, chunk_size: int | None, compression: str | None, shard_size: int | None = None
+        self,
+        name: str,
+        *,
+        chunk_size: int | None,
+        compression: str | None,
+        shard_size: int | None = None,
+        delimiter: str | None = None,
     ) -> dict[str, Any]:
         """Fill defaults and refuse what this layout cannot do, naming the option (the stored dtype
         depends on the source too: ``stored_dtype``)."""
@@ -114,6 +122,10 @@ class LayoutOptions:
                 f"{', '.join(self.compressions)}"
             )
         resolved = {"chunk_size": chunk_size or self.default_chunk_size, "compression": compression}
+        if self.delimiters:  # elsewhere --delimiter is the source's
+            if delimiter is not None and delimiter not in self.delimiters:
+                raise OptionError(f"--delimiter {delimiter!r}: choose one of {', '.join(self.delimiters)}")
+            resolved["delimiter"] = delimiter or self.default_delimiter
         if self.default_shard_size:
             resolved["shard_size"] = shard_size or self.default_shard_size
         return resolved
@@ -861,8 +873,10 @@ class Writer(ABC):
         compression: str,
         dtype: str,
         shard_size: int | None = None,
+        delimiter: str | None = None,
     ):
         self.path = path
+        self.delimiter = delimiter  # the samples' dialect, for layouts of text (``delimiters``)
         self.chunk_size = chunk_size
         self.shard_size = shard_size
         self.compression = compression

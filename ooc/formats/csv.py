@@ -1,10 +1,16 @@
-"""One CSV file per sample, exactly as the classic recipe lays it out.
+"""One CSV file per sample, exactly as the classic recipe lays it out and reads it back.
 
 On disk::
 
-    <store>/train/00001.csv …     28 lines of 28 comma-separated floats, pixel / 255
-    <store>/train_target.csv      rows "00001.csv,5" (file name, target), no header
+    <store>/train/00001.csv …     28 lines of 28 floats separated by spaces, pixel / 255
+    <store>/target.csv            rows "00001.csv,5" (file name, target) in file order, no header
     <store>/test/…, <store>/test_target.csv
+
+so that the recipe's own loader reads it: ``np.loadtxt(file)`` (whitespace-separated, its default)
+for each of ``sorted(glob("train/*.csv"))`` and ``pd.read_csv("target.csv", header=None).iloc[:, 1]``
+for their labels. ``delimiter`` ("whitespace" by default; "comma", "tab", "semicolon") is the
+samples' dialect; stores written before it had comma-separated samples and ``train_target.csv``,
+and read as they are (no ``delimiter`` in their options).
 
 A sample of shape (a, b, …) is ``a`` lines of ``b × …`` values; a 1-d sample is one line. Vector
 targets are several values after the name. Names are 1-based and zero-padded to the width of the
@@ -13,19 +19,20 @@ stored dtype (pixels are stored decoded, as float32, like the recipe), so a CSV 
 bit-identically to the binary layouts. An interrupted conversion resumes after its last committed
 sample file.
 
-``ooc adopt`` makes a store of CSV files that are already there (the recipe's own folder): the
-manifest's ``csv`` entry then says, per split, which folder holds the files and which targets file
-names them (``{"train": {"folder": "train", "targets": "target.csv", "header": true}}``).
+``ooc adopt`` makes a store of CSV files that are already there (the recipe's own folder, in any
+dialect ``ooc.formats.text`` reads): the manifest's ``csv`` entry then says, per split, which folder
+holds the files and which targets file names them (``{"train": {"folder": "train", "targets":
+"target.csv", "header": true}}``, or ``"by_position": true`` where its rows are matched to the files
+in sorted name order), and its options the dialect and ``rounding`` "float64" (values as
+``np.loadtxt`` reads them).
 
-A batch is read with one `read` call per file and parsed by a small parser compiled with numba,
-exact for the numbers it accepts and declining anything else to pyarrow's parser: at one file per
-sample, parsing is the whole cost of the layout (9.2x the classic recipe's np.loadtxt, measured).
+Batches are read and parsed by ``ooc.formats.text`` (one `read` call per file, a compiled exact
+parser): at one file per sample, parsing is the whole cost of the layout.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import zlib
 from pathlib import Path
 
@@ -35,6 +42,17 @@ from ooc.errors import CorruptStoreError
 from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
 from ooc.formats.base import Store as _Store
 from ooc.formats.base import Writer as _Writer
+from ooc.formats.text import (
+    DELIMITERS,
+    _parse_files,  # noqa: F401  (tests reach the compiled parser here)
+    _parse_joined,
+    _read_files,
+    as_text,
+    canonical,
+    grid,
+    read_and_parse,
+    sample_text,
+)
 from ooc.manifest import data_checksum
 from ooc.schema import SAMPLE_DTYPES
 
@@ -48,241 +66,24 @@ OPTIONS = LayoutOptions(
     pixel_dtype="float32",
     dtypes=tuple(d for d in SAMPLE_DTYPES if d != "float16"),
     chunking="one file per sample",
+    delimiters=tuple(DELIMITERS),
+    default_delimiter="whitespace",
 )
 # dtypes whose every value is a float32 too: the compiled float32 parser reads them exactly
 _VIA_FLOAT32 = ("float32", "uint8", "int8", "uint16", "int16", "bool")
 
 
-def grid(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(lines, values per line) of a sample's file."""
-    return (1, shape[0]) if len(shape) == 1 else (shape[0], int(np.prod(shape[1:])))
-
-
-def as_text(values: np.ndarray) -> np.ndarray:
-    """Each value as the shortest text that reads back to it in its dtype (numpy's ``str``), each
-    distinct value formatted once (a pixel chunk has at most 256). Floats are told apart by their
-    bits, so that -0.0 stays -0.0 (NaN is written "nan": text keeps no NaN payload)."""
-    values = np.ascontiguousarray(values)
-    if values.dtype == np.bool_:
-        return np.where(values, "1", "0")
-    bits = values.view(f"u{values.dtype.itemsize}") if values.dtype.kind == "f" else values
-    unique, inverse = np.unique(bits, return_inverse=True)
-    texts = np.array([str(v) for v in unique.view(values.dtype)])
-    return texts[inverse.reshape(values.shape)]
-
-
-# Powers of ten exact in float64 (up to 1e22), and the float32 range the fast path answers itself.
-_POW10 = np.array([10.0**k for k in range(23)])
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-
-
-def _parse_files_py(text, ends, rows, columns, out):  # compiled by numba, see _parse_files
-    """Write the values of ``text`` (files joined, each ending at its offset in ``ends``) into
-    ``out`` and return how many; -1 when any file is not ``rows`` lines of ``columns`` plain
-    decimal numbers that this parser converts exactly (the caller then tries pyarrow's parser).
-
-    A number ``m × 10^e`` with m < 2^53 and |e| ≤ 22 is one correctly rounded float64 operation
-    (both operands are exact). Rounding that float64 to float32 again is wrong only when it
-    landed exactly on a midpoint between two float32 values (rounding is monotonic and every
-    midpoint is a float64), so such values, subnormals and anything longer go to the slow path:
-    what is returned is the correctly rounded float32 of every number, as pyarrow's parser gives.
-    """
-    n = len(text)
-    at = 0
-    count = 0
-    column = 0
-    row = 0
-    file = 0
-    while at < n:
-        negative = False
-        c = text[at]
-        if c == 45 or c == 43:  # - +
-            negative = c == 45
-            at += 1
-        mantissa = 0
-        digits = 0
-        point = -1  # digits before the decimal point, once one is seen
-        while at < n:
-            c = text[at]
-            if 48 <= c <= 57:
-                mantissa = mantissa * 10 + (c - 48)
-                digits += 1
-            elif c == 46 and point < 0:  # .
-                point = digits
-            else:
-                break
-            at += 1
-        exponent = point - digits if point >= 0 else 0
-        if digits == 0 or digits > 18:  # more digits could overflow the mantissa
-            return -1
-        if at < n and (text[at] == 101 or text[at] == 69):  # e E
-            at += 1
-            exponent_negative = False
-            if at < n and (text[at] == 45 or text[at] == 43):
-                exponent_negative = text[at] == 45
-                at += 1
-            power = 0
-            power_digits = 0
-            while at < n and 48 <= text[at] <= 57 and power_digits < 4:
-                power = power * 10 + (text[at] - 48)
-                power_digits += 1
-                at += 1
-            if power_digits == 0 or power_digits == 4:
-                return -1
-            exponent += -power if exponent_negative else power
-        if at >= n or count >= len(out):
-            return -1
-        separator = text[at]
-        at += 1
-        if separator == 44 and column < columns - 1:  # ,
-            column += 1
-        elif separator == 10 and column == columns - 1:  # newline: a row is complete
-            column = 0
-            row += 1
-            if row == rows:
-                if file >= len(ends) or at != ends[file]:
-                    return -1
-                file += 1
-                row = 0
-        else:
-            return -1
-        value = 0.0
-        if mantissa:
-            if mantissa >= 9007199254740992 or exponent < -22 or exponent > 22:
-                return -1
-            value = mantissa / _POW10[-exponent] if exponent < 0 else mantissa * _POW10[exponent]
-            if value >= 9007199254740992.0 and exponent > 0:
-                return -1  # the product may have been rounded
-            if value > _FLOAT32_MAX or value < _FLOAT32_TINY:
-                return -1
-            if (np.float64(value).view(np.uint64) & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000):
-                return -1  # exactly on a float32 midpoint: the second rounding could be wrong
-        out[count] = np.float32(-value if negative else value)
-        count += 1
-    return count if file == len(ends) and row == 0 and column == 0 else -1
-
-
-_compiled = []
-_compiled_lock = threading.Lock()
-
-
-def _parse_files(texts: list[bytes], out: np.ndarray) -> bool:
-    """Parse the files into ``out`` (files, rows, columns); False if the fast path declines (see
-    ``_parse_files_py``). Compiled with numba on first use and cached on disk: 9.8 against 18.3 µs
-    a file for pyarrow's multi-threaded CSV parser on all files of a batch at once and 100 µs for
-    np.loadtxt (measured on MNIST's files; pyarrow, polars, pandas, DuckDB and numpy were all
-    slower), and it runs without the GIL."""
-    if not _compiled:
-        with _compiled_lock:
-            if not _compiled:
-                import numba
-
-                try:
-                    _compiled.append(numba.njit(nogil=True, cache=True)(_parse_files_py))
-                except RuntimeError:  # no writable cache folder (a read-only install): compile per process
-                    _compiled.append(numba.njit(nogil=True)(_parse_files_py))
-    ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
-    return (
-        _compiled[0](
-            np.frombuffer(b"".join(texts), np.uint8), ends, out.shape[1], out.shape[2], out.reshape(-1)
-        )
-        == out.size
-    )
-
-
-def _parse_joined(texts: list[bytes], rows: int, columns: int, dtype=np.float32) -> np.ndarray | None:
-    """The slower exact path for what the compiled parser declines (numbers it cannot convert
-    exactly, "nan", exponents of 4 digits, dtypes other than float32…): pyarrow's correctly rounded
-    parser over all files at once (np.loadtxt would round through float64 and could miss by one
-    unit). None if a file is not ``rows`` lines of ``columns`` numbers."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    if not all(t.endswith(b"\n") and t.count(b"\n") == rows for t in texts):
-        return None
-    names = [f"c{i}" for i in range(columns)]
-    try:
-        table = pacsv.read_csv(
-            pa.py_buffer(b"".join(texts)),
-            read_options=pacsv.ReadOptions(column_names=names),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.from_numpy_dtype(np.dtype(dtype)) for n in names}
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    if table.num_rows != len(texts) * rows or any(c.null_count for c in table.columns):
-        return None
-    values = np.stack([c.to_numpy(zero_copy_only=False) for c in table.columns], axis=1)
-    return values.reshape((len(texts), rows, columns))
-
-
-def _read_files(folder: int, names) -> list[bytes]:
-    """Whole small files through bare system calls, opened relative to the open ``folder``: 3.3
-    against 12 µs a file for ``Path.read_bytes``, and a relative open skips the walk down the
-    store's path (4.0 against 5.0 µs a file, measured), which matters at one file per sample. A
-    read of a regular file returns less than asked for only at its end, so a short first read is
-    the whole file."""
-    texts = []
-    for name in names:
-        fd = os.open(name, os.O_RDONLY, dir_fd=folder)
-        try:
-            text = os.read(fd, 1 << 16)
-            while len(text) % (1 << 16) == 0 and text:
-                more = os.read(fd, 1 << 16)
-                if not more:
-                    break
-                text += more
-        finally:
-            os.close(fd)
-        texts.append(text)
-    return texts
-
-
-def read_and_parse(folder: int, names, out: np.ndarray) -> list[bytes]:
-    """Fill ``out`` (files, lines, values) from the files ``names`` in the open ``folder`` through the
-    compiled parser and return [], or return the files' texts if it declined. The first half of a
-    batch is parsed on a second thread while this one reads the rest (the parser releases the GIL,
-    reading files holds it): 13.8 against 20.7 µs a sample on 2 cores (measured)."""
-    half = len(names) // 2 if len(names) >= 64 else 0
-    first = _read_files(folder, names[:half])
-    parsed = [not half, False]
-    if half:
-
-        def parse_first():
-            parsed[0] = _parse_files(first, out[:half])
-
-        helper = threading.Thread(target=parse_first, name="ooc-csv-parse")
-        helper.start()
-    try:
-        rest = _read_files(folder, names[half:])
-        parsed[1] = _parse_files(rest, out[half:])
-    finally:
-        if half:
-            helper.join()
-    return [] if all(parsed) else first + rest
-
-
-def parse_exactly(texts: list[bytes], out: np.ndarray) -> bool:
-    """Fill ``out`` (files, lines, values; float32) from the texts, exactly: the compiled parser,
-    else pyarrow's. False if a text is not ``lines`` lines of ``values`` numbers."""
-    if _parse_files(texts, out):
-        return True
-    values = _parse_joined(texts, out.shape[1], out.shape[2], out.dtype)
-    if values is None:
-        return False
-    out[...] = values
-    return True
-
-
-def _grid_of(path: Path) -> tuple[int, int]:
+def _grid_of(path: Path, delimiter: str) -> tuple[int, int]:
     """(lines, values on the first line) of a sample file, as it is."""
-    lines = path.read_bytes().splitlines()
+    lines = (canonical(path.read_bytes(), delimiter) or b"").splitlines()
     return len(lines), (lines[0].count(b",") + 1 if lines else 0)
 
 
-def target_path(store: Path, split: str) -> Path:
+def target_path(store: Path, split: str, recipe_names: bool = True) -> Path:
+    """The split's targets file: ``target.csv`` for train, where the recipe reads it, except in
+    stores written before the delimiter option (``train_target.csv``)."""
+    if split == "train" and recipe_names:
+        return store / "target.csv"
     return store / f"{split}_target.csv"
 
 
@@ -292,6 +93,7 @@ class Writer(_Writer, Resumable, ParallelParts):
 
     def __init__(self, path, **options):
         super().__init__(path, **options)
+        self._delimiter = self.delimiter or "comma"
         self._targets = None  # the open targets file of the split being written
         self._crc = 0  # of the targets written so far
         self._counts: dict[str, int] = {}
@@ -307,7 +109,9 @@ class Writer(_Writer, Resumable, ParallelParts):
         self._dir.mkdir(exist_ok=True)
         self._counts[split] = count
         self._width = len(str(count))
-        self._targets = open(target_path(self.path, split), "r+b" if size else "wb")
+        self._targets = open(
+            target_path(self.path, split, self.delimiter is not None), "r+b" if size else "wb"
+        )
         self._targets.truncate(size)
         self._targets.seek(size)
         self._crc = crc
@@ -317,7 +121,7 @@ class Writer(_Writer, Resumable, ParallelParts):
         if done == count:
             return done  # the split's files are final and were checked against the journal
         size, crc = state.get("targets", (0, 0))
-        path = target_path(self.path, split)
+        path = target_path(self.path, split, self.delimiter is not None)
         try:
             with open(path, "rb") as f:
                 kept = f.read(size)
@@ -330,15 +134,15 @@ class Writer(_Writer, Resumable, ParallelParts):
         return done
 
     def write(self, split, start, x, y):
-        _write_samples(self._dir, self._width, start, x)
+        _write_samples(self._dir, self._width, start, x, self._delimiter)
         self.absorb_part(split, start, y, None)
 
     # parallel: workers write the sample files; the targets file is written here
     def part_spec(self, split):
-        return {"width": self._width}
+        return {"width": self._width, "delimiter": self._delimiter}
 
     def write_part(self, split, start, x, y, spec):
-        _write_samples(self.path / split, spec["width"], start, x)
+        _write_samples(self.path / split, spec["width"], start, x, spec["delimiter"])
 
     def absorb_part(self, split, start, y, result):
         values = [",".join(row) for row in as_text(y.reshape(len(y), -1))]
@@ -361,7 +165,7 @@ class Writer(_Writer, Resumable, ParallelParts):
         count = self._counts[split]
         width = len(str(count))
         files = [self.path / split / f"{i:0{width}d}.csv" for i in range(1, done + 1)]
-        return files + [target_path(self.path, split)] if done == count else files
+        return files + [target_path(self.path, split, self.delimiter is not None)] if done == count else files
 
     def path_of(self, split, index):
         count = self._counts.get(split)
@@ -373,10 +177,9 @@ class Writer(_Writer, Resumable, ParallelParts):
             self._targets = None
 
 
-def _write_samples(folder: Path, width: int, start: int, x: np.ndarray) -> None:
-    texts = as_text(x.reshape((len(x), *grid(x.shape[1:]))))
-    for offset, sample in enumerate(texts):
-        text = "\n".join(",".join(line) for line in sample) + "\n"
+def _write_samples(folder: Path, width: int, start: int, x: np.ndarray, delimiter: str) -> None:
+    for offset, sample in enumerate(x.reshape((len(x), *grid(x.shape[1:])))):
+        text = sample_text(sample, delimiter)
         (folder / f"{start + offset + 1:0{width}d}.csv").write_text(text, encoding="ascii")
 
 
@@ -391,12 +194,22 @@ class Store(_Store):
         super()._reset_handles()
         self._folders: dict[str, int] = {}  # split -> open descriptor of its folder
 
+    @property
+    def dialect(self) -> str:
+        """The samples' delimiter (stores written before the option: comma)."""
+        return self.options.get("delimiter", "comma")
+
+    @property
+    def rounding(self) -> str:
+        """How decimal text becomes float32 (``ooc.formats.text``): adopted folders as np.loadtxt."""
+        return self.options.get("rounding", "float32")
+
     def _split_files(self, split: str) -> tuple[str, Path, bool]:
         """(folder of the samples, targets file, whether it has a header): the writer's names unless
         the manifest says where an adopted folder keeps them."""
         entry = self.manifest.get("csv", {}).get(split)
         if entry is None:
-            return split, target_path(self.path, split), False
+            return split, target_path(self.path, split, "delimiter" in self.options), False
         return entry["folder"], self.path / entry["targets"], bool(entry.get("header"))
 
     def _check_manifest(self):
@@ -416,7 +229,7 @@ class Store(_Store):
                 )
             # the first and the last file laid out alike, and not as the manifest says: the manifest is
             # wrong (one damaged file is named by the read that meets it)
-            first, seen = _grid_of(folder / f"{1:0{width}d}.csv"), _grid_of(last)
+            first, seen = _grid_of(folder / f"{1:0{width}d}.csv", self.dialect), _grid_of(last, self.dialect)
             if first == seen != grid(self.sample_shape):
                 raise CorruptStoreError(
                     f"{folder}: its sample files hold {first[0]} lines of {first[1]} values, the manifest's "
@@ -482,18 +295,18 @@ class Store(_Store):
 
     def _read_sorted(self, split, indices):
         """All files of the batch parsed by the compiled parser; what it declines goes to pyarrow,
-        and a file neither parses to np.loadtxt file by file, which names the culprit."""
+        and a file neither parses is read alone, which names the culprit."""
         dtype, (rows, columns) = self.schema.dtype, grid(self.sample_shape)
         texts = None
-        if dtype.name in _VIA_FLOAT32:
-            out = np.empty((len(indices), rows, columns), np.float32)
+        if dtype.name in _VIA_FLOAT32 or dtype == np.float64:
+            out = np.empty((len(indices), rows, columns), np.float64 if dtype == np.float64 else np.float32)
             try:
                 texts = self._read_and_parse(split, indices, out)
             except FileNotFoundError:
                 texts = None
             if texts == []:
                 values = out.astype(dtype, copy=False)
-                if dtype == np.float32 or np.array_equal(values, out):
+                if dtype.kind == "f" or np.array_equal(values, out):
                     return values
                 texts = self._read_texts(
                     split, indices
@@ -503,16 +316,20 @@ class Store(_Store):
                 texts = self._read_texts(split, indices)
             except FileNotFoundError:
                 texts = None
-        values = None if texts is None else _parse_joined(texts, rows, columns, dtype)
+        values = None if texts is None else self._parse_texts(texts, dtype)
         if values is not None:
             return values
         return np.stack([self._parse(self._file_of(split, i)) for i in indices])
+
+    def _parse_texts(self, texts: list[bytes], dtype) -> np.ndarray | None:
+        return _parse_joined(texts, *grid(self.sample_shape), dtype, self.dialect, self.rounding)
 
     def _read_texts(self, split, indices) -> list[bytes]:
         return _read_files(self._folder(split), self._file_names(split)[indices])
 
     def _read_and_parse(self, split, indices, out) -> list[bytes]:
-        return read_and_parse(self._folder(split), self._file_names(split)[indices], out)
+        names = self._file_names(split)[indices]
+        return read_and_parse(self._folder(split), names, out, self.dialect, self.rounding)
 
     def _folder(self, split: str) -> int:
         """An open descriptor of the split's folder, kept while the store is open."""
@@ -544,22 +361,24 @@ class Store(_Store):
         shown = f"{rows} line{'s' if rows > 1 else ''} of {columns}"
         fix = "re-convert with `ooc convert --format csv --overwrite`"
         try:
-            values = np.loadtxt(path, delimiter=",", dtype=self.schema.dtype, ndmin=2)
+            text = path.read_bytes()
         except FileNotFoundError:
             raise CorruptStoreError(f"{path}: file is missing; {fix}") from None
-        except ValueError:
-            found = sum(
-                len([v for v in line.split(",") if v.strip()])
-                for line in path.read_text(errors="replace").splitlines()
-            )
+        values = self._parse_texts([text], self.schema.dtype)
+        if values is not None:
+            return values[0]
+        lines = (canonical(text, self.dialect) or b"").splitlines()
+        counts = {line.count(b",") + 1 for line in lines}
+        found = sum(len([v for v in line.split(b",") if v.strip()]) for line in lines)
+        dialect, rounding = self.dialect, self.rounding
+        if (
+            len(counts) == 1
+            and _parse_joined([text], len(lines), counts.pop(), np.float64, dialect, rounding) is not None
+        ):
             raise CorruptStoreError(
-                f"{path}: expected {rows * columns} numeric values ({shown}), found {found} values or a "
-                f"non-numeric one; {fix}"
-            ) from None
-        if values.shape != (rows, columns):
-            raise CorruptStoreError(
-                f"{path}: expected {rows * columns} values ({shown}), found {values.size} in "
-                f"{values.shape[0]} "
-                f"lines; {fix}"
+                f"{path}: expected {rows * columns} values ({shown}), found {found} in {len(lines)} lines; {fix}"
             )
-        return values
+        raise CorruptStoreError(
+            f"{path}: expected {rows * columns} numeric values ({shown}), found {found} values or a "
+            f"non-numeric one; {fix}"
+        )

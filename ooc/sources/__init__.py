@@ -17,6 +17,9 @@ Sources that can read any samples (``RandomAccess``: ``read(split, sorted indice
 
 ``open_source`` picks the source for a path: an ooc store, the recipe's CSV folder, an image folder,
 IDX files, ``.npz``, ``.npy`` (with ``targets``), HDF5, a Zarr group, a Parquet or CSV table.
+``as_source`` also takes Python objects (``ooc.sources.python``): ``(x, y)`` numpy arrays,
+``{"train": ..., "test": ...}``, iterables of ``(x, y)`` chunks, a ``tf.data.Dataset``, a Hugging Face
+``Dataset`` or ``DatasetDict``.
 """
 
 from __future__ import annotations
@@ -32,15 +35,18 @@ import numpy as np
 from ooc.errors import OptionError, SourceError
 from ooc.schema import TARGET_KINDS, Schema
 from ooc.sources.arrays import ArraySource, NpzSource, open_group, open_npy_pair
-from ooc.sources.base import SPLITS, Carved, RandomAccess, Shuffled, parse_size
+from ooc.sources.base import SPLITS, Carved, RandomAccess, Shuffled, parse_shape, parse_size
 from ooc.sources.images import COLORS, IdxSource, ImageFolderSource, is_image_folder
+from ooc.sources.python import ArrayPairs, HuggingFaceSource, python_source
 from ooc.sources.recipe import RecipeSource, is_recipe_folder
 from ooc.sources.stores import StoreSource
-from ooc.sources.table import TableSource
+from ooc.sources.table import TableSource, is_table, split_tables
 
 __all__ = [
+    "ArrayPairs",
     "ArraySource",
     "COLORS",
+    "HuggingFaceSource",
     "IdxSource",
     "ImageFolderSource",
     "NpzSource",
@@ -54,6 +60,7 @@ __all__ = [
     "TableSource",
     "as_source",
     "open_source",
+    "parse_shape",
     "parse_size",
 ]
 
@@ -95,14 +102,32 @@ class SourceOptions:
     test_fraction: float | None = None  # carve the test split from a source with one split
     order: str = "auto"  # auto, shuffle, source
     seed: int = 0  # of the write-time shuffle and the carving
+    delimiter: str | None = None  # per-sample CSV files: comma, whitespace, tab, semicolon (else detected)
+    dtype: str | None = None  # per-sample CSV files: float32 (as np.loadtxt(dtype=float32) reads) or float64
+    sample_shape: tuple[int, ...] | None = None  # tables: each row reshaped to this (e.g. 28, 28)
 
 
-def as_source(source, size=None, options: SourceOptions | None = None):
-    """A source object as given (checked against the protocol), or the source at a path (None: the
-    default MNIST)."""
+def as_source(source, size=None, options: SourceOptions | None = None, *, dtype=None, near=None):
+    """The source at a path (None: the default MNIST), a Python object's (``ooc.sources.python``:
+    ``dtype`` declares an iterable's samples, spooled beside ``near``, the output), or a source object
+    as given (checked against the protocol). Python objects are carved and ordered like paths."""
     options = options or SourceOptions(size=parse_size(size))
     if source is None or isinstance(source, (str, os.PathLike)):
         return open_source(source, options)
+    if not hasattr(source, "iter_chunks"):
+        _check(options)
+        _refuse_size(options, f"a {type(source).__name__}")
+        python = python_source(source, options, dtype=dtype, near=near)
+        if python is not None:
+            python = _refuse_empty(python)
+            if "test" not in python.splits:
+                fraction = options.test_fraction or DEFAULT_TEST_FRACTION
+                python = Carved(python, test_fraction=fraction, seed=options.seed)
+            elif options.test_fraction is not None:
+                raise OptionError(
+                    f"--test-fraction: {python.name} has a test split of its own; drop the option"
+                )
+            return _ordered(python, options.order, seed=options.seed)
     if options.size is not None and getattr(source, "size", None) != options.size:
         raise SourceError(
             "--size applies when the source is opened from a path; open it with ImageFolderSource.open(path, "
@@ -122,7 +147,8 @@ def check_source(source) -> Any:
     if missing:
         raise SourceError(
             f"{type(source).__name__} is not an ooc source: it lacks {', '.join(missing)} (see "
-            "ooc.sources.Source)"
+            "ooc.sources.Source); or pass (x, y) numpy arrays, an iterable of (x, y) chunks, a "
+            "datasets.Dataset or a tf.data.Dataset"
         )
     if not isinstance(source.schema, Schema):
         raise SourceError(
@@ -225,24 +251,24 @@ def _open_path(path, options: SourceOptions):
             raw=options.raw,
             target_kind=options.target_kind,
         )
+    if split_tables(path) is not None:  # train.csv (and test.csv): a table per split, not a file per sample
+        return _open_table(path, options)
     if path.is_dir() and (options.targets is not None or is_recipe_folder(path)):
         _refuse_size(options, str(path))
-        return RecipeSource.open(path, targets=options.targets, target_kind=options.target_kind)
+        return RecipeSource.open(
+            path,
+            targets=options.targets,
+            target_kind=options.target_kind,
+            delimiter=options.delimiter,
+            dtype=options.dtype,
+        )
     if is_image_folder(path):
         return ImageFolderSource.open(
             path, size=options.size, color=options.color, need_test=options.test_fraction is None
         )
     _refuse_size(options, str(path))
-    if suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))) or suffix == ".csv":
-        if not options.target_column:
-            raise SourceError(f"{path} is a table: name its target column with --target-column NAME")
-        return TableSource(
-            path,
-            options.target_column,
-            test_fraction=options.test_fraction or DEFAULT_TEST_FRACTION,
-            seed=options.seed,
-            target_kind=options.target_kind,
-        )
+    if is_table(path):
+        return _open_table(path, options)
     if suffix == ".npy":
         if options.targets is None:
             raise SourceError(f"{path} holds the samples only: pass their targets with --targets Y.npy")
@@ -253,6 +279,19 @@ def _open_path(path, options: SourceOptions):
         return IdxSource.open(path)
     return NpzSource.open(
         path, keys=keys or ("x_{split}", "y_{split}"), raw=options.raw, target_kind=options.target_kind
+    )
+
+
+def _open_table(path: Path, options: SourceOptions) -> TableSource:
+    _refuse_size(options, str(path))
+    return TableSource(
+        path,
+        options.target_column,
+        test_fraction=options.test_fraction,
+        seed=options.seed,
+        target_kind=options.target_kind,
+        sample_shape=options.sample_shape,
+        raw=options.raw,
     )
 
 

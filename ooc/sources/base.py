@@ -224,3 +224,20 @@ def parse_size(size) -> tuple[int, int] | None:
             + "); pass the size the model takes, e.g. 224"
         )
     return int(dims[0]), int(dims[-1])
+
+
+def parse_shape(shape) -> tuple[int, ...] | None:
+    """``--sample-shape`` as a tuple of positive sizes: from "28,28", "32x32x3" or a sequence."""
+    if shape is None:
+        return None
+    parts = shape.replace("x", ",").split(",") if isinstance(shape, str) else list(shape)
+    try:
+        dims = tuple(int(part) for part in parts)
+    except (TypeError, ValueError):
+        dims = ()
+    if not dims or min(dims) < 1 or len(dims) > 4:
+        raise OptionError(
+            f"--sample-shape must be 1 to 4 positive sizes separated by commas, e.g. 28,28 or 32,32,3; got "
+            f"{shape!r}"
+        )
+    return dims

@@ -1,25 +1,36 @@
-"""The classic recipe's folder as a source: one CSV file per sample and a targets file naming them::
+"""The classic recipe's folder as a source: one CSV file per sample and a targets file::
 
-    data/train/00001.csv …      a sample: lines of comma-separated numbers (or one line)
-    data/target.csv             rows "00001.csv,5" (file name, target), with or without a header
+    data/train/00001.csv …      a sample: lines of numbers (or one line), in any dialect
+    data/target.csv             its targets, in any form the recipe's readers use (below)
     data/test/…                 optional, with data/test_target.csv; else --test-fraction carves it
 
+Samples are read as ``np.loadtxt(file, dtype=np.float32)`` reads them (or as float64 with
+``dtype="float64"``), by ``ooc.formats.text``'s exact parser, in parallel with reading, in any order.
+The dialect (comma, whitespace as ``np.savetxt`` writes by default, tab, semicolon) is detected from
+the first file and then required of all, or named with ``--delimiter``.
+
+The targets file's rows name the files (``00001.csv,5``), or give an index and the target
+(pandas' ``to_csv``: ``0,5``), or the target alone (``5``); with or without a header; one value or a
+vector after the name or index; whole numbers are classes, other numbers regression, text labels
+(``cat``) classes named in sorted order. Rows that do not name the files are matched to them by
+position, in natural name order (``2.csv`` before ``10.csv``: the order the recipe meant, its
+``glob`` order is arbitrary), only when the counts agree; ``notes`` then says so.
+
 Per-split targets files ``<split>_target.csv`` (what ooc's csv layout writes) are found by
-themselves; ``--targets FILE`` names the train split's. A row may hold several values after the
-name (a vector target); whole numbers are classes, others float32 regression. Samples are parsed
-as float32 by the csv layout's exact parser, in parallel with reading, in any order."""
+themselves; ``--targets FILE`` names the train split's."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ooc.errors import SourceError
-from ooc.formats.csv import grid, parse_exactly, read_and_parse
+from ooc.errors import OptionError, SourceError
+from ooc.formats.text import DELIMITERS, canonical, detect_delimiter, grid, parse_exactly, read_and_parse
 from ooc.schema import Schema, check_target_kind, infer_target_kind
 from ooc.sources.base import SPLITS, FileSource, RandomAccess
 
@@ -48,8 +59,10 @@ class _CsvSplit:
     targets: Path
     header: bool
     names: np.ndarray  # file names relative to the folder, in sample order
-    values: np.ndarray  # targets, in sample order
-    as_listed: bool  # whether the targets file names them so (no "train/" before the name)
+    values: np.ndarray  # targets, in sample order (class numbers where the file holds text labels)
+    as_listed: bool  # whether the targets file is ooc's own form: rows "name,target…" as they are
+    by_position: bool = False  # rows matched to the files in natural name order
+    labels: np.ndarray | None = None  # text labels as the file holds them, before they are numbered
 
 
 @dataclass
@@ -59,12 +72,27 @@ class RecipeSource(FileSource, RandomAccess):
     path: Path
     files: dict[str, _CsvSplit] = field(default_factory=dict)
     schema: Schema | None = None
+    delimiter: str = "comma"  # the samples' dialect (``ooc.formats.text.DELIMITERS``)
+    notes: list[str] = field(default_factory=list)  # what was decided for the user, for the summary line
     _sha256: str | None = None
 
     @classmethod
     def open(
-        cls, path: str | Path, *, targets: str | Path | None = None, target_kind: str | None = None
+        cls,
+        path: str | Path,
+        *,
+        targets: str | Path | None = None,
+        target_kind: str | None = None,
+        delimiter: str | None = None,
+        dtype: str | None = None,
     ) -> RecipeSource:
+        if delimiter is not None and delimiter not in DELIMITERS:
+            raise OptionError(f"--delimiter {delimiter!r}: choose one of {', '.join(DELIMITERS)}")
+        if dtype not in (None, "float32", "float64"):
+            raise OptionError(
+                f"--dtype {dtype}: per-sample CSV files are read as float32 (as np.loadtxt(file, "
+                "dtype=np.float32) reads them) or float64; choose one of those"
+            )
         source = cls(Path(path).absolute())
         folders = {split: source.path / split for split in SPLITS if (source.path / split).is_dir()} or {
             "train": source.path
@@ -72,30 +100,56 @@ class RecipeSource(FileSource, RandomAccess):
         for split, folder in folders.items():
             target_file = source._targets_file(split, folder, targets)
             source.files[split] = _read_targets(target_file, folder, split)
+        source._number_text_labels()
         first = source.files["train"]
-        shape = _sample_shape(first.folder / first.names[0]) if len(first.names) else None
-        if shape is None:
+        if not len(first.names):
             raise SourceError(f"{first.targets} names no sample files: {_HELP}")
-        kinds = {split: entry.values for split, entry in source.files.items()}
-        y = np.concatenate(list(kinds.values()))
+        source.delimiter, shape = _dialect_and_shape(first.folder / first.names[0], delimiter)
+        source.notes += [
+            _position_note(source.path, entry) for entry in source.files.values() if entry.by_position
+        ]
+        source.schema = source._schema(shape, np.dtype(dtype or "float32"), target_kind)
+        return source
+
+    def _schema(self, shape, dtype, target_kind) -> Schema:
+        first = self.files["train"]
+        y = np.concatenate([entry.values for entry in self.files.values()])
         kind = target_kind or infer_target_kind(y.shape[1:], y.dtype, where=str(first.targets))
         check_target_kind(kind, y.shape[1:], y.dtype, where=str(first.targets))
-        source.schema = Schema(
+        names = self._class_names
+        return Schema(
             shape,
-            np.float32,
+            dtype,
             "none",
             kind,
             y.shape[1:],
             y.dtype,
-            int(y.shape[1]) if kind in ("binary", "onehot", "multilabel") else None,
+            len(names) if names else int(y.shape[1]) if kind in ("binary", "onehot", "multilabel") else None,
+            names,
         )
-        return source
+
+    def _number_text_labels(self) -> None:
+        """Text labels become class numbers in sorted order of their names, across the splits."""
+        texts = [entry.labels for entry in self.files.values() if entry.labels is not None]
+        self._class_names = None
+        if not texts:
+            return
+        if len(texts) != len(self.files):
+            plain = next(entry.targets for entry in self.files.values() if entry.labels is None)
+            raise SourceError(
+                f"{plain} holds numbers where the other targets files hold class names; label every split "
+                "alike"
+            )
+        names = np.unique(np.concatenate(texts))
+        self._class_names = tuple(names.tolist())
+        for entry in self.files.values():
+            entry.values = np.searchsorted(names, entry.labels).astype(np.int64)
 
     def _targets_file(self, split: str, folder: Path, given) -> Path:
         if given is not None and split == "train":
             given = Path(given)
             if not given.is_file():
-                raise SourceError(f"--targets {given}: no such file; pass the CSV of 'filename,label' rows")
+                raise SourceError(f"--targets {given}: no such file; pass the CSV of the samples' targets")
             return given
         for pattern in TARGET_NAMES:
             candidate = self.path / pattern.format(split=split)
@@ -105,7 +159,8 @@ class RecipeSource(FileSource, RandomAccess):
             return self.path / "target.csv"
         raise SourceError(
             f"{folder} holds sample files but no targets file names them: pass --targets FILE for train/ "
-            f"(rows 'filename,label') or add {self.path / TARGET_NAMES[0].format(split=split)}"
+            "(rows 'filename,label', 'index,label' or 'label') or add "
+            f"{self.path / TARGET_NAMES[0].format(split=split)}"
         )
 
     @property
@@ -122,7 +177,7 @@ class RecipeSource(FileSource, RandomAccess):
         """Of the targets files' bytes and every sample file's name, size and modification time:
         hashing every sample's bytes would read the whole source once more before converting it."""
         if self._sha256 is None:
-            digest = hashlib.sha256()
+            digest = hashlib.sha256(f"{self.delimiter}\0{self.schema.dtype.name}\0".encode())
             for entry in self.files.values():
                 digest.update(entry.targets.read_bytes())
                 with os.scandir(entry.folder) as listing:
@@ -136,22 +191,21 @@ class RecipeSource(FileSource, RandomAccess):
     def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         entry = self.files[split]
         names = entry.names[indices]
-        out = np.empty((len(indices), *grid(self.schema.sample_shape)), np.float32)
+        out = np.empty((len(indices), *grid(self.schema.sample_shape)), self.schema.dtype)
         folder = os.open(entry.folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            texts = read_and_parse(folder, names, out)
+            texts = read_and_parse(folder, names, out, self.delimiter, "float64")
         except FileNotFoundError as e:
             raise SourceError(
                 f"{entry.folder / os.path.basename(e.filename or '?')}: no such file, but {entry.targets} "
-                "names it; "
-                "restore it or remove its row"
+                "names it; restore it or remove its row"
             ) from None
         finally:
             os.close(folder)
-        if texts and not parse_exactly(texts, out):
+        if texts and not parse_exactly(texts, out, self.delimiter, "float64"):
             for name, text in zip(names, texts):
-                if not parse_exactly([text], out[:1]):
-                    raise _bad_file(entry.folder / name, self.schema.sample_shape)
+                if not parse_exactly([text], out[:1], self.delimiter, "float64"):
+                    raise _bad_file(entry.folder / name, self.schema.sample_shape, self.delimiter)
         return out.reshape((len(indices), *self.schema.sample_shape)), entry.values[indices]
 
 
@@ -161,99 +215,179 @@ _HELP = (
 )
 
 
-def _bad_file(path: Path, shape) -> SourceError:
+def _bad_file(path: Path, shape, delimiter: str) -> SourceError:
     rows, columns = grid(shape)
     return SourceError(
-        f"{path}: expected {rows * columns} numbers ({rows} line{'s' if rows > 1 else ''} of {columns}, like "
-        "the "
-        "first file); fix or remove the file"
+        f"{path}: expected {rows * columns} {delimiter}-separated numbers ({rows} line{'s' if rows > 1 else ''} "
+        f"of {columns}, like the first file); fix or remove the file, or name the files' dialect with "
+        "--delimiter"
     )
 
 
-def _sample_shape(path: Path) -> tuple[int, ...]:
-    try:
-        values = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-    except (OSError, ValueError) as e:
+def _dialect_and_shape(path: Path, delimiter: str | None) -> tuple[str, tuple[int, ...]]:
+    """The first file's dialect (unless named) and its grid of values, which every file must share."""
+    text = path.read_bytes()
+    delimiter = delimiter or detect_delimiter(text) or "comma"
+    lines = canonical(text, delimiter)
+    counts = {line.count(b",") + 1 for line in (lines or b"").splitlines()}
+    out = np.empty((1, len((lines or b"").splitlines()), max(counts or {0})), np.float64)
+    if lines is None or len(counts) != 1 or not parse_exactly([text], out, delimiter, "float64"):
+        shown = " ".join(text[:80].decode(errors="replace").split())
         raise SourceError(
-            f"{path}: cannot read as comma-separated numbers ({' '.join(str(e).split())[:200]}); fix or "
-            "remove the file"
-        ) from None
-    return (values.shape[1],) if values.shape[0] == 1 else tuple(values.shape)
+            f"{path}: cannot read as {delimiter}-separated numbers ({shown!r}…); fix or remove the file, or "
+            "name the files' dialect with --delimiter"
+        )
+    return delimiter, ((out.shape[2],) if out.shape[1] == 1 else out.shape[1:])
+
+
+def _position_note(root: Path, entry: _CsvSplit) -> str:
+    first = (entry.folder / entry.names[0]).relative_to(root).as_posix()
+    row = 2 if entry.header else 1
+    return f"targets matched to files by position: {entry.targets.name} row {row} → {first}"
+
+
+def natural_key(name: str) -> list:
+    """Numbers in a name compared as numbers: 2.csv before 10.csv, as a person counts."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _sample_files(folder: Path, targets: Path) -> list[str]:
+    """The folder's sample files in natural order (targets files beside them are not samples)."""
+    skip = {targets.name, "target.csv"} | {
+        pattern.format(split=s) for pattern in TARGET_NAMES for s in SPLITS
+    }
+    return sorted(
+        (name for name in os.listdir(folder) if name.endswith(".csv") and name not in skip), key=natural_key
+    )
 
 
 def _read_targets(path: Path, folder: Path, split: str) -> _CsvSplit:
-    """The targets file's rows: names relative to ``folder`` and their values, checked against the
-    files there."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
+    """The targets file's rows matched to the sample files in ``folder``: by the names in its first
+    column, or by position (index or labels alone)."""
+    rows, header = _rows(path)
+    present = _sample_files(folder, path)
+    first = [row[0] for row in rows]
+    named = [name.removeprefix(f"{split}/") for name in first]
+    known = set(present)
+    if len(rows[0]) >= 2 and (
+        any(name in known for name in named) or any(name.endswith(".csv") for name in named)
+    ):
+        names, values = _by_name(path, folder, header, named, present, [row[1:] for row in rows])
+        numbers, labels = _target_values(path, values, header)
+        return _CsvSplit(
+            folder, path, header, names, numbers, named == first and labels is None, labels=labels
+        )
+    index = _index_column(path, first, header) if len(rows[0]) >= 2 else None
+    if len(rows[0]) >= 2 and index is None:
+        at = next(i for i, name in enumerate(named) if name not in known)
+        raise SourceError(
+            f"{path}: row {at + 1 + header} names {first[at]!r}, which matches no file in {folder}; name the "
+            "files as they are, or give 'index,label' rows (matched to the files in name order)"
+        )
+    values = [row[1:] if index is not None else row for row in rows]
+    if len(values) != len(present):
+        raise SourceError(
+            f"{path} has {len(values)} target rows but {folder} holds {len(present)} sample files: rows matched "
+            "by position need one row per file; add the missing rows, or name each row's file in a first column"
+        )
+    numbers, labels = _target_values(path, values, header)
+    return _CsvSplit(folder, path, header, np.array(present), numbers, False, True, labels)
 
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline().strip().split(",")
-    if len(first) < 2:
-        raise SourceError(
-            f"{path}: expected rows of 'filename,label' (a file name and its target), found {first!r:.80}"
-        )
-    header = not _is_number(first[1])
-    names = ["file", *(f"y{i}" for i in range(len(first) - 1))]
+
+def _rows(path: Path) -> tuple[list[list[str]], bool]:
+    """The targets file's rows as text fields (BOM, CRLF and blank lines dropped) and whether its
+    first row is a header."""
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}),
-        )
-    except (OSError, pa.ArrowInvalid) as e:
+        text = path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path}: cannot read the targets ({e}); save it as UTF-8 text") from None
+    rows = [[field.strip() for field in line.split(",")] for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise SourceError(f"{path} holds no rows; expected a target per sample file ('filename,label' rows)")
+    if len({len(row) for row in rows}) != 1:
+        at = next(i for i, row in enumerate(rows) if len(row) != len(rows[0]))
         raise SourceError(
-            f"{path}: cannot read the targets ({' '.join(str(e).split())[:200]}); "
-            "expected rows of 'filename,label'"
-        ) from None
-    columns = []
-    for n in names[1:]:
-        column = table.column(n)
-        for kind in (pa.int64(), pa.float32()):
-            try:
-                columns.append(pc.cast(column, kind).to_numpy(zero_copy_only=False))
-                break
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                continue
-        else:
-            raise SourceError(
-                f"{path}: column {names.index(n) + 1} holds values that are not numbers; expected rows of "
-                "'filename,label'"
-            )
-    dtype = np.result_type(*[c.dtype for c in columns])
-    values = np.stack([c.astype(dtype) for c in columns], axis=1)
-    listed = table.column("file").to_pylist()
-    files = [name.removeprefix(f"{split}/") for name in listed]
-    present = (
-        {name for name in os.listdir(folder) if name.endswith(".csv")}
-        - {path.name, "target.csv"}
-        - {pattern.format(split=s) for pattern in TARGET_NAMES for s in SPLITS}
+            f"{path}: row {at + 1} has {len(rows[at])} fields, row 1 has {len(rows[0])}; give every row the "
+            "same fields"
+        )
+    header = _is_header(rows)
+    if header and len(rows) == 1:
+        raise SourceError(f"{path} holds a header and no rows; expected a target per sample file")
+    return rows[header:], header
+
+
+def _is_header(rows: list[list[str]]) -> bool:
+    """A first row with an empty field (pandas' ``,0``), or text over the numbers or file names below."""
+    top, below = rows[0], rows[1] if len(rows) > 1 else None
+    if any(not value for value in top):
+        return True
+    if below is None:
+        return not _is_number(top[-1]) and not top[0].endswith(".csv")
+    return any(
+        (_is_number(b) and not _is_number(a)) or (b.endswith(".csv") and not a.endswith(".csv"))
+        for a, b in zip(top, below)
     )
-    missing = [name for name in files if name not in present]
+
+
+def _by_name(path, folder, header, named, present, values):
+    missing = [name for name in named if name not in set(present)]
     if missing:
         raise SourceError(
             f"{folder / missing[0]}: no such file, but {path} names it ({len(missing)} missing in all); "
             "restore the files or remove their rows"
         )
-    unlisted = sorted(present - set(files))
+    unlisted = sorted(set(present) - set(named))
     if unlisted:
         raise SourceError(
             f"{folder / unlisted[0]} has no row in {path} ({len(unlisted)} files without one); add their rows "
-            ""
-            ""
             "or move the files away"
         )
-    if len(set(files)) != len(files):
-        raise SourceError(f"{path} names a file more than once; each sample file needs exactly one row")
-    return _CsvSplit(
-        folder,
-        path,
-        header,
-        np.array(files),
-        values[:, 0] if values.shape[1] == 1 else values,
-        files == listed,
-    )
+    if len(set(named)) != len(named):
+        seen = set()
+        at = next(i for i, name in enumerate(named) if name in seen or seen.add(name))
+        raise SourceError(
+            f"{path}: row {at + 1 + header} names {named[at]} again; each sample file needs exactly one row"
+        )
+    return np.array(named), values
+
+
+def _index_column(path: Path, first: list[str], header: bool) -> np.ndarray | None:
+    """pandas' index column (0, 1, …, or 1, 2, …, in order), or None if the first column is not one."""
+    if not all(re.fullmatch(r"-?\d+", value) for value in first):
+        return None
+    index = np.array([int(value) for value in first])
+    start = index[0]
+    expected = np.arange(start, start + len(index))
+    if start not in (0, 1) or not np.array_equal(index, expected):
+        at = int(np.flatnonzero(index != expected)[0]) if start in (0, 1) else 0
+        raise SourceError(
+            f"{path}: row {at + 1 + header} has index {first[at]}, expected {expected[at]}: an index column "
+            "must count the files 0, 1, 2, … (or 1, 2, …) in name order; fix the index or name each row's file"
+        )
+    return index
+
+
+def _target_values(path: Path, values: list[list[str]], header: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows' targets: integers (classes), floats (regression), or text labels (class names);
+    one value a row, or a vector."""
+    width = len(values[0])
+    flat = [value for row in values for value in row]
+    for kind in (np.int64, np.float32):
+        try:
+            numbers = np.array([kind(value) if kind is np.float32 else int(value) for value in flat], kind)
+            break
+        except ValueError:
+            continue
+    else:
+        if width == 1 and all(value for value in flat) and not any(_is_number(value) for value in flat):
+            return np.zeros(len(flat), np.int64), np.array(flat)
+        at = next(i for i, value in enumerate(flat) if not _is_number(value))
+        raise SourceError(
+            f"{path}: row {at // width + 1 + header} holds {flat[at]!r} among numbers; targets are numbers, or one "
+            "class name a row"
+        )
+    numbers = numbers.reshape(len(values), width)
+    return (numbers[:, 0] if width == 1 else numbers), None
 
 
 def _is_number(text: str) -> bool:
