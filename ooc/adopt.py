@@ -22,7 +22,7 @@ from ooc import __version__
 from ooc.errors import StoreExistsError
 from ooc.manifest import CHECKSUM_ALGORITHM, MANIFEST_NAME, file_checksum, write_manifest
 from ooc.schema import TargetTally
-from ooc.sources.base import Carved
+from ooc.sources.base import DEFAULT_TEST_FRACTION, Carved
 from ooc.sources.recipe import RecipeSource
 
 
@@ -84,7 +84,11 @@ def adopt(
         "source": {
             "path": str(root.absolute()),
             "adopted": True,
-            **({"test_fraction": test_fraction or 0.1, "seed": seed} if "test" not in source.splits else {}),
+            **(
+                {"test_fraction": test_fraction or DEFAULT_TEST_FRACTION, "seed": seed}
+                if "test" not in source.splits
+                else {}
+            ),
         },
         "conversion_seconds": round(time.perf_counter() - started, 3),
         "checksums": {"algorithm": CHECKSUM_ALGORITHM, "files": files},
@@ -101,7 +105,7 @@ def _split_files(source: RecipeSource, *, test_fraction, seed) -> dict[str, tupl
 
             raise OptionError(f"--test-fraction: {source.path} has a test split of its own; drop the option")
         return {split: (source.files[split], np.arange(source.num_samples(split))) for split in source.splits}
-    carved = Carved(source, test_fraction=test_fraction or 0.1, seed=seed)
+    carved = Carved(source, test_fraction=test_fraction or DEFAULT_TEST_FRACTION, seed=seed)
     return {split: (source.files["train"], carved.indices[split]) for split in ("train", "test")}
 
 

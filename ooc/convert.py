@@ -370,7 +370,11 @@ def _read_as(options: SourceOptions) -> dict[str, Any]:
     """The source options that change what is read (for the manifest, and to refuse resuming with others)."""
     defaults = asdict(SourceOptions())
     return {
-        key: str(value) if isinstance(value, os.PathLike) else value
+        key: str(value)
+        if isinstance(value, os.PathLike)
+        else list(value)
+        if isinstance(value, tuple)
+        else value
         for key, value in asdict(options).items()
         if key != "size" and value != defaults[key]
     }

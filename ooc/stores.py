@@ -9,6 +9,7 @@ import numpy as np
 from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError
 from ooc.formats import FORMATS, get_format
 from ooc.formats.base import Store
+from ooc.formats.text import ROUNDINGS
 from ooc.manifest import check_manifest_crc, read_manifest_signed
 from ooc.remote import REMOTE_FORMATS, is_url, location, require_local
 from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, TargetTally, schema_for
@@ -170,6 +171,8 @@ def _check_manifest(path, manifest: dict) -> None:
         ) from None
     if not isinstance(options.get("compression"), str) or options.get("dtype") != x["dtype"]:
         raise bad("options", "compression and dtype names, the dtype that of x")
+    if options.get("rounding", "float32") not in ROUNDINGS:
+        raise bad("options", f"a rounding of {' or '.join(ROUNDINGS)} (csv folders)")
 
 
 def _check_target(target, bad, whole) -> None:

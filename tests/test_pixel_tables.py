@@ -323,3 +323,60 @@ def test_train_and_test_tables_of_other_types_are_refused(tmp_path):
         "need the same columns",
         folder,
     )
+
+
+def test_shape_and_dialect_options_other_sources_would_ignore_are_refused(tmp_path):
+    arrays = tmp_path / "a.npz"
+    np.savez(
+        arrays,
+        x_train=np.zeros((4, 8, 8), np.uint8),
+        y_train=np.arange(4),
+        x_test=np.zeros((2, 8, 8), np.uint8),
+        y_test=np.arange(2),
+    )
+    refused(
+        tmp_path,
+        OptionError,
+        f"--sample-shape applies to tables (a CSV or Parquet file, one row per sample); {arrays} is not one: "
+        "drop --sample-shape",
+        arrays,
+        sample_shape=(64,),
+    )
+    refused(
+        tmp_path,
+        OptionError,
+        f"--delimiter applies to folders of per-sample CSV files and to a csv output; {arrays} is neither: "
+        "drop --delimiter",
+        arrays,
+        delimiter="tab",
+    )
+
+
+def test_an_interrupted_table_conversion_with_a_sample_shape_resumes(tmp_path, monkeypatch, small_batches):
+    """The shape is part of what the conversion reads: it is kept in the journal as JSON holds it."""
+    from ooc.errors import ConversionInterrupted
+    from ooc.formats import get_format
+
+    table = save(kaggle_frame(n=200), tmp_path / "t.csv")
+    monkeypatch.setattr(sys.modules["ooc.convert"], "READ_CHUNK_SAMPLES", 16)
+    writer = get_format("npy").Writer
+    original, calls = writer.write, []
+
+    def write(self, *args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(writer, "write", write)
+    options = SourceOptions(sample_shape=(8, 8))
+    with pytest.raises(ConversionInterrupted):
+        ooc.convert(tmp_path / "s", format="npy", source=table, source_options=options)
+    ooc.convert(tmp_path / "s", format="npy", source=table, source_options=options)
+    ooc.convert(tmp_path / "whole", format="npy", source=table, source_options=options)
+    for split in ("train", "test"):
+        got, whole = (
+            read_all(ooc.open_store(tmp_path / "s"), split),
+            read_all(ooc.open_store(tmp_path / "whole"), split),
+        )
+        assert got[0].tobytes() == whole[0].tobytes() and got[1].tobytes() == whole[1].tobytes()

@@ -338,3 +338,16 @@ def test_the_command_line_converts_and_adopts_the_recipes_folder(tmp_path):
         "ooc: error: --delimiter 'pipe': choose one of comma, whitespace, tab, semicolon"
     ]
     assert not (tmp_path / "p").exists()
+
+
+def test_a_manifest_with_an_unknown_rounding_is_refused(tmp_path):
+    ooc.convert(tmp_path / "s", format="csv", limit=20)
+    manifest = json.loads((tmp_path / "s" / "ooc.json").read_text())
+    manifest["options"]["rounding"] = "float16"
+    del manifest["ooc_manifest_version"], manifest["manifest_crc32"]
+    write_manifest(tmp_path / "s", manifest)
+    with pytest.raises(
+        Exception,
+        match=r"'options' is .*, expected a rounding of float32 or float64 \(csv folders\); re-convert the store$",
+    ):
+        ooc.open_store(tmp_path / "s")

@@ -35,7 +35,15 @@ import numpy as np
 from ooc.errors import OptionError, SourceError
 from ooc.schema import TARGET_KINDS, Schema
 from ooc.sources.arrays import ArraySource, NpzSource, open_group, open_npy_pair
-from ooc.sources.base import SPLITS, Carved, RandomAccess, Shuffled, parse_shape, parse_size
+from ooc.sources.base import (
+    DEFAULT_TEST_FRACTION,
+    SPLITS,
+    Carved,
+    RandomAccess,
+    Shuffled,
+    parse_shape,
+    parse_size,
+)
 from ooc.sources.images import COLORS, IdxSource, ImageFolderSource, is_image_folder
 from ooc.sources.python import ArrayPairs, HuggingFaceSource, python_source
 from ooc.sources.recipe import RecipeSource, is_recipe_folder
@@ -67,7 +75,6 @@ __all__ = [
 BUNDLED_MNIST = Path("data") / "mnist.npz"
 _REPO_MNIST = Path(__file__).resolve().parent.parent.parent / "data" / "mnist.npz"
 ORDERS = ("auto", "shuffle", "source")
-DEFAULT_TEST_FRACTION = 0.1
 
 
 @runtime_checkable
@@ -184,6 +191,7 @@ def open_source(path: str | Path | None = None, options: SourceOptions | None = 
     options = options or SourceOptions(size=parse_size(size))
     _check(options)
     source = _refuse_empty(_open_path(path, options))
+    _refuse_foreign_options(source, options)
     test_fraction = options.test_fraction
     if "test" not in source.splits:
         if not isinstance(source, RandomAccess):
@@ -213,14 +221,26 @@ def _ordered(source, order: str, *, seed: int):
     if order == "shuffle" and not can:
         raise OptionError(
             f"--order shuffle: {source.name} is read front to back only (or is a store, whose order is kept); "
-            ""
-            ""
             "convert it with --order source, or from a source ooc reads in any order (.npy, files per sample)"
         )
     cheap = can and getattr(source, "cheap_random_access", True)
     if order == "shuffle" or (order == "auto" and cheap):
         return Shuffled(source, seed=seed)
     return source
+
+
+def _refuse_foreign_options(source, options: SourceOptions) -> None:
+    """Options that shape one kind of source would silently do nothing to another."""
+    if options.sample_shape is not None and not isinstance(source, TableSource):
+        raise OptionError(
+            f"--sample-shape applies to tables (a CSV or Parquet file, one row per sample); {source.name} "
+            "is not one: drop --sample-shape"
+        )
+    if options.delimiter is not None and not isinstance(source, RecipeSource):
+        raise OptionError(
+            f"--delimiter applies to folders of per-sample CSV files and to a csv output; {source.name} is "
+            "neither: drop --delimiter"
+        )
 
 
 def _open_path(path, options: SourceOptions):

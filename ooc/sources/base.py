@@ -14,6 +14,7 @@ import numpy as np
 from ooc.errors import OptionError, SourceError
 
 SPLITS = ("train", "test")
+DEFAULT_TEST_FRACTION = 0.1  # carved from a source with one split
 
 
 class FileSource:

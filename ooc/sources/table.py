@@ -31,11 +31,10 @@ import numpy as np
 
 from ooc.errors import OptionError, SourceError
 from ooc.schema import SAMPLE_DTYPES, Schema, schema_for
-from ooc.sources.base import FileSource, carve_test
+from ooc.sources.base import DEFAULT_TEST_FRACTION, FileSource, carve_test
 
 BATCH_ROWS = 1 << 14  # Parquet rows per record batch
 CSV_BLOCK_BYTES = 1 << 20  # CSV text per record batch (pyarrow's default)
-DEFAULT_TEST_FRACTION = 0.1  # carved from a single table, as open_source carves any one-split source
 TARGET_NAMES = ("label", "target", "y", "class")  # a target column found by its name, any case
 PIXEL_NAME = re.compile(r"pixels?[_ ]?\d+", re.IGNORECASE)  # pixel0 … pixel783, Kaggle's MNIST
 
