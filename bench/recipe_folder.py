@@ -93,10 +93,15 @@ def convert(folder: Path) -> int:
     return sum(split["count"] for split in manifest["splits"].values())
 
 
+def adopt(folder: Path) -> int:
+    """What adopting costs once: every file read and checksummed, nothing written but the manifest."""
+    unadopt(folder)
+    manifest = ooc.adopt(folder, targets=folder / "target.csv")
+    return sum(split["count"] for split in manifest["splits"].values())
+
+
 def adopted_batches(folder: Path) -> int:
-    """One shuffled epoch of each split of the folder adopted in place (adopted once, kept)."""
-    if not (folder / "ooc.json").is_file():
-        ooc.adopt(folder, targets=folder / "target.csv")
+    """One shuffled epoch of each split of the folder adopted in place."""
     store, n = ooc.open_store(folder), 0
     for split in ("train", "test"):
         for x, _y in ooc.batches(store, split, batch_size=BATCH, shuffle=True, seed=0):
@@ -115,6 +120,7 @@ PASSES = {
     "bare read A": bare_read,
     "np.loadtxt per file": loadtxt,
     "ooc convert --format zarr": convert,
+    "ooc adopt": adopt,
     "ooc.batches, adopted": adopted_batches,
     "bare read A'": bare_read,
 }
@@ -128,7 +134,9 @@ def measure(folder: Path, rounds: int) -> dict[str, float]:
         order = names[round_ % len(names) :] + names[: round_ % len(names)]  # each pass leads a round once
         for name in order:
             if name == "ooc convert --format zarr":
-                unadopt(folder)
+                unadopt(folder)  # a folder with a manifest is a store, not a source
+            if name == "ooc.batches, adopted" and not (folder / "ooc.json").is_file():
+                ooc.adopt(folder, targets=folder / "target.csv")  # not measured: the pass is the reading
             started = time.perf_counter()
             n = PASSES[name](folder)
             seconds = time.perf_counter() - started
@@ -156,16 +164,17 @@ def main() -> None:
         print(f"{dialect}: {len(_files(folder))} files of {size / 1024:.1f} KB", flush=True)
         table.append((dialect, measure(folder, args.rounds)))
     print(
-        "\n| dialect | bare read | A' / A | np.loadtxt | convert | × loadtxt | of bare | batches | × loadtxt "
-        "| of bare |"
+        "\n| dialect | bare read | A' / A | np.loadtxt | convert | × loadtxt | of bare | adopt | batches "
+        "| × loadtxt | of bare |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for dialect, m in table:
         bare, again, load = m["bare read A"], m["bare read A'"], m["np.loadtxt per file"]
         conv, read = m["ooc convert --format zarr"], m["ooc.batches, adopted"]
         print(
             f"| {dialect} | {bare:,.0f} | {again / bare:.2f} | {load:,.0f} | {conv:,.0f} | "
-            f"{conv / load:.1f} | {conv / bare:.2f} | {read:,.0f} | {read / load:.1f} | {read / bare:.2f} |"
+            f"{conv / load:.1f} | {conv / bare:.2f} | {m['ooc adopt']:,.0f} | {read:,.0f} | {read / load:.1f} | "
+            f"{read / bare:.2f} |"
         )
 
 

@@ -66,6 +66,8 @@ class RandomAccess:
     targets at once (``targets(split)``, small): it streams in order from ``read``, and can be
     shuffled at write time or have its test split carved out."""
 
+    any_order = False  # True: read() takes indices in any order, as fast (a file per sample)
+
     def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
@@ -106,10 +108,17 @@ class Wrapped(RandomAccess):
     def _base(self, split: str) -> tuple[str, np.ndarray]:
         return split, self.indices[split]
 
+    @property
+    def any_order(self) -> bool:
+        return getattr(self.source, "any_order", False)
+
     def read(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Samples of this view at ``indices``, read from the source in its sorted order."""
+        """Samples of this view at ``indices``, read from the source in its sorted order (or as they
+        come, where the source reads any order as fast: no copy to put them back)."""
         base, where = self._base(split)
         wanted = where[indices]
+        if self.any_order:
+            return self.source.read(base, wanted)
         order = np.argsort(wanted, kind="stable")
         x, y = self.source.read(base, wanted[order])
         inverse = np.empty_like(order)

@@ -21,9 +21,11 @@ themselves; ``--targets FILE`` names the train split's."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +70,7 @@ class _CsvSplit:
 @dataclass
 class RecipeSource(FileSource, RandomAccess):
     identity_by_stat = True  # a file per sample: the source is read once, to convert it
+    any_order = True  # each index its own file: read in the order asked, no sort and copy back
 
     path: Path
     files: dict[str, _CsvSplit] = field(default_factory=dict)
@@ -99,7 +102,8 @@ class RecipeSource(FileSource, RandomAccess):
         }
         for split, folder in folders.items():
             target_file = source._targets_file(split, folder, targets)
-            source.files[split] = _read_targets(target_file, folder, split)
+            with _collector_paused():
+                source.files[split] = _read_targets(target_file, folder, split)
         source._number_text_labels()
         first = source.files["train"]
         if not len(first.names):
@@ -180,11 +184,9 @@ class RecipeSource(FileSource, RandomAccess):
             digest = hashlib.sha256(f"{self.delimiter}\0{self.schema.dtype.name}\0".encode())
             for entry in self.files.values():
                 digest.update(entry.targets.read_bytes())
-                with os.scandir(entry.folder) as listing:
-                    stats = {item.name: item for item in listing}
-                for name in entry.names.tolist():
-                    stat = stats[name].stat()
-                    digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+                names = entry.names.tolist()
+                for name, (size, mtime) in zip(names, _sizes_and_times(entry.folder, names)):
+                    digest.update(f"{name}\0{size}\0{mtime}\0".encode())
             self._sha256 = digest.hexdigest()
         return self._sha256
 
@@ -246,9 +248,54 @@ def _position_note(root: Path, entry: _CsvSplit) -> str:
     return f"targets matched to files by position: {entry.targets.name} row {row} → {first}"
 
 
+def _sizes_and_times(folder: Path, names: list[str]) -> list[tuple[int, int]]:
+    """Each file's size and modification time, stat'ed on 2 threads: a stat is a system call that
+    releases the GIL, and 42,000 of them were the biggest part of converting a small folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+
+        def part(chunk):
+            return [(stat.st_size, stat.st_mtime_ns) for stat in (os.stat(name, dir_fd=fd) for name in chunk)]
+
+        half = len(names) // 2
+        with ThreadPoolExecutor(2) as pool:
+            first, rest = pool.map(part, (names[:half], names[half:]))
+    finally:
+        os.close(fd)
+    return first + rest
+
+
+@contextmanager
+def _collector_paused():
+    """The cycle collector off while a targets file becomes lists of fields: a row's lists hold no
+    cycles, and the collections their allocations set off took half the time of opening 42,000
+    rows (measured)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+_DIGIT_RUNS = re.compile(r"(\d+)")
+
+
 def natural_key(name: str) -> list:
     """Numbers in a name compared as numbers: 2.csv before 10.csv, as a person counts."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+    return [int(part) if part.isdigit() else part for part in _DIGIT_RUNS.split(name)]
+
+
+def natural_sorted(names) -> list[str]:
+    """``names`` in natural order; names that are a number and .csv (the recipe's) sorted by that
+    number at once, 6 times faster than splitting each name."""
+    names = list(names)
+    if all(name.endswith(".csv") and name[:-4].isdigit() and name.isascii() for name in names):
+        return sorted(names, key=lambda name: (int(name[:-4]), name))
+    return sorted(names, key=lambda name: (natural_key(name), name))  # 1.csv and 01.csv: by name
 
 
 def _sample_files(folder: Path, targets: Path) -> list[str]:
@@ -256,9 +303,7 @@ def _sample_files(folder: Path, targets: Path) -> list[str]:
     skip = {targets.name, "target.csv"} | {
         pattern.format(split=s) for pattern in TARGET_NAMES for s in SPLITS
     }
-    return sorted(
-        (name for name in os.listdir(folder) if name.endswith(".csv") and name not in skip), key=natural_key
-    )
+    return natural_sorted(name for name in os.listdir(folder) if name.endswith(".csv") and name not in skip)
 
 
 def _read_targets(path: Path, folder: Path, split: str) -> _CsvSplit:
@@ -353,7 +398,7 @@ def _by_name(path, folder, header, named, present, values):
 
 def _index_column(path: Path, first: list[str], header: bool) -> np.ndarray | None:
     """pandas' index column (0, 1, …, or 1, 2, …, in order), or None if the first column is not one."""
-    if not all(re.fullmatch(r"-?\d+", value) for value in first):
+    if not all(value.removeprefix("-").isdigit() and value.isascii() for value in first):
         return None
     index = np.array([int(value) for value in first])
     start = index[0]
