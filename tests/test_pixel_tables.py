@@ -262,18 +262,7 @@ def ooc_cli(*args, cwd):
 
 def test_cli(tmp_path):
     save(kaggle_frame(), tmp_path / "t.csv")
-    done = ooc_cli(
-        "convert",
-        "--format",
-        "zarr",
-        "--source",
-        "t.csv",
-        "--sample-shape",
-        "8,8",
-        "--out",
-        "s",
-        cwd=tmp_path,
-    )
+    done = ooc_cli(*"convert --format zarr --source t.csv --sample-shape 8,8 --out s".split(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:2] == [
@@ -281,18 +270,7 @@ def test_cli(tmp_path):
         "features stored as uint8 (every value an integer in 0–255), read as images of float32 / 255",
     ]
     assert lines[2].startswith("wrote zarr store s (train 45, test 5) in ") and len(lines) == 3
-    bad = ooc_cli(
-        "convert",
-        "--format",
-        "zarr",
-        "--source",
-        "t.csv",
-        "--sample-shape",
-        "8,7",
-        "--out",
-        "b",
-        cwd=tmp_path,
-    )
+    bad = ooc_cli(*"convert --format zarr --source t.csv --sample-shape 8,7 --out b".split(), cwd=tmp_path)
     assert bad.returncode == 1 and bad.stderr == (
         "ooc: error: --sample-shape 8,7: t.csv has 64 feature columns besides 'label', not 56; pass sizes "
         "that multiply to 64\n"
