@@ -22,8 +22,8 @@ from pathlib import Path
 
 def child(path: Path, seconds: float, shuffle: str, variant: str, read: str) -> dict:
     from ooc.batching import epoch_batches, hint_ahead, read_ahead
-    from ooc.bench import evict_from_page_cache
-    from ooc.out_of_core import _timed_pass
+    from ooc.benchmark.measure import evict_from_page_cache
+    from ooc.benchmark.out_of_core import _timed_pass
     from ooc.stores import open_store
 
     mode, _, io = variant.partition("+")
@@ -60,11 +60,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.store, args.seconds, args.shuffle, args.child, args.read)))
         return
-    from ooc.out_of_core import MemoryCgroup, parse_size
+    from ooc.benchmark.out_of_core import MemoryCgroup
+    from ooc.core.units import parse_bytes
 
     for _ in range(args.rounds):
         for variant in args.variants.split(","):
-            cgroup = MemoryCgroup(parse_size(args.limit)).create()
+            cgroup = MemoryCgroup(parse_bytes(args.limit)).create()
             try:
                 run = subprocess.Popen(
                     [sys.executable, __file__, *sys.argv[1:], "--child", variant],

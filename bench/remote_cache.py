@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import ooc
+from ooc.benchmark.s3_server import LocalS3Server
 from ooc.remote import URL
-from ooc.s3_server import LocalS3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = [0]

@@ -16,7 +16,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from ooc.bench import measure_training
+from ooc.benchmark.run import measure_training
 from ooc.sources import as_source
 from ooc.stores import MemoryStore, open_store
 

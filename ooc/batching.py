@@ -17,15 +17,14 @@ always gives the same batches whatever the store, is one of
 
 from __future__ import annotations
 
-import os
 import queue
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from ooc.core.threads import PREFETCH_NICENESS, lower_priority  # noqa: F401  (PREFETCH_NICENESS: kept here)
 from ooc.errors import OptionError
 from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS, Store
 
@@ -321,27 +320,6 @@ class _Prefetched:
     def __del__(self):
         if hasattr(self, "_thread"):  # not if the thread could not even start
             self.close()
-
-
-# The reader thread's nice value above the process's: on 2 cores the model's two compute threads
-# split each op between them, so a reader that takes one of their cores holds back the whole op.
-# Niced, it runs on the cycles the model leaves idle (training uses
-# ~1.6 of 2 cores) and still gets a core whenever the model waits for a batch. Linux only: elsewhere
-# setpriority on a thread id is not a per-thread call.
-PREFETCH_NICENESS = 19
-
-
-def lower_priority() -> None:
-    """Nice the calling thread by ``PREFETCH_NICENESS`` (Linux; elsewhere, or refused, nothing)."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(
-                os.PRIO_PROCESS,
-                threading.get_native_id(),
-                min(19, os.getpriority(os.PRIO_PROCESS, 0) + PREFETCH_NICENESS),
-            )
-        except OSError:  # a sandbox may refuse; the thread then reads at the process's priority
-            pass
 
 
 def _produce(tasks, results: queue.Queue, stop: threading.Event) -> None:

@@ -12,13 +12,14 @@ from typing import Annotated, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tempfile
 from enum import StrEnum
 
 import typer
 
 from ooc import __version__
 from ooc.batching import SHUFFLE_MODES
+from ooc.core.startup import import_tensorflow_quietly
+from ooc.core.units import parse_bytes
 from ooc.errors import OocError, OptionError, UnknownFormatError
 from ooc.formats import FORMATS, get_format
 from ooc.models import MODELS
@@ -116,29 +117,6 @@ def _reporter(quiet: bool):
     from ooc.progress import Reporter
 
     return Reporter(quiet=quiet or _State.quiet)
-
-
-def _import_tensorflow_quietly(needed: bool = False) -> None:
-    """TensorFlow's native start-up logs (oneDNN, CUDA probing) reach fd 2 before any log level
-    applies; hide them so errors stay one line, but replay them if the import itself fails. Under
-    another Keras backend TensorFlow is imported only where it is ``needed`` (TFRecord)."""
-    if not needed and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # device probing logs now, not mid-run
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.buffer.write(captured.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 @app.command()
@@ -294,8 +272,8 @@ def convert(
     from ooc.sources import SourceOptions, parse_shape, parse_size
 
     out = _location(out, storage_option) if out else DATA_DIR / format
-    if format == "tfrecord":
-        _import_tensorflow_quietly(needed=True)
+    if format in FORMATS and get_format(format).OPTIONS.needs_tensorflow:
+        import_tensorflow_quietly(needed=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: resumable, one line
     try:
         with _reporter(quiet) as reporter:
@@ -625,7 +603,7 @@ def train(
     from ooc.train import TrainConfig
     from ooc.train import train as run_train
 
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     options = dict(
         epochs=epochs,
         batch_size=batch_size,
@@ -763,11 +741,11 @@ def bench(
     ] = False,
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
-    from ooc.bench import run_bench
-    from ooc.bench_report import recommendation, summary_table
+    from ooc.benchmark.report import recommendation, summary_table
+    from ooc.benchmark.run import run_bench
     from ooc.sources import SourceOptions
 
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     command = "ooc " + " ".join(sys.argv[1:])
     started = time.perf_counter()
     shared = dict(  # what both kinds of run take
@@ -782,11 +760,10 @@ def bench(
         command=command,
     )
     if memory_limit is not None:
-        from ooc.bench import run_out_of_core_bench
-        from ooc.bench_report import out_of_core_section
-        from ooc.out_of_core import parse_size
+        from ooc.benchmark.report import out_of_core_section
+        from ooc.benchmark.run import run_out_of_core_bench
 
-        limit_bytes = parse_size(memory_limit)
+        limit_bytes = parse_bytes(memory_limit)
         with _reporter(quiet) as reporter:
             report = run_out_of_core_bench(
                 **shared,

@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ooc.core.checksums import CHECKSUM_ALGORITHM, checksum_size, data_checksum, file_checksum  # noqa: F401  (the manifest's forms)
 from ooc.errors import CorruptStoreError, StoreNotFoundError
 from ooc.fs import is_remote, write_atomic
 from ooc.remote import URL, location
@@ -33,7 +34,6 @@ MANIFEST_NAME = "ooc.json"
 PARTIAL_NAME = "ooc.partial"
 LOCK_NAME = "ooc.lock"  # held by the conversion writing the directory (ooc.output.owning)
 MANIFEST_VERSION = 2  # 2: samples of any shape and dtype, declared decoding and target kind (ooc.schema)
-CHECKSUM_ALGORITHM = "crc32"
 
 
 def manifest_path(store_path: str | os.PathLike) -> Path:
@@ -44,26 +44,6 @@ def is_bookkeeping(relative: str) -> bool:
     """Whether a path inside a store (relative, "/"-separated) is the manifest's or the journal's
     (or their temporaries), not data: the files checksums do not cover."""
     return "/" not in relative and relative.startswith((MANIFEST_NAME, PARTIAL_NAME, LOCK_NAME))
-
-
-def data_checksum(data: bytes) -> str:
-    """``"<crc32 hex> <size>"`` of bytes in memory (``file_checksum``'s form)."""
-    return f"{zlib.crc32(data):08x} {len(data)}"
-
-
-def checksum_size(entry: str) -> int:
-    """The size in bytes a ``"<crc32 hex> <size>"`` entry records."""
-    return int(entry.split()[1])
-
-
-def file_checksum(path: str | os.PathLike) -> str:
-    """``"<crc32 hex> <size>"`` of a file's bytes, streamed: the manifest's and the journal's entry."""
-    crc = size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            crc = zlib.crc32(block, crc)
-            size += len(block)
-    return f"{crc:08x} {size}"
 
 
 def manifest_crc(manifest: dict[str, Any]) -> str:

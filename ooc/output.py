@@ -14,9 +14,10 @@ from typing import Any
 
 from ooc import fs
 from ooc.errors import OptionError, StoreBusyError, StoreExistsError, WriteError
+from ooc.formats import require_local_unless_remote
 from ooc.journal import JOURNAL_VERSION, naming
 from ooc.manifest import LOCK_NAME, MANIFEST_NAME, PARTIAL_NAME, is_bookkeeping, manifest_path
-from ooc.remote import REMOTE_FORMATS, URL, require_local
+from ooc.remote import URL
 
 
 @contextmanager
@@ -154,8 +155,7 @@ def open_output(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
 
 
 def check_remote(out: URL, format: str, *, jobs: int, dask: str | None) -> None:
-    if format not in REMOTE_FORMATS:
-        require_local(format, out)
+    require_local_unless_remote(format, out)
     if jobs > 1 or dask is not None:
         raise OptionError(
             f"{out}: --jobs and --dask write local files only; convert to object storage with one process"

@@ -287,7 +287,7 @@ class Reporter:
         return progress
 
     def phases(self, what: str = "bench") -> Callable[[int, int, str], None]:
-        """A ``phase(index, total, name)`` callback (``ooc.bench.run_bench``): one task of ``total``
+        """A ``phase(index, total, name)`` callback (``ooc.benchmark.run.run_bench``): one task of ``total``
         phases, a line as each starts, the run's ETA from the mean time of the phases done."""
         state: dict[str, Task] = {}
 

@@ -24,9 +24,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ooc.core.checksums import data_checksum
 from ooc.errors import OptionError
 
-REMOTE_FORMATS = ("zarr", "parquet")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -98,14 +98,6 @@ def location(path: str | os.PathLike, storage_options: dict[str, Any] | None = N
     return Path(path)
 
 
-def require_local(fmt: str, path: Any) -> None:
-    """Refuse a URL for a layout that reads and writes local files only."""
-    if is_url(path):
-        raise OptionError(
-            f"{path}: {fmt} supports local paths only; convert to zarr or parquet for object storage"
-        )
-
-
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     """``["endpoint_url=http://…", "anon=true", "default_block_size=1048576"]`` as a dict: true/false,
     none and numbers are parsed, anything else stays a string; ``a.b=v`` nests (``client_kwargs.region_name=…``)."""
@@ -175,8 +167,6 @@ def list_files(url: URL) -> dict[str, int]:
 
 def checksums(url: URL, names: list[str], batch: int = 64) -> dict[str, str]:
     """``"<crc32 hex> <size>"`` of objects below ``url``, fetched ``batch`` at a time concurrently."""
-    from ooc.manifest import data_checksum  # the manifest's form (manifest imports this module)
-
     result = {}
     for i in range(0, len(names), batch):
         for name, data in fetch(url, names[i : i + batch]).items():

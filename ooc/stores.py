@@ -6,12 +6,13 @@ import os
 
 import numpy as np
 
+from ooc.core.units import human_bytes, parse_bytes
 from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError
-from ooc.formats import FORMATS, get_format
+from ooc.formats import FORMATS, get_format, require_local_unless_remote
 from ooc.formats.base import Store
 from ooc.formats.text import ROUNDINGS
 from ooc.manifest import check_manifest_crc, read_manifest_signed
-from ooc.remote import REMOTE_FORMATS, is_url, location, require_local
+from ooc.remote import is_url, location
 from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, TargetTally, schema_for
 
 
@@ -38,8 +39,8 @@ def open_store(
     path = location(path, storage_options)
     if cache_dir is not None or cache_size is not None:
         cache_size = _cache_options(path, cache_dir, cache_size)
-    if expect_format is not None and expect_format not in REMOTE_FORMATS:
-        require_local(expect_format, path)
+    if expect_format is not None:
+        require_local_unless_remote(expect_format, path)
     manifest, signature = read_manifest_signed(path)
     _check_manifest(path, manifest)
     check_manifest_crc(f"{os.fspath(path)}/ooc.json", manifest)
@@ -49,8 +50,7 @@ def open_store(
             f"{path} holds a {fmt} store, not {expect_format}: pass --store {fmt}, or --path to a "
             f"{expect_format} store"
         )
-    if fmt not in REMOTE_FORMATS:
-        require_local(fmt, path)
+    require_local_unless_remote(fmt, path)
     store = get_format(fmt).Store(path, manifest)
     store._seen = signature  # the file read above, not one that replaced it since
     store._check_manifest()  # the manifest against the data files: counts, shapes, chunk sizes
@@ -61,8 +61,6 @@ def open_store(
 
 def _cache_options(path, cache_dir, cache_size) -> int:
     """``cache_size`` in bytes, once both options are given and apply to ``path``."""
-    from ooc.out_of_core import parse_size
-
     if cache_dir is None:
         raise OptionError("--cache-size goes with --cache-dir: pass the directory to keep the chunks in")
     if cache_size is None:
@@ -78,14 +76,13 @@ def _cache_options(path, cache_dir, cache_size) -> int:
         if cache_size < 1:
             raise OptionError(f"--cache-size must be a positive number of bytes, got {cache_size}")
         return cache_size
-    return parse_size(cache_size, "--cache-size")
+    return parse_bytes(cache_size, "--cache-size")
 
 
 def _cache_for(store: Store, cache_dir, cache_size: int):
     """The store's ``ChunkCache``, once the size is known to hold a stretch of its largest units."""
     from ooc.cache import ChunkCache, needed_bytes
     from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
-    from ooc.out_of_core import human
 
     largest = store.largest_unit()
     if largest is None:
@@ -93,8 +90,8 @@ def _cache_for(store: Store, cache_dir, cache_size: int):
     need = needed_bytes(largest, SHUFFLE_BUFFER_CHUNKS)
     if cache_size < need:
         raise OptionError(
-            f"--cache-size {human(cache_size)} cannot hold one stretch of chunks of {store.path} "
-            f"({SHUFFLE_BUFFER_CHUNKS} units of up to {human(largest)}: {human(need)}); give at least "
+            f"--cache-size {human_bytes(cache_size)} cannot hold one stretch of chunks of {store.path} "
+            f"({SHUFFLE_BUFFER_CHUNKS} units of up to {human_bytes(largest)}: {human_bytes(need)}); give at least "
             f"--cache-size {_size_option(need)}"
         )
     return ChunkCache(cache_dir, cache_size)

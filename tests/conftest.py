@@ -59,7 +59,7 @@ BUCKET = "ooc-test"  # the bucket of the S3 tests (tests/test_s3.py, tests/test_
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on 127.0.0.1 for the session, with the AWS_* variables pointing at it."""
-    from ooc.s3_server import LocalS3Server
+    from ooc.benchmark.s3_server import LocalS3Server
 
     with LocalS3Server() as server, pytest.MonkeyPatch.context() as mp:
         for key, value in server.environment.items():

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from ooc.bench import READ_MODES, VARIANTS, targets_for
-from ooc.bench_report import load_report, write_markdown
+from ooc.benchmark.report import load_report, write_markdown
+from ooc.benchmark.run import READ_MODES, VARIANTS, targets_for
 from ooc.formats import FORMATS
 
 from conftest import MNIST
@@ -224,7 +224,7 @@ def test_bench_refuses_unknown_formats(tmp_path):
 
 
 def _memory_run(*epochs: float):
-    from ooc.bench import Training, summary
+    from ooc.benchmark.rows import Training, summary
 
     return Training(
         shuffle="chunk",
@@ -241,7 +241,7 @@ def _memory_run(*epochs: float):
 
 
 def test_a_ratio_within_the_memory_epochs_spread_is_not_a_ranking():
-    from ooc.bench import trust
+    from ooc.benchmark.run import trust
 
     runs = [_memory_run(1.0, 1.1), _memory_run(0.95, 1.05)]  # spread (1.1 - 0.95) / 1.025 = 14.6 %
     noise, why = trust(0.9, runs)

@@ -7,20 +7,21 @@ import json
 
 import pytest
 
-import ooc.out_of_core as out_of_core
-from ooc.bench import run_out_of_core_bench
+import ooc.benchmark.out_of_core as out_of_core
+from ooc.benchmark.out_of_core import MemoryCgroup, cgroups_unavailable, copies_for
+from ooc.benchmark.run import run_out_of_core_bench
+from ooc.core.units import parse_bytes
 from ooc.errors import OptionError
-from ooc.out_of_core import MemoryCgroup, cgroups_unavailable, copies_for, parse_size
 
 from conftest import MNIST
 
 
 def test_sizes_read_as_cgroups_read_them():
-    assert parse_size("1G") == 1 << 30
-    assert parse_size("256M") == parse_size("256MiB") == 256 << 20
-    assert parse_size("4096") == 4096
+    assert parse_bytes("1G") == 1 << 30
+    assert parse_bytes("256M") == parse_bytes("256MiB") == 256 << 20
+    assert parse_bytes("4096") == 4096
     with pytest.raises(OptionError, match=r"^--memory-limit 'lots': give a size such as 1G, 512M"):
-        parse_size("lots")
+        parse_bytes("lots")
     assert copies_for(100 << 20, 1 << 30, 3) == 31  # 3 GiB of 100 MiB copies
     assert copies_for(1 << 40, 1 << 20, 3) == 2  # always larger than one copy
 

@@ -221,7 +221,8 @@ def test_version():
 def test_bench_phases(tmp_path, monkeypatch):
     """The phases ``run_bench`` announces: one at a time, numbered 1..total, then total + 1 at the
     end; with the measurements stubbed out (the real run is tests/test_bench.py)."""
-    from ooc import bench, bench_report
+    from ooc.benchmark import report as bench_report
+    from ooc.benchmark import run as bench
 
     def fake_training(store, **options):
         return bench.Training("chunk", "train_on_batch", False, {"median": 1.0}, {}, 1.0, 1, 1.0, 1.0, 1.0)

@@ -1,5 +1,5 @@
 """Stores on object storage, against a real S3-compatible HTTP server on 127.0.0.1 (moto's standalone
-server, started here by ``ooc.s3_server.LocalS3Server``): nothing is mocked at the Python level, s3fs
+server, started here by ``ooc.benchmark.s3_server.LocalS3Server``): nothing is mocked at the Python level, s3fs
 and zarr speak HTTP to it.
 Credentials and the endpoint come from the standard AWS_* variables, as a user's would."""
 
@@ -246,7 +246,7 @@ def test_cli_convert_and_train_from_s3(s3_endpoint, tmp_path):
 
 
 def test_bench_remote_measurement(store_dirs):  # starts its own server, in a process of its own
-    from ooc.bench import measure_remote_reads
+    from ooc.benchmark.run import measure_remote_reads
 
     result = measure_remote_reads(
         {"zarr": store_dirs["zarr"], "parquet": store_dirs["parquet"]},

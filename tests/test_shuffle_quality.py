@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ooc.shuffle_quality import chunk_spread, expected_global_tv, shuffle_quality, tv_distance
+from ooc.benchmark.shuffle_quality import chunk_spread, expected_global_tv, shuffle_quality, tv_distance
 
 BALANCED = np.array([0, 1] * 4)  # two classes, alternating: every pair is the split in small
 

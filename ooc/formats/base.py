@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ooc.core.threads import lower_priority
 from ooc.errors import CorruptStoreError, OocError, OptionError, StoreRewrittenError
 from ooc.fs import is_remote
 from ooc.manifest import checksum_size, manifest_signature, read_manifest
@@ -88,6 +89,8 @@ class LayoutOptions:
     default_shard_size: int | None = None  # samples per file, for layouts written as shards
     delimiters: tuple[str, ...] = ()  # layouts of text: the dialects their samples may be written in
     default_delimiter: str | None = None
+    remote: bool = False  # written to and read from object storage (s3://…) as well as local paths
+    needs_tensorflow: bool = False  # writes through TensorFlow, under any Keras backend
 
     def resolve(
         self,
@@ -652,8 +655,6 @@ class ChunkedStore(Store):
         """The reader threads, made at the first read ahead, niced like ``ooc.batching``'s prefetch
         thread: they run on the cycles the model leaves idle."""
         if self._reader is None:
-            from ooc.batching import lower_priority
-
             self._reader = ThreadPoolExecutor(
                 READER_THREADS, thread_name_prefix="ooc-read-ahead", initializer=lower_priority
             )

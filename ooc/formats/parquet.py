@@ -33,7 +33,10 @@ from ooc.fs import is_remote
 
 NAME = "parquet"
 OPTIONS = LayoutOptions(
-    compressions=("none", "snappy", "zstd", "gzip"), default_compression="zstd", default_chunk_size=1024
+    compressions=("none", "snappy", "zstd", "gzip"),
+    default_compression="zstd",
+    default_chunk_size=1024,
+    remote=True,
 )
 SHAPE_KEY = b"ooc.sample_shape"
 

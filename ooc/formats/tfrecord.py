@@ -47,6 +47,7 @@ OPTIONS = LayoutOptions(
     default_shard_size=4096,
     dtypes=tuple(d for d in SAMPLE_DTYPES if d != "uint32"),
     chunking="records in shards of --shard-size samples, an offset index per split",
+    needs_tensorflow=True,
 )
 # A TFRecord is: uint64 length, uint32 masked CRC of the length, payload, uint32 masked CRC of it.
 RECORD_HEADER, RECORD_FOOTER = 12, 4

@@ -36,7 +36,10 @@ from ooc.manifest import checksum_size
 
 NAME = "zarr"
 OPTIONS = LayoutOptions(
-    compressions=("none", "zstd", "blosc", "gzip"), default_compression="zstd", default_chunk_size=1024
+    compressions=("none", "zstd", "blosc", "gzip"),
+    default_compression="zstd",
+    default_chunk_size=1024,
+    remote=True,
 )
 
 

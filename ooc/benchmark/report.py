@@ -1,5 +1,5 @@
 """Turning a bench report into Markdown and PNG plots: the dict ``run_bench`` returns, whose
-``results`` are ``ooc.bench.Row`` objects (``load_report`` makes one from a report.json)."""
+``results`` are ``ooc.benchmark.run.Row`` objects (``load_report`` makes one from a report.json)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ooc.bench import Row, Training
+from ooc.benchmark.rows import Row, Training
+from ooc.core.units import human_bytes
 
 READ_LABELS = {
     "sequential_warm": "sequential, warm",
@@ -504,12 +505,10 @@ def out_of_core_markdown(report: dict[str, Any]) -> str:
 
 
 def out_of_core_section(entry: dict[str, Any] | None) -> list[str]:
-    from ooc.out_of_core import human
-
     if not entry:
         return []
     limit = entry["memory_limit"]
-    lines = ["", f"## Out of core: reads under a {human(limit)} memory limit", ""]
+    lines = ["", f"## Out of core: reads under a {human_bytes(limit)} memory limit", ""]
     if entry.get("skipped"):
         return lines + [f"Skipped: no memory cgroup could be made ({entry['skipped']})."]
     lines += [
@@ -558,9 +557,9 @@ def _quality_section(quality: dict[str, Any] | None) -> list[str]:
         "## Shuffle quality: how well each mode mixes",
         "",
         f"On the source's {quality['labels']:,} train labels with chunks of {quality['chunk_size']} "
-        "(`ooc.shuffle_quality`, from the batch plan alone), in the stored order and class-sorted (the labels "
-        "sorted: a dataset stored class by class). TV: mean total-variation distance between a batch's label "
-        "distribution and the split's"
+        "(`ooc.benchmark.shuffle_quality`, from the batch plan alone), in the stored order and class-sorted "
+        "(the labels sorted: a dataset stored class by class). TV: mean total-variation distance between a "
+        "batch's label distribution and the split's"
         + (f" (the exact global shuffle's expectation, in closed form: {expected:.3f})" if expected else "")
         + ". Chunks/batch: distinct chunks a batch draws from; samples/chunk: the most samples of a batch "
         f"from one chunk. Reads/s: out of core on {quality['layout']} (the table above's passes; the order "

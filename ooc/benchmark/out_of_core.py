@@ -6,7 +6,7 @@ at least ``factor`` times the limit, in stored bytes: zarr's compressed ones), t
 in a fresh cgroup (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``; the cgroup is removed after).
 The child, before anything else, waits until the parent has written its pid into the cgroup, so
 every page it touches (its imports, the page cache of its reads) counts against the limit. It then
-measures, each pass after evicting the store from the page cache (``ooc.bench.evict_from_page_cache``,
+measures, each pass after evicting the store from the page cache (``ooc.benchmark.run.evict_from_page_cache``,
 as the bench's cold passes do) and each for at most ``seconds``:
 
 - the disk's sequential bandwidth: a direct-I/O read (``O_DIRECT``, page-aligned buffers from
@@ -30,39 +30,19 @@ import json
 import math
 import mmap
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ooc.core.units import human_bytes
 from ooc.errors import OocError, OptionError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 OUT_OF_CORE_FORMATS = ("hdf5", "npy", "zarr")
 TRAINING_SUBSET = 10_000  # samples of the in-memory side of the training ratio
 DIRECT_BLOCK = 8 << 20  # bytes per O_DIRECT read
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str, option: str = "--memory-limit") -> int:
-    """``"1G"``, ``"256M"``, ``"512MiB"``, ``"1073741824"``: bytes (K, M, G, T are powers of 1024, as
-    cgroups read them). ``option`` is what the error names."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
-    if not match or float(match[1]) <= 0:
-        raise OptionError(f"{option} {text!r}: give a size such as 1G, 512M or 268435456 (bytes)")
-    return int(float(match[1]) * _UNITS[match[2].upper()])
-
-
-def human(size: int) -> str:
-    """Bytes in binary units, as the limit was given: 1 GiB, 256 MiB, 1.4 GiB."""
-    for unit in ("T", "G", "M", "K"):
-        if size >= _UNITS[unit]:
-            return f"{size / _UNITS[unit]:.3g} {unit}iB"
-    return f"{size} B"
-
-
 # -- memory cgroups --------------------------------------------------------------------------------
 
 
@@ -146,7 +126,7 @@ def cgroups_unavailable(root: Path | None = None) -> str | None:
     return None
 
 
-_CHILD = "import sys; sys.stdin.readline(); from ooc.out_of_core import _child_main; _child_main()"
+_CHILD = "import sys; sys.stdin.readline(); from ooc.benchmark.out_of_core import _child_main; _child_main()"
 
 
 def run_limited(task: dict[str, Any], limit: int, *, root: Path | None = None) -> dict[str, Any]:
@@ -238,7 +218,7 @@ def child_reads(task: dict[str, Any]) -> dict[str, Any]:
     """The disk's bandwidth, then each pass of ``task["passes"]`` (name, shuffle, hints, chunks per
     stretch, chunks cached), each cold."""
     from ooc.batching import epoch_batches, hint_ahead, read_ahead
-    from ooc.bench import evict_from_page_cache
+    from ooc.benchmark.measure import evict_from_page_cache
     from ooc.stores import open_store
 
     path, seconds, batch_size = Path(task["path"]), task["seconds"], task["batch_size"]
@@ -278,7 +258,7 @@ def child_training(task: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from ooc.batching import batches
-    from ooc.bench import evict_from_page_cache
+    from ooc.benchmark.measure import evict_from_page_cache
     from ooc.models import Task, resolve_model
     from ooc.stores import MemoryStore, open_store
 
@@ -326,9 +306,9 @@ def _child_main() -> None:
 
     task = json.loads(sys.argv[1])
     if task["kind"] == "training":
-        from ooc.cli import _import_tensorflow_quietly
+        from ooc.core.startup import import_tensorflow_quietly
 
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
     result = (child_training if task["kind"] == "training" else child_reads)(task)
     result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(result))
@@ -403,8 +383,8 @@ def measure_out_of_core(
         store = open_store(path)
         passes = _passes(store, quality=fmt == quality_layout)
         progress(
-            f"out of core: {fmt}, {human(train_bytes(path))} of train samples under a {human(memory_limit)} "
-            f"limit ({len(passes)} passes of at most {seconds:g} s)"
+            f"out of core: {fmt}, {human_bytes(train_bytes(path))} of train samples under a "
+            f"{human_bytes(memory_limit)} limit ({len(passes)} passes of at most {seconds:g} s)"
         )
         task = {
             "kind": "reads",
@@ -453,7 +433,7 @@ def _passes(store, *, quality: bool) -> list[tuple]:
 
 def _reads_row(fmt, path, store, copies, memory_limit, reads, progress):
     """The ``OutOfCore`` row of a layout's read passes (stored bytes per sample: the store's own)."""
-    from ooc.bench import OutOfCore
+    from ooc.benchmark.rows import OutOfCore
     from ooc.formats.base import disk_usage
 
     p, disk = reads["passes"], reads["disk_mb_per_second"]
@@ -530,8 +510,8 @@ def quality_tables(
     """Shuffle quality (mode × order) and the stretch × cache trade-off, on the source's train labels
     (one copy: the copies of a larger store mix alike) with the store's chunk size, beside the reads/s
     measured out of core on ``store`` and the decoded-chunk cache's size."""
+    from ooc.benchmark.shuffle_quality import ORDERS, expected_global_tv, shuffle_quality
     from ooc.formats.base import CACHE_CHUNKS, SHUFFLE_BUFFER_CHUNKS
-    from ooc.shuffle_quality import ORDERS, expected_global_tv, shuffle_quality
     from ooc.sources import as_source
     from ooc.stores import MemoryStore
 

@@ -17,16 +17,19 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ooc.batching import epoch_batches
+from ooc.benchmark import report as reports
+from ooc.benchmark.measure import PeakRSS, evict_from_page_cache
+from ooc.benchmark.out_of_core import OUT_OF_CORE_FORMATS, measure_out_of_core
+from ooc.benchmark.rows import Conversion, ReadPass, Row, Training, summary, to_json
 from ooc.convert import convert, remove_store
 from ooc.errors import OptionError
 from ooc.formats import FORMATS, get_format
@@ -68,184 +71,6 @@ def targets_for(formats: list[str], *, variants: bool) -> list[Target]:
             suffix = "".join(f"-chunk{v}" if k == "chunk_size" else f"-{v}" for k, v in opts.items())
             targets.append(Target(fmt + suffix, fmt, opts))
     return targets
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-# -- what is measured: the rows of report.json's ``results`` ---------------------------------------
-
-
-def _optional():
-    """A field that report.json leaves out while it is None."""
-    return field(default=None, metadata={"omit_if_none": True})
-
-
-@dataclass
-class ReadPass:
-    """Passes over the train split in one of READ_MODES; ``seconds`` etc. are ``summary`` dicts."""
-
-    seconds: dict[str, float]
-    cpu_seconds: dict[str, float]
-    samples_per_second: float
-    mb_per_second: float  # of the decoded payload, as reads return it
-    peak_rss_mb: float
-
-
-@dataclass
-class Conversion:
-    seconds: dict[str, float]
-    samples_per_second: float
-    bytes: int  # apparent size of the files
-    bytes_on_disk: int  # allocated blocks
-    bytes_per_sample: float  # on disk
-    ratio_to_raw: float  # on disk / the stored payload
-
-
-@dataclass
-class Training:
-    """Training runs of one kind (loop, shuffle, cache) on one store; the ratios are to in-memory training."""
-
-    shuffle: str
-    loop: str
-    cold: bool
-    epoch_seconds: dict[str, float]
-    epoch_cpu_seconds: dict[str, float]
-    first_epoch_seconds: float
-    train_samples: int
-    samples_per_second: float
-    test_accuracy: float
-    peak_rss_mb: float
-    ratio_to_memory: float | None = _optional()
-    loader_cpu_share: float | None = _optional()
-    memory_epoch_seconds: dict[str, float] | None = _optional()  # interleaved rounds: the memory runs
-    ratio_rounds: list[float] | None = _optional()  # interleaved rounds: each round's ratio
-    memory_noise: float | None = _optional()  # interleaved rounds: (max - min) / median of the memory epochs
-    untrusted: str | None = _optional()  # why the ratio cannot be told from 1.0 in this run, if it cannot
-
-
-@dataclass
-class OutOfCore:
-    """One layout read out of core (``ooc bench --memory-limit``, ``ooc.out_of_core``): in a child
-    process in a memory cgroup of ``memory_limit`` bytes, over a store of ``copies`` copies of the
-    source; each pass cold and at most the run's ``pass_seconds`` long, without prefetch."""
-
-    name: str
-    format: str
-    copies: int
-    train_samples: int
-    store_bytes: int  # allocated, the whole store
-    train_bytes: int  # stored bytes of the train split (zarr: compressed)
-    memory_limit: int
-    disk_mb_per_second: float | None  # sequential O_DIRECT read of the store's files; None: refused
-    samples_per_second: float  # chunk shuffle, with the read-ahead hints
-    mb_per_second: float  # of stored bytes
-    disk_share: float | None  # mb_per_second / disk_mb_per_second
-    samples_per_second_no_read_ahead: float
-    read_ahead_gain: float
-    global_samples_per_second: float  # the exact global shuffle
-    global_to_chunk: float
-    samples_read: int  # by the chunk-shuffle pass
-    peak_memory_mb: float | None  # the cgroup's counter: anonymous memory and page cache
-    peak_rss_mb: float  # the reading process's own peak resident set
-    training_ratio: float | None = _optional()  # s/sample from the store / from in-memory arrays
-    training_samples_per_second: float | None = _optional()
-    memory_training_samples_per_second: float | None = _optional()
-    training_peak_memory_mb: float | None = _optional()
-    training_note: str | None = _optional()  # why there is no training ratio
-
-
-@dataclass
-class Row:
-    """One measured target (``kind`` "store") or baseline: an entry of report.json's ``results``."""
-
-    name: str
-    kind: str
-    format: str
-    options: dict[str, Any]
-    read: dict[str, ReadPass]  # by mode of READ_MODES
-    conversion: Conversion | None = None
-    training: Training | None = None  # chunk shuffle, warm cache: the headline
-    training_cold: Training | None = None
-    training_fit: Training | None = None
-    training_global_shuffle: Training | None = None
-    tf_data: dict[str, Any] | None = None  # TFRecord's streaming view: "warm" and "cold" passes
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Row:
-        """A row as report.json holds it (``to_json``'s inverse)."""
-
-        def training(entry):
-            return Training(**entry) if entry else None
-
-        return cls(
-            **{
-                **data,
-                "read": {mode: ReadPass(**r) for mode, r in data["read"].items()},
-                "conversion": Conversion(**data["conversion"]) if data.get("conversion") else None,
-                **{k: training(data.get(k)) for k in ("training", "training_cold", "training_fit")},
-                "training_global_shuffle": training(data.get("training_global_shuffle")),
-            }
-        )
-
-
-def to_json(value: Any) -> Any:
-    """Dataclasses as the dicts report.json holds (their optional fields only when set)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: to_json(getattr(value, f.name))
-            for f in fields(value)
-            if not (f.metadata.get("omit_if_none") and getattr(value, f.name) is None)
-        }
-    if isinstance(value, dict):
-        return {key: to_json(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    return value
-
-
-class PeakRSS:
-    """Peak resident set size while the block runs, sampled every 50 ms (often enough for memory
-    that grows over a pass; rarely enough not to compete with the measured work for the GIL)."""
-
-    def __init__(self, interval: float = 0.05):
-        import psutil
-
-        self._process, self._interval, self.peak = psutil.Process(), interval, 0
-        self._stop = threading.Event()
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            self._stop.wait(self._interval)
-
-    def __enter__(self):
-        self.peak = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak / 1e6
-
-
-def evict_from_page_cache(path: Path) -> None:
-    """Drop a store's files from the page cache (no root needed): flush, then POSIX_FADV_DONTNEED."""
-    files = [path] if path.is_file() else [Path(r) / f for r, _, fs in os.walk(path) for f in fs]
-    for file in files:
-        fd = os.open(file, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 # -- readers: what a read pass calls for each batch of indices -------------------------------------
@@ -774,7 +599,7 @@ def run_bench(
 
 
 def _check_remote(targets: list[Target], *, remote: bool) -> None:
-    if remote and not any(t.name in ("zarr", "parquet") for t in targets):
+    if remote and not any(t.name in FORMATS and get_format(t.name).OPTIONS.remote for t in targets):
         raise OptionError(
             "--remote measures the zarr and parquet stores from an S3 server: include zarr or parquet in "
             "--formats"
@@ -951,7 +776,11 @@ def measure_beyond_the_rows(
     if remote:  # the default zarr and parquet stores, read from a local S3-compatible server next to the disk
         run.phases.start("stores on S3")
         found["remote"] = measure_remote_reads(
-            {t.name: run.stores_dir / t.name for t in targets if t.name in ("zarr", "parquet")},
+            {
+                t.name: run.stores_dir / t.name
+                for t in targets
+                if t.name in FORMATS and get_format(t.name).OPTIONS.remote
+            },
             batch_size=run.batch_size,
             repeats=run.repeats,
             progress=run.progress,
@@ -961,11 +790,9 @@ def measure_beyond_the_rows(
 
 def write_reports(report: dict[str, Any], out: Path) -> None:
     """report.json (the rows as dicts), the plots and report.md."""
-    from ooc.bench_report import write_markdown, write_plots
-
     (out / "report.json").write_text(json.dumps(to_json(report), indent=2) + "\n")
-    write_plots(report, out)
-    (out / "report.md").write_text(write_markdown(report))
+    reports.write_plots(report, out)
+    (out / "report.md").write_text(reports.write_markdown(report))
 
 
 def machine_info() -> dict[str, Any]:
@@ -1049,8 +876,8 @@ def measure_remote_reads(
 ) -> dict[str, Any]:
     """Shuffled reads (chunk and global shuffle, warm) of each local zarr/parquet store, and of the
     same store uploaded to a local S3-compatible server over HTTP, measured back to back."""
+    from ooc.benchmark.s3_server import LocalS3Server
     from ooc.remote import URL
-    from ooc.s3_server import LocalS3Server
 
     rows = []
     # explicit options, not the environment: the measurement never touches a real account
@@ -1111,10 +938,8 @@ def run_out_of_core_bench(
     progress: Callable[[str], None] = print,
     cgroup_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Only the out-of-core measurement (``ooc.out_of_core.measure_out_of_core``): writes
+    """Only the out-of-core measurement (``ooc.benchmark.out_of_core.measure_out_of_core``): writes
     out_of_core.json and out_of_core.md into ``out`` and returns the report (its rows ``OutOfCore``)."""
-    from ooc.bench_report import out_of_core_markdown
-    from ooc.out_of_core import OUT_OF_CORE_FORMATS, measure_out_of_core
 
     if factor < 1:
         raise OptionError(
@@ -1150,5 +975,5 @@ def run_out_of_core_bench(
         "out_of_core": entry,
     }
     (out / "out_of_core.json").write_text(json.dumps(to_json(report), indent=2) + "\n")
-    (out / "out_of_core.md").write_text(out_of_core_markdown(report))
+    (out / "out_of_core.md").write_text(reports.out_of_core_markdown(report))
     return report
