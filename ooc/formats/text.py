@@ -201,7 +201,9 @@ def _parse_files_py(text, ends, rows, columns, delimiter, exact32, out, table): 
                     at += 1
                 seen = at - first
                 exponent = 0
-                if at < end and text[at] == 46:  # . (a loop of its own: 7 % faster than testing each digit for it)
+                if (
+                    at < end and text[at] == 46
+                ):  # . (a loop of its own: 7 % faster than testing each digit for it)
                     at += 1
                     first = at
                     while at < end:
