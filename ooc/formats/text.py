@@ -201,9 +201,8 @@ def _parse_files_py(text, ends, rows, columns, delimiter, exact32, out, table): 
                     at += 1
                 seen = at - first
                 exponent = 0
-                if (
-                    at < end and text[at] == 46
-                ):  # . (a loop of its own: 7 % faster than testing each digit for it)
+                # the fraction's own loop: 7 % faster than testing each digit for the point (measured)
+                if at < end and text[at] == 46:  # .
                     at += 1
                     first = at
                     while at < end:
