@@ -40,9 +40,18 @@ from ooc.core.units import human_bytes
 from ooc.errors import OocError, OptionError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-OUT_OF_CORE_FORMATS = ("hdf5", "npy", "zarr")
 TRAINING_SUBSET = 10_000  # samples of the in-memory side of the training ratio
 DIRECT_BLOCK = 8 << 20  # bytes per O_DIRECT read
+
+
+def out_of_core_formats() -> tuple[str, ...]:
+    """The layouts that declare themselves read out of core (``LayoutOptions.out_of_core``); asked in
+    the parent only: a child imports no layout it does not read, its memory is what is measured."""
+    from ooc.formats import FORMATS, get_format
+
+    return tuple(sorted(name for name in FORMATS if get_format(name).OPTIONS.out_of_core))
+
+
 # -- memory cgroups --------------------------------------------------------------------------------
 
 
@@ -354,7 +363,7 @@ def measure_out_of_core(
     root: Path | None = None,
 ) -> dict[str, Any]:
     """The report's ``out_of_core`` entry: an ``OutOfCore`` row per layout of ``formats`` that
-    ``OUT_OF_CORE_FORMATS`` holds, and the shuffle-quality and stretch × cache tables (their reads
+    ``out_of_core_formats()`` names, and the shuffle-quality and stretch × cache tables (their reads
     measured out of core on zarr, or the first layout). Where no memory cgroup can be made, one line
     says why and the entry has no rows."""
     entry: dict[str, Any] = {
@@ -365,11 +374,10 @@ def measure_out_of_core(
         "rows": [],
         "skipped": None,
     }
-    chosen = [f for f in formats if f in OUT_OF_CORE_FORMATS]
+    measured = out_of_core_formats()
+    chosen = [f for f in formats if f in measured]
     if not chosen:
-        raise OptionError(
-            f"--memory-limit measures {', '.join(OUT_OF_CORE_FORMATS)}: include one in --formats"
-        )
+        raise OptionError(f"--memory-limit measures {', '.join(measured)}: include one in --formats")
     reason = cgroups_unavailable(root)
     if reason is not None:
         entry["skipped"] = reason

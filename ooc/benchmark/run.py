@@ -28,7 +28,7 @@ import numpy as np
 from ooc.batching import epoch_batches
 from ooc.benchmark import report as reports
 from ooc.benchmark.measure import PeakRSS, evict_from_page_cache
-from ooc.benchmark.out_of_core import OUT_OF_CORE_FORMATS, measure_out_of_core
+from ooc.benchmark.out_of_core import measure_out_of_core, out_of_core_formats
 from ooc.benchmark.rows import Conversion, ReadPass, Row, Training, summary, to_json
 from ooc.convert import convert, remove_store
 from ooc.errors import OptionError
@@ -42,12 +42,9 @@ REPORT_VERSION = 1
 # order of samples (none / global permutation / chunk-aware shuffle) x page cache (warm / cold)
 READ_MODES = ("sequential_warm", "global_warm", "chunk_warm", "sequential_cold", "global_cold", "chunk_cold")
 _ORDER = {"sequential": "none", "global": "global", "chunk": "chunk"}
-# Options worth comparing beside each layout's defaults: compression on/off and a smaller chunk.
+# Options worth comparing beside each layout's defaults, as each layout declares them
 VARIANTS: dict[str, list[dict[str, Any]]] = {
-    "csv": [{}],
-    "hdf5": [{}, {"compression": "gzip"}],
-    "zarr": [{}, {"compression": "none"}, {"chunk_size": 256}],
-    "tfrecord": [{}, {"compression": "gzip"}],
+    name: [{}, *get_format(name).OPTIONS.bench_variants] for name in FORMATS
 }
 TF_DATA_SHUFFLE_BUFFER = 10_000  # records in tf.data's shuffle buffer for the streaming TFRecord pass
 # Conversion against `convert --jobs`: the layouts of many files whose writing is CPU-bound (csv: text;
@@ -957,7 +954,7 @@ def run_out_of_core_bench(
         src,
         memory_limit=memory_limit,
         factor=factor,
-        formats=formats or list(OUT_OF_CORE_FORMATS),
+        formats=formats or list(out_of_core_formats()),
         limit=limit,
         batch_size=batch_size,
         model=model,

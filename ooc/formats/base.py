@@ -91,6 +91,10 @@ class LayoutOptions:
     default_delimiter: str | None = None
     remote: bool = False  # written to and read from object storage (s3://…) as well as local paths
     needs_tensorflow: bool = False  # writes through TensorFlow, under any Keras backend
+    # what ooc bench measures of it: options worth comparing beside its defaults, and whether
+    # --memory-limit reads it out of core (a layout read at the disk's speed)
+    bench_variants: tuple[dict[str, Any], ...] = ()
+    out_of_core: bool = False
 
     def resolve(
         self,

@@ -22,7 +22,11 @@ from ooc.formats.base import Writer as _Writer
 NAME = "hdf5"
 FILE_NAME = "data.h5"
 OPTIONS = LayoutOptions(
-    compressions=("none", "gzip", "lzf"), default_compression="none", default_chunk_size=1024
+    compressions=("none", "gzip", "lzf"),
+    default_compression="none",
+    default_chunk_size=1024,
+    bench_variants=({"compression": "gzip"},),
+    out_of_core=True,
 )
 GZIP_LEVEL = 4
 # Reading a whole uncompressed chunk beats point reads while it holds at most this many rows per

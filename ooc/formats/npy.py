@@ -30,6 +30,7 @@ OPTIONS = LayoutOptions(
     default_compression="none",
     default_chunk_size=None,
     chunking="none (one contiguous array per split)",
+    out_of_core=True,
 )
 # Samples per unit whose CRC-32 reads check (the arrays have no chunks): a unit is checked the first
 # time one of its samples is read in a pass over the split. It is also the run of rows the chunk

@@ -48,6 +48,7 @@ OPTIONS = LayoutOptions(
     dtypes=tuple(d for d in SAMPLE_DTYPES if d != "uint32"),
     chunking="records in shards of --shard-size samples, an offset index per split",
     needs_tensorflow=True,
+    bench_variants=({"compression": "gzip"},),
 )
 # A TFRecord is: uint64 length, uint32 masked CRC of the length, payload, uint32 masked CRC of it.
 RECORD_HEADER, RECORD_FOOTER = 12, 4

@@ -40,6 +40,8 @@ OPTIONS = LayoutOptions(
     default_compression="zstd",
     default_chunk_size=1024,
     remote=True,
+    bench_variants=({"compression": "none"}, {"chunk_size": 256}),
+    out_of_core=True,
 )
 
 
