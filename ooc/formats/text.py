@@ -163,7 +163,8 @@ def _parse_files_py(text, ends, rows, columns, delimiter, exact32, out, table): 
     Eisel-Lemire for 19 digits such as np.savetxt's ``%.18e``). With ``exact32`` a float64 exactly
     on a float32 midpoint (where rounding it again could differ from rounding the decimal once), a
     subnormal or an overflow of float32 is declined instead. The number is parsed here, not in a
-    function of its own: a call per number made the whole parse 3 times slower (measured)."""
+    function of its own: a call per number made the parse 1.5× slower on %.18e files and 3.7× on
+    short numbers (measured)."""
     count = 0
     start = 0
     for file in range(len(ends)):
