@@ -105,15 +105,20 @@ def convert(
     next run to resume. A source that cannot be converted removes the partial store.
     """
     layout = get_format(format)
-    options = _checked_options(
-        layout, format, chunk_size, compression, shard_size, limit=limit, repeat=repeat, jobs=jobs, dask=dask
-    )
     if delimiter is not None and delimiter not in DELIMITERS:
         raise OptionError(f"--delimiter {delimiter!r}: choose one of {', '.join(DELIMITERS)}")
-    if delimiter is not None and "delimiter" in options:
-        options["delimiter"] = layout.OPTIONS.resolve(
-            format, chunk_size=chunk_size, compression=compression, shard_size=shard_size, delimiter=delimiter
-        )["delimiter"]
+    options = _checked_options(
+        layout,
+        format,
+        chunk_size,
+        compression,
+        shard_size,
+        delimiter,
+        limit=limit,
+        repeat=repeat,
+        jobs=jobs,
+        dask=dask,
+    )
     size = parse_size(size)
     source_options = replace(source_options or SourceOptions(), size=size)
     if sample_shape is not None and source_options.sample_shape is None:
@@ -209,11 +214,12 @@ def _write_store(
 
 
 def _checked_options(
-    layout, format, chunk_size, compression, shard_size, *, limit, repeat, jobs, dask
+    layout, format, chunk_size, compression, shard_size, delimiter, *, limit, repeat, jobs, dask
 ) -> dict[str, Any]:
-    """The layout's options with their defaults; every option refused here, before anything is read."""
+    """The layout's options with their defaults; every option refused here, before anything is read
+    (``delimiter`` is the output's where the layout writes text, else the source's, checked there)."""
     options = layout.OPTIONS.resolve(
-        format, chunk_size=chunk_size, compression=compression, shard_size=shard_size
+        format, chunk_size=chunk_size, compression=compression, shard_size=shard_size, delimiter=delimiter
     )
     if limit is not None and limit < 1:
         raise OptionError(f"--limit must be a positive number of samples, got {limit}")
