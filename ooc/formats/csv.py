@@ -50,6 +50,7 @@ from ooc.formats.text import (
     as_text,
     canonical,
     grid,
+    line_widths,
     read_and_parse,
     sample_text,
 )
@@ -75,8 +76,8 @@ _VIA_FLOAT32 = ("float32", "uint8", "int8", "uint16", "int16", "bool")
 
 def _grid_of(path: Path, delimiter: str) -> tuple[int, int]:
     """(lines, values on the first line) of a sample file, as it is."""
-    lines = (canonical(path.read_bytes(), delimiter) or b"").splitlines()
-    return len(lines), (lines[0].count(b",") + 1 if lines else 0)
+    widths = line_widths(path.read_bytes(), delimiter)
+    return len(widths), (widths[0] if widths else 0)
 
 
 def target_path(store: Path, split: str, recipe_names: bool = True) -> Path:
@@ -109,9 +110,7 @@ class Writer(_Writer, Resumable, ParallelParts):
         self._dir.mkdir(exist_ok=True)
         self._counts[split] = count
         self._width = len(str(count))
-        self._targets = open(
-            target_path(self.path, split, self.delimiter is not None), "r+b" if size else "wb"
-        )
+        self._targets = open(self._target_file(split), "r+b" if size else "wb")
         self._targets.truncate(size)
         self._targets.seek(size)
         self._crc = crc
@@ -121,7 +120,7 @@ class Writer(_Writer, Resumable, ParallelParts):
         if done == count:
             return done  # the split's files are final and were checked against the journal
         size, crc = state.get("targets", (0, 0))
-        path = target_path(self.path, split, self.delimiter is not None)
+        path = self._target_file(split)
         try:
             with open(path, "rb") as f:
                 kept = f.read(size)
@@ -132,6 +131,9 @@ class Writer(_Writer, Resumable, ParallelParts):
             return 0
         self._open(split, count, size=size, crc=crc)
         return done
+
+    def _target_file(self, split: str) -> Path:
+        return target_path(self.path, split, recipe_names=self.delimiter is not None)
 
     def write(self, split, start, x, y):
         _write_samples(self._dir, self._width, start, x, self._delimiter)
@@ -165,7 +167,7 @@ class Writer(_Writer, Resumable, ParallelParts):
         count = self._counts[split]
         width = len(str(count))
         files = [self.path / split / f"{i:0{width}d}.csv" for i in range(1, done + 1)]
-        return files + [target_path(self.path, split, self.delimiter is not None)] if done == count else files
+        return files + [self._target_file(split)] if done == count else files
 
     def path_of(self, split, index):
         count = self._counts.get(split)
@@ -368,12 +370,12 @@ class Store(_Store):
         if values is not None:
             return values[0]
         lines = (canonical(text, self.dialect) or b"").splitlines()
-        counts = {line.count(b",") + 1 for line in lines}
         found = sum(len([v for v in line.split(b",") if v.strip()]) for line in lines)
+        widths = set(line_widths(text, self.dialect))
         dialect, rounding = self.dialect, self.rounding
         if (
-            len(counts) == 1
-            and _parse_joined([text], len(lines), counts.pop(), np.float64, dialect, rounding) is not None
+            len(widths) == 1
+            and _parse_joined([text], len(lines), widths.pop(), np.float64, dialect, rounding) is not None
         ):
             raise CorruptStoreError(
                 f"{path}: expected {rows * columns} values ({shown}), found {found} in {len(lines)} lines; {fix}"

@@ -354,6 +354,12 @@ def canonical(text: bytes, delimiter: str) -> bytes | None:
     return b"\n".join(lines) + b"\n" if lines else b""
 
 
+def line_widths(text: bytes, delimiter: str) -> list[int]:
+    """How many values each line of a file holds, as ``canonical`` sees it (no lines for a decimal
+    comma): what a file that does not parse is described by."""
+    return [line.count(b",") + 1 for line in (canonical(text, delimiter) or b"").splitlines()]
+
+
 def _parse_joined(
     texts: list[bytes],
     rows: int,

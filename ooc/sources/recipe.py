@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ooc.errors import OptionError, SourceError
-from ooc.formats.text import DELIMITERS, canonical, detect_delimiter, grid, parse_exactly, read_and_parse
+from ooc.formats.text import DELIMITERS, detect_delimiter, grid, line_widths, parse_exactly, read_and_parse
 from ooc.schema import Schema, check_target_kind, infer_target_kind
 from ooc.sources.base import SPLITS, FileSource, RandomAccess
 
@@ -230,10 +230,9 @@ def _dialect_and_shape(path: Path, delimiter: str | None) -> tuple[str, tuple[in
     """The first file's dialect (unless named) and its grid of values, which every file must share."""
     text = path.read_bytes()
     delimiter = delimiter or detect_delimiter(text) or "comma"
-    lines = canonical(text, delimiter)
-    counts = {line.count(b",") + 1 for line in (lines or b"").splitlines()}
-    out = np.empty((1, len((lines or b"").splitlines()), max(counts or {0})), np.float64)
-    if lines is None or len(counts) != 1 or not parse_exactly([text], out, delimiter, "float64"):
+    widths = line_widths(text, delimiter)
+    out = np.empty((1, len(widths), max(widths, default=0)), np.float64)
+    if len(set(widths)) != 1 or not parse_exactly([text], out, delimiter, "float64"):
         shown = " ".join(text[:80].decode(errors="replace").split())
         raise SourceError(
             f"{path}: cannot read as {delimiter}-separated numbers ({shown!r}…); fix or remove the file, or "
