@@ -126,15 +126,7 @@ def as_source(source, size=None, options: SourceOptions | None = None, *, dtype=
         _refuse_size(options, f"a {type(source).__name__}")
         python = python_source(source, options, dtype=dtype, near=near)
         if python is not None:
-            python = _refuse_empty(python)
-            if "test" not in python.splits:
-                fraction = options.test_fraction or DEFAULT_TEST_FRACTION
-                python = Carved(python, test_fraction=fraction, seed=options.seed)
-            elif options.test_fraction is not None:
-                raise OptionError(
-                    f"--test-fraction: {python.name} has a test split of its own; drop the option"
-                )
-            return _ordered(python, options.order, seed=options.seed)
+            return _carved_and_ordered(_refuse_empty(python), options)
     if options.size is not None and getattr(source, "size", None) != options.size:
         raise SourceError(
             "--size applies when the source is opened from a path; open it with ImageFolderSource.open(path, "
@@ -192,6 +184,12 @@ def open_source(path: str | Path | None = None, options: SourceOptions | None = 
     _check(options)
     source = _refuse_empty(_open_path(path, options))
     _refuse_foreign_options(source, options)
+    return _carved_and_ordered(source, options)
+
+
+def _carved_and_ordered(source, options: SourceOptions):
+    """A test split carved from a source with only one, then the write order: paths and Python
+    objects alike (a table carves its own, with --test-fraction)."""
     test_fraction = options.test_fraction
     if "test" not in source.splits:
         if not isinstance(source, RandomAccess):
