@@ -119,14 +119,13 @@ def convert(
         jobs=jobs,
         dask=dask,
     )
-    size = parse_size(size)
-    source_options = replace(source_options or SourceOptions(), size=size)
-    if sample_shape is not None and source_options.sample_shape is None:
-        source_options = replace(source_options, sample_shape=parse_shape(sample_shape))
-    if dtype in ("float32", "float64") and source_options.dtype is None:
-        source_options = replace(source_options, dtype=dtype)  # per-sample CSV text: parsed as this dtype
-    if delimiter is not None and "delimiter" not in options and source_options.delimiter is None:
-        source_options = replace(source_options, delimiter=delimiter)  # the source's (a csv output: its own)
+    source_options = _reading(
+        source_options,
+        size=size,
+        sample_shape=sample_shape,
+        dtype=dtype,
+        delimiter=None if "delimiter" in options else delimiter,  # a csv output's is its own
+    )
     source = as_source(source, options=source_options, dtype=dtype, near=out)
     if repeat > 1:
         source = RepeatedSource(source, repeat)
@@ -143,7 +142,7 @@ def convert(
         "source": {
             "limit": limit,
             "repeat": repeat,
-            "size": None if size is None else list(size),
+            "size": None if source_options.size is None else list(source_options.size),
             **_read_as(source_options),
         },
     }
@@ -211,6 +210,20 @@ def _write_store(
         run.stop()
         raise
     return manifest
+
+
+def _reading(source_options, *, size, sample_shape, dtype, delimiter) -> SourceOptions:
+    """The source options, with what convert's own arguments say about reading the source: --size,
+    --sample-shape, a float --dtype (per-sample CSV text parsed as it) and the source's --delimiter;
+    what the source options set already stays."""
+    reading = replace(source_options or SourceOptions(), size=parse_size(size))
+    if sample_shape is not None and reading.sample_shape is None:
+        reading = replace(reading, sample_shape=parse_shape(sample_shape))
+    if dtype in ("float32", "float64") and reading.dtype is None:
+        reading = replace(reading, dtype=dtype)
+    if delimiter is not None and reading.delimiter is None:
+        reading = replace(reading, delimiter=delimiter)
+    return reading
 
 
 def _checked_options(
