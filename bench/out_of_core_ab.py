@@ -21,9 +21,10 @@ from pathlib import Path
 
 
 def child(path: Path, seconds: float, shuffle: str, variant: str, read: str) -> dict:
-    from ooc.batching import epoch_batches, hint_ahead, read_ahead
     from ooc.benchmark.measure import evict_from_page_cache
     from ooc.benchmark.out_of_core import _timed_pass
+    from ooc.loader import hint_ahead, read_ahead
+    from ooc.sampling import epoch_batches
     from ooc.stores import open_store
 
     mode, _, io = variant.partition("+")

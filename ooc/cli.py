@@ -17,13 +17,14 @@ from enum import StrEnum
 import typer
 
 from ooc import __version__
-from ooc.batching import SHUFFLE_MODES
 from ooc.core.startup import import_tensorflow_quietly
 from ooc.core.units import parse_bytes
 from ooc.errors import OocError, OptionError, UnknownFormatError
 from ooc.formats import FORMATS, get_format
+from ooc.fs import disk_usage
 from ooc.models import MODELS
 from ooc.remote import is_url
+from ooc.sampling import SHUFFLE_MODES
 from ooc.schema import TARGET_KINDS
 from ooc.train import LOOPS, LR_SCHEDULES, ON_ERROR
 
@@ -332,7 +333,6 @@ def convert(
 
 def _conversion_rate(out, manifest: dict) -> str:
     """``5,321 samples/s, 4.2 MB/s``: the samples this run wrote, and its share of the store's bytes."""
-    from ooc.formats.base import disk_usage
     from ooc.progress import rate_text
 
     total = sum(info["count"] for info in manifest["splits"].values())
@@ -462,7 +462,6 @@ def info(
     ] = None,
 ):
     """Show what is in a store: format, splits, counts, dtype, chunking, compression, size."""
-    from ooc.formats.base import disk_usage
     from ooc.stores import open_store
 
     store = open_store(_location(path, storage_option))

@@ -102,3 +102,28 @@ def read_file(path: str | os.PathLike, *, direct: bool) -> bytearray:
     if got != size:
         raise EOFError(f"{path}: read {got} of its {size} bytes")
     return data
+
+
+def advise_will_need(path, ranges) -> None:
+    """``posix_fadvise(WILLNEED)`` of the byte ranges ``(offset, length)`` of a local file, in file
+    order, adjacent ones merged: the kernel queues their reads and returns. Where the call is missing
+    or refused it does nothing (a hint)."""
+    if not ranges or not hasattr(os, "posix_fadvise"):
+        return
+    merged: list[list[int]] = []
+    for offset, length in sorted(ranges):
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], offset + length - merged[-1][0])
+        else:
+            merged.append([offset, length])
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # the read that follows says what is wrong with the file
+    try:
+        for offset, length in merged:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -11,7 +11,7 @@ both fail under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585: "Attemp
 ``tf.GradientTape`` step with the Keras optimizer's ``apply_gradients`` (which sums the replicas'
 gradients), the model and optimizer built under ``strategy.scope()``, works.
 
-Each worker reads its own part of every global batch (``ooc.batching.worker_shard``) and splits it
+Each worker reads its own part of every global batch (``ooc.sampling.worker_shard``) and splits it
 among its local replicas. Every replica's part is padded to one fixed shape with zero-weight
 samples, so the step is traced once (the same collectives on every worker, whatever the last
 batch's size) and a worker with fewer, or no, samples in a batch still takes part in the step. The
@@ -28,8 +28,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ooc.batching import split_sizes
 from ooc.errors import OptionError
+from ooc.sampling import split_sizes
 
 
 def tf_config(environ: Mapping[str, str] | None = None) -> dict:

@@ -67,3 +67,17 @@ def remove_tree(path: Location, *, ignore_errors: bool = False) -> None:
     except OSError:
         if not ignore_errors:
             raise
+
+
+def disk_usage(path: Location) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of every file below ``path``."""
+    if is_remote(path):  # objects: what is stored is what is billed
+        total = sum(remote.list_files(path).values())
+        return total, total
+    apparent = allocated = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return apparent, allocated

@@ -1,4 +1,4 @@
-"""Keras and tf.data views over ``ooc.batching``: the same batches, for ``model.fit``.
+"""Keras and tf.data views over ``ooc.loader``: the same batches, for ``model.fit``.
 
 ``fit(shuffle=True)`` only reorders whole batches of a PyDataset, so the sample order is redrawn
 here, in ``on_epoch_end``, from the same (seed, epoch) plan the ``train_on_batch`` loop uses.
@@ -13,8 +13,9 @@ import itertools
 
 import numpy as np
 
-from ooc.batching import batches, epoch_batches
 from ooc.formats.base import Store
+from ooc.loader import batches
+from ooc.sampling import epoch_batches
 
 
 def as_pydataset(

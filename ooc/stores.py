@@ -13,6 +13,7 @@ from ooc.formats.base import Store
 from ooc.formats.text import ROUNDINGS
 from ooc.manifest import check_manifest_crc, read_manifest_signed
 from ooc.remote import is_url, location
+from ooc.sampling import SHUFFLE_BUFFER_CHUNKS
 from ooc.schema import DECODES, MAX_RANK, SAMPLE_DTYPES, TARGET_KINDS, Schema, TargetTally, schema_for
 
 
@@ -82,7 +83,6 @@ def _cache_options(path, cache_dir, cache_size) -> int:
 def _cache_for(store: Store, cache_dir, cache_size: int):
     """The store's ``ChunkCache``, once the size is known to hold a stretch of its largest units."""
     from ooc.cache import ChunkCache, needed_bytes
-    from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
 
     largest = store.largest_unit()
     if largest is None:
@@ -235,7 +235,7 @@ class MemoryStore(Store):
     def _read_labels(self, split):
         return self.arrays[split][1]
 
-    def _read_sorted(self, split, indices):
+    def _read_sorted(self, split, indices, state):
         return self.arrays[split][0][indices]
 
     def _file_of(self, split, index):

@@ -11,12 +11,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ooc.batching import SHUFFLE_MODES, batch_plan, hint_ahead, read_ahead
 from ooc.checkpoint import (
     Checkpointer,
     Progress,
@@ -26,8 +26,10 @@ from ooc.checkpoint import (
     write_error,
 )
 from ooc.errors import CorruptStoreError, OptionError, TrainingDiverged, TrainingInterrupted
-from ooc.formats.base import Store
+from ooc.formats.base import ReadState, Store
+from ooc.loader import batch_plan, hint_ahead, read_ahead
 from ooc.models import MODELS, Task, model_name, resolve_model
+from ooc.sampling import SHUFFLE_MODES, split_sizes
 
 LR_SCHEDULES = ("cosine", "constant")
 LOOPS = ("train_on_batch", "fit")
@@ -73,8 +75,8 @@ def evaluate(
     predict = predict or model.predict_on_batch
     task = Task.of(store.schema)
     loss_sum, metric_sum, seen, skipped, first_skip = 0.0, 0.0, 0, 0, None
-    plan = batch_plan(store, split, batch_size=batch_size, indices=indices)
-    for _, x, y, bad, first in read_ahead(batch_reader(store, on_error), split, plan):
+    plan, state = batch_plan(store, split, batch_size=batch_size, indices=indices), store.new_read_state()
+    for _, x, y, bad, first in read_ahead(batch_reader(store, on_error, state), split, plan, state=state):
         skipped, first_skip = skipped + bad, first_skip or first
         if not len(y):
             continue
@@ -85,28 +87,29 @@ def evaluate(
     return {**result, "skipped": skipped, "first_skip": first_skip} if on_error == "skip" else result
 
 
-def batch_reader(store: Store, on_error: str = "raise"):
-    """``read`` for ``batches``: a batch as (indices, x, y, samples skipped, first skip's message).
+def batch_reader(store: Store, on_error: str = "raise", state: ReadState | None = None):
+    """``read`` for ``batches``: a batch as (indices, x, y, samples skipped, first skip's message),
+    read with the reader's ``state`` (its caches and read-ahead; None: the store's own).
 
     With ``on_error="skip"``, a batch whose read raises ``CorruptStoreError`` is read again sample by
     sample and the samples that fail are dropped: a broken file costs its own samples, not its batch."""
 
     def read(split: str, indices: np.ndarray):
         try:
-            return (indices, *store.read(split, indices), 0, None)
+            return (indices, *store.read(split, indices, state=state), 0, None)
         except CorruptStoreError:
             if on_error != "skip":
                 raise
         parts, first = [], None
         for i in range(len(indices)):
             try:
-                parts.append(store.read(split, indices[i : i + 1]))
+                parts.append(store.read(split, indices[i : i + 1], state=state))
             except CorruptStoreError as error:
                 first = first or str(error)
         x, y = (
             (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
             if parts
-            else store.read(split, indices[:0])
+            else store.read(split, indices[:0], state=state)
         )
         return indices, x, y, len(indices) - len(parts), first
 
@@ -584,7 +587,6 @@ class _Cluster:
         """The loop's distributed pieces (step, shard, predict), or none."""
         if self.strategy is None:
             return {}
-        from ooc.batching import split_sizes
         from ooc.distributed import DistributedStep, local_predict, strategy_name
 
         local_batch = split_sizes(config.batch_size, self.workers)[0]
@@ -757,7 +759,6 @@ def _epochs_with_train_on_batch(run: _Epochs, *, step=None, shard=None, predict=
     global batch and returns the global batch's loss sum, correct count and samples; every worker
     calls it for every batch, even one whose part is empty."""
     config = run.config
-    read = batch_reader(run.store, config.on_error)
 
     def epoch_plan(epoch, start_batch=0):
         plan = batch_plan(
@@ -771,10 +772,13 @@ def _epochs_with_train_on_batch(run: _Epochs, *, step=None, shard=None, predict=
             start_batch=start_batch,
             shard=shard,
         )
+        state = run.store.new_read_state()  # the epoch's reader: its caches and read-ahead, closed with it
         hints = dict(
-            will_need=run.store.will_need,
+            will_need=partial(run.store.will_need, state=state),
             ahead=hint_ahead(run.store, config.batch_size, shuffle=config.shuffle),
+            state=state,
         )
+        read = batch_reader(run.store, config.on_error, state)
         return read_ahead(read, "train", plan, **hints)  # the disk fetches the next stretch meanwhile
 
     next_epoch = None  # the next epoch's batches, reading while this epoch validates

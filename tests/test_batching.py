@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import ooc
-from ooc.batching import PREFETCH_NICENESS, batch_plan, epoch_batches, hint_ahead, read_ahead
+from ooc.core.threads import PREFETCH_NICENESS
 from ooc.errors import CorruptStoreError, OptionError
-from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
+from ooc.loader import batch_plan, hint_ahead, read_ahead
+from ooc.sampling import SHUFFLE_BUFFER_CHUNKS, epoch_batches
 
 pytestmark = pytest.mark.any_backend  # run under KERAS_BACKEND=jax too (README)
 
@@ -88,11 +89,11 @@ def test_prefetch_passes_errors_on_and_stops_early():
     calls = []
     original = store._read_sorted
 
-    def flaky(split, indices):
+    def flaky(split, indices, state):
         calls.append(len(indices))
         if len(calls) == 3:
             raise OSError("disk gone")
-        return original(split, indices)
+        return original(split, indices, state)
 
     store._read_sorted = flaky
     it = ooc.batches(store, "train", batch_size=5, prefetch=2)
@@ -209,13 +210,11 @@ def test_will_need_starts_the_reads_and_changes_no_batch(layout, store_dirs, mon
     """The next stretch's chunks are read in the store's reader threads (the layouts' reads leave the GIL)."""
     import threading
 
-    import ooc.formats.base as base
-
     path = store_dirs[layout]  # converted (and its checksums taken) before the spy goes in
     advised, read_by = [], []
     real = os.posix_fadvise
     monkeypatch.setattr(
-        base.os,
+        os,
         "posix_fadvise",
         lambda fd, off, n, advice: advised.append((off, n)) or real(fd, off, n, advice),
     )
@@ -243,7 +242,7 @@ def test_a_batch_from_more_chunks_than_the_cache_decodes_at_most_the_cache_at_on
         fetch = store._fetch_chunks
         store._fetch_chunks = lambda split, ids, *a: calls.append(len(ids)) or fetch(split, ids, *a)
         got = store.read("train", indices)
-        assert calls[:3] == [2, 2, 1] and max(calls) == 2 and len(store._chunk_cache) == 2  # then CRC units
+        assert calls[:3] == [2, 2, 1] and max(calls) == 2 and len(store._state.chunks) == 2  # then CRC units
     assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
 
 
@@ -302,20 +301,19 @@ def test_the_chunk_shuffle_of_a_large_split_holds_about_8_bytes_a_sample():
 def test_the_global_shuffle_is_gathered_a_window_ahead_and_changes_no_batch(layout, store_dirs, monkeypatch):
     """Hinted two windows ahead, a window's samples are read in the reader threads, each chunk once
     for all of them; the batches are those of a plain read."""
-    import ooc.formats.base as base
+    from ooc.formats import chunked, readahead
 
     path = store_dirs[layout]
     with ooc.open_store(path) as store:
         plan = batch_plan(store, "train", batch_size=16, shuffle="global", seed=3)
         plain = list(read_ahead(store.read, "train", plan, 0))
-    monkeypatch.setattr(base, "CACHE_CHUNKS", 2)
-    monkeypatch.setattr(base.ChunkedStore, "cache_chunks", 2)  # a batch of 16 then spans "many" chunks
+    monkeypatch.setattr(chunked.ChunkedStore, "cache_chunks", 2)  # a batch of 16 then spans "many" chunks
     with ooc.open_store(path) as store:
         row_bytes = int(np.prod(store.sample_shape)) * store.schema.dtype.itemsize
-        monkeypatch.setattr(base, "GATHER_BYTES", 128 * row_bytes)  # windows of 128 samples
+        monkeypatch.setattr(readahead, "GATHER_BYTES", 128 * row_bytes)  # windows of 128 samples
         gathered, chunk_reads = [], []
-        gather, read_rows = store._gather, store._read_rows
-        store._gather = lambda split, wanted: gathered.append(len(wanted)) or gather(split, wanted)
+        gather, read_rows = readahead._gather, store._read_rows
+        monkeypatch.setattr(readahead, "_gather", lambda *a: gathered.append(len(a[-1])) or gather(*a))
         store._read_rows = lambda *a: chunk_reads.append(a) or read_rows(*a)
         assert store.gather_window() == 128 and hint_ahead(store, 16, shuffle="global") == 16
         hinted = list(ooc.batches(store, "train", batch_size=16, shuffle="global", seed=3, prefetch=0))

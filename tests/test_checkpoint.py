@@ -357,10 +357,10 @@ def test_skip_drops_only_the_unreadable_samples():
     store = ooc.MemoryStore({"train": (x, np.arange(10))})
     original = store._read_sorted
 
-    def broken(split, indices):
+    def broken(split, indices, state):
         if 3 in indices or 7 in indices:
             raise CorruptStoreError(f"sample {3 if 3 in indices else 7} is broken")
-        return original(split, indices)
+        return original(split, indices, state)
 
     store._read_sorted = broken
     indices, got_x, got_y, skipped, first = batch_reader(store, "skip")("train", np.array([7, 1, 3, 5]))

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import ooc
-from ooc.batching import epoch_batches, split_sizes, worker_shard
 from ooc.distributed import cluster_size, tf_config
 from ooc.errors import OptionError
+from ooc.sampling import epoch_batches, split_sizes, worker_shard
 from ooc.train import split_validation, train
 
 from conftest import MNIST, ROOT

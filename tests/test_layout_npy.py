@@ -21,14 +21,16 @@ def test_read_checks_run_once_a_pass(tmp_path, monkeypatch):
 
     import ooc
     from ooc.errors import CorruptStoreError
-    from ooc.formats import base
+    from ooc.formats import integrity
 
     from conftest import MNIST
 
     ooc.convert(tmp_path / "s", format="npy", source=MNIST, limit=300)  # one unit of 1024: samples 0-299
     store = ooc.open_store(tmp_path / "s")
     crcs = []
-    monkeypatch.setattr(base, "_crc", lambda rows, real=base._crc: crcs.append(rows.shape) or real(rows))
+    monkeypatch.setattr(
+        integrity, "crc", lambda rows, real=integrity.crc: crcs.append(rows.shape) or real(rows)
+    )
     for batch in np.array_split(np.random.default_rng(0).permutation(300), 6):
         store.read_stored("train", batch)
     assert sorted(crcs) == [(300,), (300, 28, 28, 1)]  # the targets once an open; the unit once a pass
@@ -37,6 +39,6 @@ def test_read_checks_run_once_a_pass(tmp_path, monkeypatch):
         last = f.read(1)[0]
         f.seek(-1, 2)
         f.write(bytes([last ^ 0xFF]))
-    store._chunk_cache.clear()  # as once a pass's other units have evicted the one read whole
+    store._state.chunks.clear()  # as once a pass's other units have evicted the one read whole
     with pytest.raises(CorruptStoreError, match=r"samples 0–299 of split 'train' differ from their checksum"):
         store.read_stored("train", np.arange(50))  # the next pass checks it again

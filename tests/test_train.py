@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import ooc
-from ooc.batching import epoch_batches
 from ooc.errors import OptionError
+from ooc.sampling import epoch_batches
 from ooc.train import split_validation, train
 
 

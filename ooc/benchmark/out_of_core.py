@@ -38,6 +38,7 @@ from typing import Any
 
 from ooc.core.units import human_bytes
 from ooc.errors import OocError, OptionError
+from ooc.fs import disk_usage
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 TRAINING_SUBSET = 10_000  # samples of the in-memory side of the training ratio
@@ -226,8 +227,9 @@ def _timed_pass(batches, seconds: float) -> dict[str, float]:
 def child_reads(task: dict[str, Any]) -> dict[str, Any]:
     """The disk's bandwidth, then each pass of ``task["passes"]`` (name, shuffle, hints, chunks per
     stretch, chunks cached), each cold."""
-    from ooc.batching import epoch_batches, hint_ahead, read_ahead
     from ooc.benchmark.measure import evict_from_page_cache
+    from ooc.loader import hint_ahead, read_ahead
+    from ooc.sampling import epoch_batches
     from ooc.stores import open_store
 
     path, seconds, batch_size = Path(task["path"]), task["seconds"], task["batch_size"]
@@ -266,8 +268,8 @@ def child_training(task: dict[str, Any]) -> dict[str, Any]:
     store (chunk shuffle, ``ooc.batches`` with its prefetch and hints, cold), same model and batch."""
     import numpy as np
 
-    from ooc.batching import batches
     from ooc.benchmark.measure import evict_from_page_cache
+    from ooc.loader import batches
     from ooc.models import Task, resolve_model
     from ooc.stores import MemoryStore, open_store
 
@@ -334,7 +336,6 @@ def copies_for(bytes_per_copy: int, limit: int, factor: float) -> int:
 def train_bytes(path: Path) -> int:
     """Stored bytes of a store's train split: its allocated bytes on disk × the train split's share of
     the samples (each copy of every split is stored alike)."""
-    from ooc.formats.base import disk_usage
     from ooc.stores import open_store
 
     store = open_store(path)
@@ -426,7 +427,8 @@ def measure_out_of_core(
 def _passes(store, *, quality: bool) -> list[tuple]:
     """(name, shuffle, hints, chunks per stretch, chunks cached) of each pass over ``store``; the
     layout the quality tables use also reads sequentially and at every stretch size."""
-    from ooc.formats.base import CACHE_CHUNKS, SHUFFLE_BUFFER_CHUNKS
+    from ooc.formats.chunked import CACHE_CHUNKS
+    from ooc.sampling import SHUFFLE_BUFFER_CHUNKS
 
     default = (SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS)
     passes = [("chunk", "chunk", True, *default), ("chunk_no_read_ahead", "chunk", False, *default)]
@@ -442,7 +444,6 @@ def _passes(store, *, quality: bool) -> list[tuple]:
 def _reads_row(fmt, path, store, copies, memory_limit, reads, progress):
     """The ``OutOfCore`` row of a layout's read passes (stored bytes per sample: the store's own)."""
     from ooc.benchmark.rows import OutOfCore
-    from ooc.formats.base import disk_usage
 
     p, disk = reads["passes"], reads["disk_mb_per_second"]
     n, stored = store.num_samples("train"), train_bytes(path)
@@ -519,7 +520,8 @@ def quality_tables(
     (one copy: the copies of a larger store mix alike) with the store's chunk size, beside the reads/s
     measured out of core on ``store`` and the decoded-chunk cache's size."""
     from ooc.benchmark.shuffle_quality import ORDERS, expected_global_tv, shuffle_quality
-    from ooc.formats.base import CACHE_CHUNKS, SHUFFLE_BUFFER_CHUNKS
+    from ooc.formats.chunked import CACHE_CHUNKS
+    from ooc.sampling import SHUFFLE_BUFFER_CHUNKS
     from ooc.sources import as_source
     from ooc.stores import MemoryStore
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from ooc.batching import epoch_batches
 from ooc.benchmark import report as reports
 from ooc.benchmark.measure import PeakRSS, evict_from_page_cache
 from ooc.benchmark.out_of_core import measure_out_of_core, out_of_core_formats
@@ -33,8 +32,10 @@ from ooc.benchmark.rows import Conversion, ReadPass, Row, Training, summary, to_
 from ooc.convert import convert, remove_store
 from ooc.errors import OptionError
 from ooc.formats import FORMATS, get_format
-from ooc.formats.base import Store, disk_usage
+from ooc.formats.base import Store
 from ooc.formats.text import DELIMITERS
+from ooc.fs import disk_usage
+from ooc.sampling import epoch_batches
 from ooc.sources import as_source
 from ooc.stores import MemoryStore, open_store
 

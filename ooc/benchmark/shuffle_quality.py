@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ooc.batching import epoch_batches
-from ooc.formats.base import SHUFFLE_BUFFER_CHUNKS
+from ooc.sampling import SHUFFLE_BUFFER_CHUNKS, epoch_batches
 
 ORDERS = ("stored", "class-sorted")
 

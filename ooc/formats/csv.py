@@ -295,7 +295,7 @@ class Store(_Store):
                 f"check the store with `ooc verify {self.path}`, {fix}"
             )
 
-    def _read_sorted(self, split, indices):
+    def _read_sorted(self, split, indices, state):
         """All files of the batch parsed by the compiled parser; what it declines goes to pyarrow,
         and a file neither parses is read alone, which names the culprit."""
         dtype, (rows, columns) = self.schema.dtype, grid(self.sample_shape)

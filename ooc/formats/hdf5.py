@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ooc.direct_io import read_into
+from ooc.direct_io import advise_will_need, read_into
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, advise_will_need
+from ooc.formats.base import LayoutOptions
 from ooc.formats.base import Writer as _Writer
+from ooc.formats.chunked import ChunkedStore
 
 NAME = "hdf5"
 FILE_NAME = "data.h5"

@@ -16,10 +16,11 @@ import zlib
 
 import numpy as np
 
-from ooc.direct_io import read_into
+from ooc.direct_io import advise_will_need, read_into
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, advise_will_need
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
 from ooc.formats.base import Writer as _Writer
+from ooc.formats.chunked import ChunkedStore
 
 # what np.load raises on a damaged file: a header it cannot parse falls back on tokenize, which has its own
 HEADER_ERRORS = (OSError, ValueError, SyntaxError, tokenize.TokenError)
@@ -247,25 +248,15 @@ class Store(ChunkedStore):
         unit = CHECK_UNIT * array.strides[0]
         advise_will_need(array.filename, [(array.offset + c * unit, unit) for c in chunk_ids])
 
-    def will_need(self, split, indices):
-        """Units read whole are read ahead whole (``ChunkedStore``), the pages of scattered rows one by one."""
-        indices = np.asarray(indices, dtype=np.int64)
-        units, hits = np.unique(indices // CHECK_UNIT, return_counts=True)
-        if len(units) > self.cache_chunks and self.gather_window():
-            return super().will_need(split, indices)  # a global shuffle: gathered a window at a time
-        scattered = np.isin(indices // CHECK_UNIT, units[hits * ROWS_PER_HIT < CHECK_UNIT])
-        super().will_need(split, indices[~scattered])
+    def _advise_points(self, split, indices):
+        """The pages of scattered rows, one by one (units read whole are read ahead whole)."""
         array = self._map(split, "x")
         row, page = array.strides[0], mmap.PAGESIZE
-        starts = array.offset + np.unique(indices[scattered]) * row
+        starts = array.offset + np.unique(indices) * row
         first, last = starts // page * page, (starts + row + page - 1) // page * page
         advise_will_need(array.filename, list(zip(first.tolist(), (last - first).tolist())))
 
     def _unit_rows(self, split, start, stop):
-        with self._chunk_lock:
-            cached = self._chunk_cache.get((split, start // CHECK_UNIT))
-        if cached is not None:  # read whole a moment ago: check the bytes the batch was cut from
-            return cached
         array = self._map(split, "x")  # a view of the map: the CRC reads the pages, no copy
         row = array.strides[0]  # one read-ahead of the unit's bytes, not a page fault a page
         advise_will_need(array.filename, [(array.offset + start * row, (stop - start) * row)])

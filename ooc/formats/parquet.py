@@ -27,8 +27,9 @@ import json
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, Resumable
+from ooc.formats.base import LayoutOptions, Resumable
 from ooc.formats.base import Writer as _Writer
+from ooc.formats.chunked import ChunkedStore
 from ooc.fs import is_remote
 
 NAME = "parquet"
@@ -317,9 +318,10 @@ class Store(ChunkedStore):
         ]
         return max(sizes, default=None)
 
-    def _fetch_chunks(self, split, chunk_ids, size, count):
+    def _read_chunks(self, split, chunk_ids):
+        size, count = self.chunk_size, self.num_samples(split)
         if not is_remote(self.path) or (len(chunk_ids) < 2 and self.cache is None):
-            return super()._fetch_chunks(split, chunk_ids, size, count)
+            return None
         # remote: the byte ranges of every missing row group fetched concurrently (adjacent ones
         # merged), then decoded by pyarrow from memory with the footer already read
         metadata, path = self._file(split).metadata, file_path(self.path, split)

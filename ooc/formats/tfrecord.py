@@ -35,8 +35,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
 from ooc.formats.base import Writer as _Writer
+from ooc.formats.chunked import ChunkedStore
 from ooc.schema import SAMPLE_DTYPES, Schema
 
 NAME = "tfrecord"
@@ -385,9 +386,9 @@ class Store(ChunkedStore):
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     # uncompressed: one pread per run of adjacent records ----------------------------------------------
-    def _read_sorted(self, split, indices):
+    def _read_sorted(self, split, indices, state):
         if self.options["compression"] == "gzip":
-            return super()._read_sorted(split, indices)
+            return super()._read_sorted(split, indices, state)
         index = self._index_of(split)
         shard_of = indices // self.shard_size
         breaks = np.flatnonzero((np.diff(indices) != 1) | (np.diff(shard_of) != 0)) + 1

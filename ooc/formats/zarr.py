@@ -27,10 +27,12 @@ import zlib
 
 import numpy as np
 
-from ooc.direct_io import read_file
+from ooc.direct_io import advise_will_need, read_file
 from ooc.errors import CorruptStoreError
-from ooc.formats.base import ChunkedStore, LayoutOptions, ParallelParts, Resumable, advise_will_need
+from ooc.formats import integrity
+from ooc.formats.base import LayoutOptions, ParallelParts, Resumable
 from ooc.formats.base import Writer as _Writer
+from ooc.formats.chunked import ChunkedStore
 from ooc.fs import is_remote
 from ooc.manifest import checksum_size
 
@@ -331,14 +333,15 @@ class Store(ChunkedStore):
         chunks = tuple(f"{split}/x/c/" for split in self.splits)
         return max((size for name, size in sizes.items() if name.startswith(chunks)), default=None)
 
-    def _fetch_chunks(self, split, chunk_ids, size, count):
+    def _read_chunks(self, split, chunk_ids):
+        size, count = self.chunk_size, self.num_samples(split)
         if self.cache is not None and is_remote(self.path):
             if split not in self._cache_decoders:  # None: codecs ooc does not write, read through zarr
                 self._cache_decoders[split] = _decoder(self._array(split, "x"))
             if (decode := self._cache_decoders[split]) is not None:
                 return self._fetch_through_cache(split, chunk_ids, size, count, decode)
         if not is_remote(self.path) or len(chunk_ids) < 2:
-            return super()._fetch_chunks(split, chunk_ids, size, count)
+            return None
         # remote: every missing chunk in one orthogonal selection, which zarr fetches concurrently
         array = self._array(split, "x")
         for c in chunk_ids:
@@ -375,7 +378,9 @@ class Store(ChunkedStore):
                 raise data
             if names[c] in files and checksum(data) != files[names[c]]:
                 samples = self._samples_with(split, c * size)
-                raise self._checksum_error(split, samples, f"{checksum(data)}, recorded {files[names[c]]}")
+                raise integrity.checksum_error(
+                    self, split, samples, f"{checksum(data)}, recorded {files[names[c]]}"
+                )
             self.cache.put(key, names[c], data)
             blobs[c] = data
         return {c: decode(blobs[c])[: min((c + 1) * size, count) - c * size] for c in chunk_ids}
