@@ -4,17 +4,16 @@ Convert a dataset to an on-disk layout (``convert``), open any layout behind one
 (``open_store``), iterate over shuffled batches (``batches``) and train (``ooc.train.train``).
 """
 
-__version__ = "0.1.0"
-
-from ooc.adopt import adopt  # noqa: E402
-from ooc.convert import convert  # noqa: E402
-from ooc.errors import OocError  # noqa: E402
-from ooc.formats import FORMATS, get_format  # noqa: E402
-from ooc.keras_data import as_pydataset, as_tf_dataset  # noqa: E402
-from ooc.loader import batches  # noqa: E402
-from ooc.resumable_fit import resumable_fit  # noqa: E402
-from ooc.sampling import epoch_batches  # noqa: E402
-from ooc.stores import MemoryStore, open_store  # noqa: E402
+from ooc.adopt import adopt
+from ooc.convert import convert
+from ooc.core.version import __version__  # noqa: F401
+from ooc.errors import OocError
+from ooc.formats import FORMATS, get_format
+from ooc.keras_data import as_pydataset, as_tf_dataset
+from ooc.loader import batches
+from ooc.resumable_fit import resumable_fit
+from ooc.sampling import epoch_batches
+from ooc.stores import MemoryStore, open_store
 
 __all__ = [
     "FORMATS",

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ooc import __version__
-from ooc.errors import StoreExistsError
+from ooc.core.version import __version__
+from ooc.errors import OptionError, StoreExistsError
+from ooc.formats.csv import as_text
 from ooc.manifest import CHECKSUM_ALGORITHM, MANIFEST_NAME, file_checksum, write_manifest
 from ooc.schema import TargetTally
 from ooc.sources.base import DEFAULT_TEST_FRACTION, Carved
@@ -101,8 +102,6 @@ def _split_files(source: RecipeSource, *, test_fraction, seed) -> dict[str, tupl
     """Each split's source entry and the rows of it the split holds."""
     if "test" in source.splits:
         if test_fraction is not None:
-            from ooc.errors import OptionError
-
             raise OptionError(f"--test-fraction: {source.path} has a test split of its own; drop the option")
         return {split: (source.files[split], np.arange(source.num_samples(split))) for split in source.splits}
     carved = Carved(source, test_fraction=test_fraction or DEFAULT_TEST_FRACTION, seed=seed)
@@ -110,7 +109,6 @@ def _split_files(source: RecipeSource, *, test_fraction, seed) -> dict[str, tupl
 
 
 def _write_targets(root: Path, split: str, names: np.ndarray, values: np.ndarray) -> Path:
-    from ooc.formats.csv import as_text
 
     path = root / f"ooc_{split}_target.csv"  # target.csv and test_target.csv, if there, are the user's
     if path.exists():

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ooc.errors import CheckpointError, WriteError
+from ooc.remote import is_url
 
 STATE_NAME = "state.json"
 CHECKPOINT_VERSION = 1
@@ -73,7 +74,6 @@ class Progress:
 
 def store_identity(store) -> dict[str, Any]:
     """The store part of a checkpoint's config: format, absolute path, train samples, options, source checksum."""
-    from ooc.remote import is_url
 
     path = store.path if is_url(store.path) else Path(store.path)  # a URL stays as it is
     return {

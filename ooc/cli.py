@@ -16,17 +16,27 @@ from enum import StrEnum
 
 import typer
 
-from ooc import __version__
+from ooc.adopt import adopt as run_adopt
+from ooc.checkpoint import resume_command
+from ooc.convert import convert as run_convert
 from ooc.core.startup import import_tensorflow_quietly
 from ooc.core.units import parse_bytes
-from ooc.errors import OocError, OptionError, UnknownFormatError
-from ooc.formats import FORMATS, get_format
+from ooc.core.version import __version__
+from ooc.errors import ConversionInterrupted, OocError, OptionError, UnknownFormatError
+from ooc.formats import FORMATS, get_format, layouts
+from ooc.formats.base import ParallelParts
+from ooc.formats.text import DELIMITERS
 from ooc.fs import disk_usage
 from ooc.models import MODELS
-from ooc.remote import is_url
+from ooc.progress import Reporter, rate_text, took
+from ooc.remote import is_url, location, parse_storage_options
 from ooc.sampling import SHUFFLE_MODES
 from ooc.schema import TARGET_KINDS
-from ooc.train import LOOPS, LR_SCHEDULES, ON_ERROR
+from ooc.sources import SourceOptions, open_source, parse_shape, parse_size
+from ooc.stores import MemoryStore, open_store
+from ooc.train import LOOPS, LR_SCHEDULES, ON_ERROR, TrainConfig
+from ooc.train import train as run_train
+from ooc.verify import verify as run_verify
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -62,10 +72,28 @@ Loop = _enum("Loop", LOOPS)
 LrSchedule = _enum("LrSchedule", LR_SCHEDULES)
 OnError = _enum("OnError", ON_ERROR)
 Model = _enum("Model", MODELS)
-# every layout's compressions (importing the layouts to ask would slow every command; a test keeps
-# this in step); whether one applies to --format is checked by the layout, with its own message
-Delimiter = _enum("Delimiter", ("comma", "whitespace", "tab", "semicolon"))  # ooc.formats.text.DELIMITERS
-Compression = _enum("Compression", ["none", "gzip", "lzf", "zstd", "blosc", "snappy"])
+Delimiter = _enum("Delimiter", DELIMITERS)
+# what the layouts declare (``OPTIONS``, their writers' capabilities), said in the options' help;
+# whether a compression applies to --format is checked by the layout, with its own message
+Compression = _enum(
+    "Compression", dict.fromkeys(c for n in FORMATS for c in get_format(n).OPTIONS.compressions)
+)
+COMPRESSION_HELP = "; ".join(
+    f"{n}: {', '.join(o.compressions)}" for n in FORMATS if len((o := get_format(n).OPTIONS).compressions) > 1
+)
+CHUNKED = ", ".join(layouts(lambda m: m.OPTIONS.default_chunk_size is not None))
+SHARDED = {
+    n: get_format(n).OPTIONS.default_shard_size for n in layouts(lambda m: m.OPTIONS.default_shard_size)
+}
+REMOTE = layouts(lambda m: m.OPTIONS.remote)
+
+
+def _listed(names: list[str], last: str) -> str:
+    """``a, b and c`` (``last``: "and" or "or")."""
+    return f" {last} ".join(", ".join(names).rsplit(", ", 1))
+
+
+PARALLEL = ", ".join(layouts(lambda m: issubclass(m.Writer, ParallelParts)))
 
 
 def choice(enum: type[StrEnum], **option) -> typer.models.OptionInfo:
@@ -115,7 +143,6 @@ QUIET_HELP = "no progress on stderr (the result and errors still print)"
 
 
 def _reporter(quiet: bool):
-    from ooc.progress import Reporter
 
     return Reporter(quiet=quiet or _State.quiet)
 
@@ -126,8 +153,8 @@ def convert(
     out: Annotated[
         Optional[str],
         typer.Option(
-            help="store directory, or for zarr and parquet a URL: s3://bucket/mnist.zarr [default: "
-            "data/FORMAT]"
+            help=f"store directory, or for {_listed(REMOTE, 'and')} a URL: s3://bucket/mnist.zarr "
+            "[default: data/FORMAT]"
         ),
     ] = None,
     source: Annotated[
@@ -200,17 +227,19 @@ def convert(
     ] = None,
     chunk_size: Annotated[
         Optional[int],
-        typer.Option(help="samples per chunk (chunked layouts: hdf5, zarr, parquet row groups)"),
+        typer.Option(help=f"samples per chunk (chunked layouts: {CHUNKED}; parquet: row groups)"),
     ] = None,
     shard_size: Annotated[
-        Optional[int], typer.Option(help="samples per file (tfrecord) [default: 4096]")
+        Optional[int],
+        typer.Option(
+            help=f"samples per file ({', '.join(SHARDED)}) [default: {', '.join(map(str, SHARDED.values()))}]"
+        ),
     ] = None,
     compression: Annotated[
         Optional[str],
         choice(
             Compression,
-            help="hdf5: none, gzip, lzf; zarr: none, zstd, blosc, gzip; parquet: none, snappy, zstd, gzip; "
-            "tfrecord: none, gzip",
+            help=COMPRESSION_HELP,
         ),
     ] = None,
     dtype: Annotated[
@@ -252,10 +281,7 @@ def convert(
     ] = None,
     jobs: Annotated[
         int,
-        typer.Option(
-            help="write with N local processes (csv, zarr, npy, tfrecord): the same files as one process "
-            "writes"
-        ),
+        typer.Option(help=f"write with N local processes ({PARALLEL}): the same files as one process writes"),
     ] = 1,
     dask: Annotated[
         Optional[str],
@@ -268,9 +294,6 @@ def convert(
 ):
     """Convert a dataset (default: the bundled MNIST) to an on-disk layout; run again, it resumes an interrupted
     conversion."""
-    from ooc.convert import convert as run_convert
-    from ooc.errors import ConversionInterrupted
-    from ooc.sources import SourceOptions, parse_shape, parse_size
 
     out = _location(out, storage_option) if out else DATA_DIR / format
     if format in FORMATS and get_format(format).OPTIONS.needs_tensorflow:
@@ -333,7 +356,6 @@ def convert(
 
 def _conversion_rate(out, manifest: dict) -> str:
     """``5,321 samples/s, 4.2 MB/s``: the samples this run wrote, and its share of the store's bytes."""
-    from ooc.progress import rate_text
 
     total = sum(info["count"] for info in manifest["splits"].values())
     written = total - sum(manifest.get("resumed", {}).values())
@@ -346,7 +368,6 @@ def _conversion_rate(out, manifest: dict) -> str:
 
 def _location(path: str, storage_option: list[str] | None):
     """A local path, or a URL carrying its storage options (``ooc.remote``)."""
-    from ooc.remote import location, parse_storage_options
 
     return location(path, parse_storage_options(storage_option))
 
@@ -388,7 +409,6 @@ def adopt(
     ] = None,
 ):
     """Make a csv store of per-sample CSV files where they are: writes the manifest and checksums, no sample."""
-    from ooc.adopt import adopt as run_adopt
 
     started = time.perf_counter()
     manifest = run_adopt(
@@ -425,7 +445,6 @@ def verify(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ):
     """Re-read every file of a store and check it against the manifest's checksums; exit 1 on any problem."""
-    from ooc.verify import verify as run_verify
 
     with _reporter(quiet) as reporter:
         report = run_verify(_location(path, storage_option), quick=quick, progress=reporter.verification())
@@ -462,7 +481,6 @@ def info(
     ] = None,
 ):
     """Show what is in a store: format, splits, counts, dtype, chunking, compression, size."""
-    from ooc.stores import open_store
 
     store = open_store(_location(path, storage_option))
     m = store.manifest
@@ -516,8 +534,8 @@ def train(
     path: Annotated[
         Optional[str],
         typer.Option(
-            help="store directory, or a URL of a zarr or parquet store: s3://bucket/mnist.zarr [default: "
-            "data/STORE]"
+            help=f"store directory, or a URL of a {_listed(REMOTE, 'or')} store: s3://bucket/mnist.zarr "
+            "[default: data/STORE]"
         ),
     ] = None,
     storage_option: Annotated[
@@ -596,11 +614,6 @@ def train(
     ] = "raise",
 ):
     """Train a model on batches streamed from a store; the loss follows the store's target kind."""
-    from ooc.checkpoint import resume_command
-    from ooc.sources import open_source
-    from ooc.stores import MemoryStore, open_store
-    from ooc.train import TrainConfig
-    from ooc.train import train as run_train
 
     import_tensorflow_quietly()
     options = dict(
@@ -740,9 +753,9 @@ def bench(
     ] = False,
 ):
     """Measure every layout (size, conversion, reading, training, memory) and write a report."""
+    # deferred: the benchmark (its report, plots) loads for `ooc bench` alone
     from ooc.benchmark.report import recommendation, summary_table
     from ooc.benchmark.run import run_bench
-    from ooc.sources import SourceOptions
 
     import_tensorflow_quietly()
     command = "ooc " + " ".join(sys.argv[1:])
@@ -759,6 +772,7 @@ def bench(
         command=command,
     )
     if memory_limit is not None:
+        # deferred: the benchmark loads for `ooc bench` alone
         from ooc.benchmark.report import out_of_core_section
         from ooc.benchmark.run import run_out_of_core_bench
 
@@ -793,7 +807,6 @@ def bench(
     print()
     print(recommendation(report))
     print(f"\nreport: {out / 'report.md'}, {out / 'report.json'}, plots in {out}")
-    from ooc.progress import took
 
     measured = [r.name for r in report["results"] if r.kind == "store"]
     print(

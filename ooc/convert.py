@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ooc import __version__
+from ooc.core.version import __version__
 from ooc.errors import ConversionInterrupted, OocError, OptionError, WriteError
 from ooc.formats import get_format
 from ooc.formats.base import ParallelParts

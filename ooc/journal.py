@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ooc import remote
 from ooc.errors import OocError, StoreExistsError, WriteError
 from ooc.formats.base import Resumable
 from ooc.fs import is_remote
@@ -104,8 +105,6 @@ def intact(out: Path, files: dict[str, str]) -> bool:
 def checksums(out: Path, journal: dict[str, Any]) -> dict[str, str]:
     """Every file of the finished store: the journal's checksum where it has one, else computed now."""
     if is_remote(out):  # every object read back once, many at a time
-        from ooc import remote
-
         with naming(lambda: out):
             return remote.checksums(
                 out, [name for name in remote.list_files(out) if not is_bookkeeping(name)]
@@ -133,8 +132,6 @@ def write_journal(out: Path, journal: dict[str, Any]) -> None:
     """Replace the journal atomically: a reader (or a resumed run) sees the old one or the new one."""
     path = out / PARTIAL_NAME
     if is_remote(out):  # one PUT replaces the object whole
-        from ooc import remote
-
         with naming(lambda: path):
             remote.write_bytes(path, (json.dumps(journal) + "\n").encode("utf-8"))
         return

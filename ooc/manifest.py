@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ooc import remote
 from ooc.core.checksums import CHECKSUM_ALGORITHM, checksum_size, data_checksum, file_checksum  # noqa: F401  (the manifest's forms)
 from ooc.errors import CorruptStoreError, StoreNotFoundError
 from ooc.fs import is_remote, write_atomic
@@ -120,7 +121,6 @@ def read_manifest_signed(store_path: str | os.PathLike) -> tuple[dict[str, Any],
 
 def _read_remote(path: URL) -> bytes:
     """The manifest object's bytes; the errors say what is there instead, like the local ones."""
-    from ooc import remote
 
     try:
         return remote.read_bytes(manifest_path(path))

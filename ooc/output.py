@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ooc import fs
+from ooc import fs, remote
 from ooc.errors import OptionError, StoreBusyError, StoreExistsError, WriteError
 from ooc.formats import require_local_unless_remote
 from ooc.journal import JOURNAL_VERSION, naming
@@ -166,7 +166,6 @@ def remove_remote(out: URL, *, overwrite: bool) -> None:
     """Make ``out`` free for a new store: refuse anything ooc did not write there, and an existing
     store or interrupted conversion without ``overwrite``. A remote conversion is not resumed: one
     interrupted restarts with --overwrite. Returns None (no journal to resume)."""
-    from ooc import remote
 
     try:
         names = remote.list_files(out)

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from ooc.cache import ChunkCache, needed_bytes
 from ooc.core.units import human_bytes, parse_bytes
 from ooc.errors import CorruptStoreError, FormatMismatchError, OptionError
 from ooc.formats import FORMATS, get_format, require_local_unless_remote
@@ -82,7 +83,6 @@ def _cache_options(path, cache_dir, cache_size) -> int:
 
 def _cache_for(store: Store, cache_dir, cache_size: int):
     """The store's ``ChunkCache``, once the size is known to hold a stretch of its largest units."""
-    from ooc.cache import ChunkCache, needed_bytes
 
     largest = store.largest_unit()
     if largest is None:

@@ -25,10 +25,13 @@ from ooc.checkpoint import (
     store_identity,
     write_error,
 )
+from ooc.distributed import DistributedStep, local_predict, strategy_from_env, strategy_name, worker_rank
 from ooc.errors import CorruptStoreError, OptionError, TrainingDiverged, TrainingInterrupted
 from ooc.formats.base import ReadState, Store
+from ooc.keras_data import as_pydataset
 from ooc.loader import batch_plan, hint_ahead, read_ahead
 from ooc.models import MODELS, Task, model_name, resolve_model
+from ooc.progress import duration
 from ooc.sampling import SHUFFLE_MODES, split_sizes
 
 LR_SCHEDULES = ("cosine", "constant")
@@ -535,14 +538,12 @@ class _Cluster:
                 raise OptionError(
                     f"strategy must be a tf.distribute strategy, None or 'auto', got {strategy!r}"
                 )
-            from ooc.distributed import strategy_from_env
 
             strategy = (
                 strategy_from_env()
             )  # before TensorFlow runs anything: collective ops are set up at start-up
         if strategy is None:
             return cls(None)
-        from ooc.distributed import strategy_name, worker_rank
 
         rank, workers = worker_rank(strategy)
         if config.loop != "train_on_batch":
@@ -587,7 +588,6 @@ class _Cluster:
         """The loop's distributed pieces (step, shard, predict), or none."""
         if self.strategy is None:
             return {}
-        from ooc.distributed import DistributedStep, local_predict, strategy_name
 
         local_batch = split_sizes(config.batch_size, self.workers)[0]
         log(
@@ -604,7 +604,6 @@ class _Cluster:
     def report(self) -> dict[str, Any]:
         if self.strategy is None:
             return {}
-        from ooc.distributed import strategy_name
 
         return {
             "distribution": {
@@ -618,7 +617,6 @@ class _Cluster:
 
 def _log_epoch(log, record, history, epochs):
     """The epoch's line; its run ETA is the epochs left at the mean time of those done (training time)."""
-    from ooc.progress import duration
 
     metric = "mae" if "mae" in record else "accuracy"
     val = (
@@ -830,7 +828,6 @@ def _epochs_with_fit(run: _Epochs) -> list[dict]:
     train_on_batch loop. Checkpoints every ``checkpoints.every`` batches and at epoch ends; fit cannot
     start an epoch at a batch, so a run resumed mid-epoch trains the rest of that epoch step by step
     (``train_on_batch``, fit's own step: the same weights) and lets fit go on from the next epoch."""
-    from ooc.keras_data import as_pydataset
 
     config = run.config
     if run.p.epoch >= config.epochs:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ooc import remote
 from ooc.errors import OocError
 from ooc.fs import is_remote
 from ooc.manifest import (
@@ -35,6 +36,7 @@ from ooc.manifest import (
     read_manifest,
 )
 from ooc.remote import URL, location
+from ooc.stores import open_store
 
 QUICK_SHARE, QUICK_MIN = 0.05, 3
 
@@ -155,7 +157,6 @@ def _verify(path, *, quick, rng, progress) -> Report:
 def _check_claims(path, report: Report) -> None:
     """The manifest against the data files (``open_store``'s checks) and every label against its
     classes: a manifest edited consistently (its own checksum recomputed) is caught here."""
-    from ooc.stores import open_store
 
     try:
         with open_store(path) as store:
@@ -211,7 +212,6 @@ def _verify_remote(
 ) -> Report:
     """The same checks on a store in object storage: sizes from one listing, checksums of the
     objects fetched many at a time."""
-    from ooc import remote
 
     try:
         present = remote.list_files(path)

@@ -321,3 +321,25 @@ def test_the_global_shuffle_is_gathered_a_window_ahead_and_changes_no_batch(layo
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(hinted, plain))
     assert sum(gathered) >= 128 and sum(gathered) % 128 == 0  # whole windows of 128 distinct samples
     assert len(chunk_reads) < sum(len(b) for b in plan)  # fewer chunk reads than samples
+
+
+@pytest.mark.parametrize("layout", ["hdf5", "zarr"])
+def test_two_iterators_over_one_store_share_no_read_ahead_state(layout, store_dirs):
+    """Training and validation each read through their own ReadState: neither evicts, hints or gathers
+    for the other, and the store's own state (plain reads) is left alone; closing one ends its threads."""
+    with ooc.open_store(store_dirs[layout]) as store:
+        train = ooc.batches(store, "train", batch_size=16, shuffle="chunk", seed=1, prefetch=2)
+        test = ooc.batches(store, "test", batch_size=16, prefetch=2)
+        first_train, first_test = next(train), next(test)
+        assert train._state is not test._state and store._state not in (train._state, test._state)
+        assert {split for split, _ in train._state.chunks} | {split for split, _ in train._state.ahead} == {
+            "train"
+        }
+        assert {split for split, _ in test._state.chunks} == {"test"}
+        assert not store._state.chunks and not store._state.ahead
+        expected = store.read("train", batch_plan(store, "train", batch_size=16, shuffle="chunk", seed=1)[0])
+        assert np.array_equal(first_train[0], expected[0]) and np.array_equal(first_train[1], expected[1])
+        assert np.array_equal(first_test[0], store.read("test", np.arange(16))[0])
+        train.close()
+        assert train._state._pool is None
+        test.close()

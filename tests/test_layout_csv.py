@@ -9,8 +9,8 @@ import pytest
 
 import ooc
 from ooc.errors import CorruptStoreError
+from ooc.testing import LayoutTests
 
-from conformance import LayoutTests
 from conftest import LIMIT, expected_x
 
 

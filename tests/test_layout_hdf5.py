@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance import LayoutTests
+from ooc.testing import LayoutTests
 
 
 class TestHdf5(LayoutTests):

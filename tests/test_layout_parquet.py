@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from conformance import LayoutTests
+from ooc.testing import LayoutTests
 
 
 class TestParquet(LayoutTests):

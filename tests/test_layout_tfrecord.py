@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conformance import LayoutTests
+from ooc.testing import LayoutTests
 
 
 class TestTfrecord(LayoutTests):

@@ -7,8 +7,8 @@ import pytest
 
 import ooc
 from ooc.errors import CorruptStoreError
+from ooc.testing import LayoutTests
 
-from conformance import LayoutTests
 from conftest import LIMIT, MNIST, expected_x
 
 

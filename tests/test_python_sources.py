@@ -16,8 +16,7 @@ import ooc
 import ooc.convert
 from ooc.errors import OptionError, SourceError
 from ooc.sources import SourceOptions, as_source
-
-from conformance import DATA_KINDS, make_arrays
+from ooc.testing import DATA_KINDS, make_arrays
 
 FORMATS = ("zarr", "npy")
 IN_ORDER = SourceOptions(order="source")

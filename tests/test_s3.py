@@ -25,10 +25,10 @@ from ooc.errors import (
 from ooc.remote import URL, location, parse_storage_options
 from ooc.verify import verify
 
-from conftest import BUCKET, LIMIT, MNIST
+from conftest import BUCKET, LIMIT, MNIST, REMOTE_LAYOUTS
 
 
-@pytest.mark.parametrize("fmt", ["zarr", "parquet"])
+@pytest.mark.parametrize("fmt", REMOTE_LAYOUTS)
 def test_remote_store_reads_the_same_batches_as_local(fmt, remote_stores, store_dirs):
     rng = np.random.default_rng(0)
     with ooc.open_store(remote_stores[fmt]) as remote, ooc.open_store(store_dirs[fmt]) as local:

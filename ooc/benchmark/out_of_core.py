@@ -36,9 +36,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ooc.benchmark.measure import evict_from_page_cache
+from ooc.benchmark.rows import OutOfCore
+from ooc.benchmark.shuffle_quality import ORDERS, expected_global_tv, shuffle_quality
+from ooc.convert import convert, remove_store
+from ooc.core.startup import import_tensorflow_quietly
 from ooc.core.units import human_bytes
 from ooc.errors import OocError, OptionError
+from ooc.formats import FORMATS, get_format
+from ooc.formats.base import ParallelParts
+from ooc.formats.chunked import CACHE_CHUNKS
 from ooc.fs import disk_usage
+from ooc.loader import batches, hint_ahead, read_ahead
+from ooc.models import Task, resolve_model
+from ooc.sampling import SHUFFLE_BUFFER_CHUNKS, epoch_batches
+from ooc.sources import as_source
+from ooc.stores import MemoryStore, open_store
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 TRAINING_SUBSET = 10_000  # samples of the in-memory side of the training ratio
@@ -48,7 +61,6 @@ DIRECT_BLOCK = 8 << 20  # bytes per O_DIRECT read
 def out_of_core_formats() -> tuple[str, ...]:
     """The layouts that declare themselves read out of core (``LayoutOptions.out_of_core``); asked in
     the parent only: a child imports no layout it does not read, its memory is what is measured."""
-    from ooc.formats import FORMATS, get_format
 
     return tuple(sorted(name for name in FORMATS if get_format(name).OPTIONS.out_of_core))
 
@@ -227,10 +239,6 @@ def _timed_pass(batches, seconds: float) -> dict[str, float]:
 def child_reads(task: dict[str, Any]) -> dict[str, Any]:
     """The disk's bandwidth, then each pass of ``task["passes"]`` (name, shuffle, hints, chunks per
     stretch, chunks cached), each cold."""
-    from ooc.benchmark.measure import evict_from_page_cache
-    from ooc.loader import hint_ahead, read_ahead
-    from ooc.sampling import epoch_batches
-    from ooc.stores import open_store
 
     path, seconds, batch_size = Path(task["path"]), task["seconds"], task["batch_size"]
     result: dict[str, Any] = {"passes": {}}
@@ -267,11 +275,6 @@ def child_training(task: dict[str, Any]) -> dict[str, Any]:
     """Seconds per sample of ``train_on_batch`` from in-memory arrays of a subset, then from the
     store (chunk shuffle, ``ooc.batches`` with its prefetch and hints, cold), same model and batch."""
     import numpy as np
-
-    from ooc.benchmark.measure import evict_from_page_cache
-    from ooc.loader import batches
-    from ooc.models import Task, resolve_model
-    from ooc.stores import MemoryStore, open_store
 
     path, seconds, batch_size = Path(task["path"]), task["seconds"], task["batch_size"]
     store = open_store(path)
@@ -317,8 +320,6 @@ def _child_main() -> None:
 
     task = json.loads(sys.argv[1])
     if task["kind"] == "training":
-        from ooc.core.startup import import_tensorflow_quietly
-
         import_tensorflow_quietly()
     result = (child_training if task["kind"] == "training" else child_reads)(task)
     result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -336,7 +337,6 @@ def copies_for(bytes_per_copy: int, limit: int, factor: float) -> int:
 def train_bytes(path: Path) -> int:
     """Stored bytes of a store's train split: its allocated bytes on disk × the train split's share of
     the samples (each copy of every split is stored alike)."""
-    from ooc.stores import open_store
 
     store = open_store(path)
     counts = {split: store.num_samples(split) for split in store.splits}
@@ -387,7 +387,6 @@ def measure_out_of_core(
     quality_layout = "zarr" if "zarr" in chosen else chosen[0]
     for fmt in chosen:
         path, copies = _sized_store(stores_dir, source, fmt, memory_limit, factor, limit, progress)
-        from ooc.stores import open_store
 
         store = open_store(path)
         passes = _passes(store, quality=fmt == quality_layout)
@@ -427,8 +426,6 @@ def measure_out_of_core(
 def _passes(store, *, quality: bool) -> list[tuple]:
     """(name, shuffle, hints, chunks per stretch, chunks cached) of each pass over ``store``; the
     layout the quality tables use also reads sequentially and at every stretch size."""
-    from ooc.formats.chunked import CACHE_CHUNKS
-    from ooc.sampling import SHUFFLE_BUFFER_CHUNKS
 
     default = (SHUFFLE_BUFFER_CHUNKS, CACHE_CHUNKS)
     passes = [("chunk", "chunk", True, *default), ("chunk_no_read_ahead", "chunk", False, *default)]
@@ -443,7 +440,6 @@ def _passes(store, *, quality: bool) -> list[tuple]:
 
 def _reads_row(fmt, path, store, copies, memory_limit, reads, progress):
     """The ``OutOfCore`` row of a layout's read passes (stored bytes per sample: the store's own)."""
-    from ooc.benchmark.rows import OutOfCore
 
     p, disk = reads["passes"], reads["disk_mb_per_second"]
     n, stored = store.num_samples("train"), train_bytes(path)
@@ -519,11 +515,6 @@ def quality_tables(
     """Shuffle quality (mode × order) and the stretch × cache trade-off, on the source's train labels
     (one copy: the copies of a larger store mix alike) with the store's chunk size, beside the reads/s
     measured out of core on ``store`` and the decoded-chunk cache's size."""
-    from ooc.benchmark.shuffle_quality import ORDERS, expected_global_tv, shuffle_quality
-    from ooc.formats.chunked import CACHE_CHUNKS
-    from ooc.sampling import SHUFFLE_BUFFER_CHUNKS
-    from ooc.sources import as_source
-    from ooc.stores import MemoryStore
 
     labels = MemoryStore.from_source(as_source(source), limit=limit).labels("train")
     chunk = store.chunk_size
@@ -583,10 +574,6 @@ def _sized_store(stores_dir: Path, source, fmt: str, limit: int, factor: float, 
     """A store of ``fmt`` whose train split holds at least ``factor`` × ``limit`` stored bytes: one copy
     of the source is converted to measure a copy's bytes, then ``convert --repeat`` the copies needed
     (a store of that many copies of the same source, kept from an earlier run, is reused)."""
-    from ooc.convert import convert, remove_store
-    from ooc.formats import get_format
-    from ooc.formats.base import ParallelParts
-    from ooc.stores import open_store
 
     probe = stores_dir / f"out-of-core-{fmt}-x1"
     remove_store(probe)

@@ -31,10 +31,11 @@ from ooc.benchmark.out_of_core import measure_out_of_core, out_of_core_formats
 from ooc.benchmark.rows import Conversion, ReadPass, Row, Training, summary, to_json
 from ooc.convert import convert, remove_store
 from ooc.errors import OptionError
-from ooc.formats import FORMATS, get_format
+from ooc.formats import FORMATS, get_format, layouts
 from ooc.formats.base import Store
 from ooc.formats.text import DELIMITERS
 from ooc.fs import disk_usage
+from ooc.remote import URL
 from ooc.sampling import epoch_batches
 from ooc.sources import as_source
 from ooc.stores import MemoryStore, open_store
@@ -48,9 +49,8 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     name: [{}, *get_format(name).OPTIONS.bench_variants] for name in FORMATS
 }
 TF_DATA_SHUFFLE_BUFFER = 10_000  # records in tf.data's shuffle buffer for the streaming TFRecord pass
-# Conversion against `convert --jobs`: the layouts of many files whose writing is CPU-bound (csv: text;
-# zarr: compression), default options.
-JOBS_FORMATS = ("csv", "zarr")
+# Conversion against `convert --jobs`: the layouts that declare it (``OPTIONS.bench_jobs``), default options.
+JOBS_FORMATS = tuple(layouts(lambda m: m.OPTIONS.bench_jobs))
 JOBS = (1, 2)
 
 
@@ -177,7 +177,7 @@ def measure_tf_data(
 ) -> dict[str, Any]:
     """Passes over a TFRecord store's train split through its streaming tf.data view (shards
     interleaved, parsed in parallel, shuffled in a buffer), warm and cold: what tf.data users get."""
-    from ooc.formats.tfrecord import tf_dataset
+    from ooc.formats.tfrecord import tf_dataset  # deferred: its pass runs only with TensorFlow
 
     results = {}
     for cold in (False, True):
@@ -230,7 +230,7 @@ def measure_training(
     """One training run; ``cold`` evicts the store's files from the page cache before every epoch."""
     import keras
 
-    from ooc.train import train
+    from ooc.train import train  # deferred: a training child imports Keras only when it trains
 
     keras.backend.clear_session()
     with PeakRSS() as rss:
@@ -874,8 +874,7 @@ def measure_remote_reads(
 ) -> dict[str, Any]:
     """Shuffled reads (chunk and global shuffle, warm) of each local zarr/parquet store, and of the
     same store uploaded to a local S3-compatible server over HTTP, measured back to back."""
-    from ooc.benchmark.s3_server import LocalS3Server
-    from ooc.remote import URL
+    from ooc.benchmark.s3_server import LocalS3Server  # deferred: moto, only with --remote
 
     rows = []
     # explicit options, not the environment: the measurement never touches a real account

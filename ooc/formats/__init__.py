@@ -1,5 +1,12 @@
-"""The table of on-disk layouts: name -> module. Adding a layout is one module and one line here;
-the CLI's choices, the conformance tests and the benchmark read this table."""
+"""The on-disk layouts: the table name -> module, the contract, the read engine, one module per layout.
+
+Belongs here: ``FORMATS`` (adding a layout is one module and one line here: the CLI's choices, the
+conformance suite and the benchmark read the table and the layouts' declarations, ``layouts()``), the
+contract (``base``), what every read checks (``integrity``), the chunk engine (``chunked``,
+``readahead``), the per-sample text parser (``text``) and the layouts. Does not belong here: which
+samples form a batch (``ooc.sampling``), iterating over batches (``ooc.loader``), converting (``ooc.convert``)
+or the benchmark; no layout imports another.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,13 @@ FORMATS: dict[str, str] = {
     "parquet": "ooc.formats.parquet",
     "tfrecord": "ooc.formats.tfrecord",
 }
+
+
+def layouts(declares=lambda module: True) -> list[str]:
+    """The layouts whose module satisfies ``declares`` (e.g. ``lambda m: m.OPTIONS.remote``), in the
+    table's order: what the CLI's choices and help, remote paths and the benchmark read (importing
+    every layout module costs ~20 ms: their storage libraries load at first use)."""
+    return [name for name in FORMATS if declares(get_format(name))]
 
 
 def get_format(name: str) -> ModuleType:

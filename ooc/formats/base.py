@@ -70,6 +70,7 @@ class LayoutOptions:
     # --memory-limit reads it out of core (a layout read at the disk's speed)
     bench_variants: tuple[dict[str, Any], ...] = ()
     out_of_core: bool = False
+    bench_jobs: bool = False  # its conversion timed against --jobs (many files, CPU-bound writing)
 
     def resolve(
         self,

@@ -69,6 +69,7 @@ OPTIONS = LayoutOptions(
     chunking="one file per sample",
     delimiters=tuple(DELIMITERS),
     default_delimiter="whitespace",
+    bench_jobs=True,  # text: CPU-bound
 )
 # dtypes whose every value is a float32 too: the compiled float32 parser reads them exactly
 _VIA_FLOAT32 = ("float32", "uint8", "int8", "uint16", "int16", "bool")

@@ -26,6 +26,7 @@ import json
 
 import numpy as np
 
+from ooc.cache import store_key
 from ooc.errors import CorruptStoreError
 from ooc.formats.base import LayoutOptions, Resumable
 from ooc.formats.base import Writer as _Writer
@@ -351,7 +352,6 @@ class Store(ChunkedStore):
         """(offset, bytes) of the row groups' byte ranges, adjacent ones joined: each row group from
         the cache, else fetched with the others missing (one range request per run of adjacent ones,
         concurrently) and kept. A unit is named by its byte range, so another file never matches."""
-        from ooc.cache import store_key
 
         path, key = file_path(self.path, split), store_key(self.path, self.manifest)
         ranges = {g: _row_group_range(metadata.row_group(g)) for g in chunk_ids}

@@ -27,6 +27,9 @@ import zlib
 
 import numpy as np
 
+from ooc import remote
+from ooc.cache import store_key
+from ooc.core.checksums import data_checksum
 from ooc.direct_io import advise_will_need, read_file
 from ooc.errors import CorruptStoreError
 from ooc.formats import integrity
@@ -44,6 +47,7 @@ OPTIONS = LayoutOptions(
     remote=True,
     bench_variants=({"compression": "none"}, {"chunk_size": 256}),
     out_of_core=True,
+    bench_jobs=True,  # compression: CPU-bound
 )
 
 
@@ -317,8 +321,6 @@ class Store(ChunkedStore):
         if not is_remote(self.path):
             return os.path.exists(path)
         if self._keys is None:  # one listing of the store instead of a request per chunk
-            from ooc import remote
-
             self._keys = set(remote.list_files(self.path))
         return path[len(self.path) + 1 :] in self._keys
 
@@ -327,8 +329,6 @@ class Store(ChunkedStore):
         if files is not None:
             sizes = {name: checksum_size(value) for name, value in files.items()}
         else:
-            from ooc import remote
-
             sizes = remote.list_files(self.path) if is_remote(self.path) else {}
         chunks = tuple(f"{split}/x/c/" for split in self.splits)
         return max((size for name, size in sizes.items() if name.startswith(chunks)), default=None)
@@ -359,9 +359,6 @@ class Store(ChunkedStore):
     def _fetch_through_cache(self, split, chunk_ids, size, count, decode):
         """Chunk objects from the cache, else fetched concurrently (then kept), each checked against
         the manifest's checksum of it, and decoded here (zarr's codecs, without its read path)."""
-        from ooc import remote
-        from ooc.cache import store_key
-        from ooc.manifest import data_checksum as checksum
 
         key, files = store_key(self.path, self.manifest), self.manifest.get("checksums", {}).get("files", {})
         names = {c: self._file_of(split, c * size)[len(self.path) + 1 :] for c in chunk_ids}
@@ -376,10 +373,10 @@ class Store(ChunkedStore):
                 )
             if isinstance(data, BaseException):
                 raise data
-            if names[c] in files and checksum(data) != files[names[c]]:
+            if names[c] in files and data_checksum(data) != files[names[c]]:
                 samples = self._samples_with(split, c * size)
                 raise integrity.checksum_error(
-                    self, split, samples, f"{checksum(data)}, recorded {files[names[c]]}"
+                    self, split, samples, f"{data_checksum(data)}, recorded {files[names[c]]}"
                 )
             self.cache.put(key, names[c], data)
             blobs[c] = data

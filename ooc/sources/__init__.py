@@ -15,8 +15,10 @@ The ``Source`` protocol (what ``ooc.convert`` takes; a hand-made source object m
 Sources that can read any samples (``RandomAccess``: ``read(split, sorted indices)`` and
 ``targets(split)``) can also be shuffled at write time and have a test split carved out.
 
-``open_source`` picks the source for a path: an ooc store, the recipe's CSV folder, an image folder,
-IDX files, ``.npz``, ``.npy`` (with ``targets``), HDF5, a Zarr group, a Parquet or CSV table.
+``open_source`` picks the source for a path by the ordered table ``PATH_SOURCES`` of (detect, open):
+an ooc store, HDF5, a Zarr group, tables per split, the recipe's CSV folder, an image folder, a
+Parquet or CSV table, ``.npy`` (with ``targets``), IDX files, ``.npz``. Belongs here: reading what
+users have, streamed; does not belong here: writing stores (``ooc.formats``) or converting (``ooc.convert``).
 ``as_source`` also takes Python objects (``ooc.sources.python``): ``(x, y)`` numpy arrays,
 ``{"train": ..., "test": ...}``, iterables of ``(x, y)`` chunks, a ``tf.data.Dataset``, a Hugging Face
 ``Dataset`` or ``DatasetDict``.
@@ -33,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ooc.errors import OptionError, SourceError
+from ooc.remote import is_url
 from ooc.schema import TARGET_KINDS, Schema
 from ooc.sources.arrays import ArraySource, NpzSource, open_group, open_npy_pair
 from ooc.sources.base import (
@@ -49,6 +52,7 @@ from ooc.sources.python import ArrayPairs, HuggingFaceSource, python_source
 from ooc.sources.recipe import RecipeSource, is_recipe_folder
 from ooc.sources.stores import StoreSource
 from ooc.sources.table import TableSource, is_table, split_tables
+from ooc.stores import open_store
 
 __all__ = [
     "ArrayPairs",
@@ -242,14 +246,10 @@ def _refuse_foreign_options(source, options: SourceOptions) -> None:
 
 
 def _open_path(path, options: SourceOptions):
-    from ooc.remote import is_url
-
     if path is None:
         _refuse_size(options, "the default MNIST")
         return _mnist(options)
     if is_url(path) or (Path(path) / "ooc.json").is_file():
-        from ooc.stores import open_store
-
         return StoreSource(open_store(path))
     path = Path(path)
     if not path.exists():
@@ -257,47 +257,63 @@ def _open_path(path, options: SourceOptions):
             f"{path}: no such source file; pass --source PATH to an .npz with x_train, y_train, x_test, "
             "y_test"
         )
-    suffix = path.suffix.lower()
-    keys = (options.x, options.y) if options.x and options.y else None
-    if (path.is_dir() and (path / "zarr.json").is_file()) or suffix in (".h5", ".hdf5"):
-        _refuse_size(options, str(path))
-        kind = "hdf5" if suffix in (".h5", ".hdf5") else "zarr"
-        return open_group(
-            path,
-            kind,
-            keys=keys or ("{split}/x", "{split}/y"),
-            raw=options.raw,
-            target_kind=options.target_kind,
-        )
-    if split_tables(path) is not None:  # train.csv (and test.csv): a table per split, not a file per sample
-        return _open_table(path, options)
-    if path.is_dir() and (options.targets is not None or is_recipe_folder(path)):
-        _refuse_size(options, str(path))
-        return RecipeSource.open(
-            path,
-            targets=options.targets,
-            target_kind=options.target_kind,
-            delimiter=options.delimiter,
-            dtype=options.dtype,
-        )
-    if is_image_folder(path):
-        return ImageFolderSource.open(
-            path, size=options.size, color=options.color, need_test=options.test_fraction is None
-        )
+    return next(open_ for detect, open_ in PATH_SOURCES if detect(path, options))(path, options)
+
+
+def _keys(options: SourceOptions, default: tuple[str, str]) -> tuple[str, str]:
+    return (options.x, options.y) if options.x and options.y else default
+
+
+def _is_group(path: Path, options: SourceOptions) -> bool:
+    return (path.is_dir() and (path / "zarr.json").is_file()) or path.suffix.lower() in (".h5", ".hdf5")
+
+
+def _open_group(path: Path, options: SourceOptions):
     _refuse_size(options, str(path))
-    if is_table(path):
-        return _open_table(path, options)
-    if suffix == ".npy":
-        if options.targets is None:
-            raise SourceError(f"{path} holds the samples only: pass their targets with --targets Y.npy")
-        source = open_npy_pair(path, options.targets, raw=options.raw, target_kind=options.target_kind)
-        source.cheap_random_access = True
-        return source
-    if path.is_dir():
-        return IdxSource.open(path)
-    return NpzSource.open(
-        path, keys=keys or ("x_{split}", "y_{split}"), raw=options.raw, target_kind=options.target_kind
+    kind = "hdf5" if path.suffix.lower() in (".h5", ".hdf5") else "zarr"
+    keys = _keys(options, ("{split}/x", "{split}/y"))
+    return open_group(path, kind, keys=keys, raw=options.raw, target_kind=options.target_kind)
+
+
+def _is_recipe(path: Path, options: SourceOptions) -> bool:
+    return path.is_dir() and (options.targets is not None or is_recipe_folder(path))
+
+
+def _open_recipe(path: Path, options: SourceOptions) -> RecipeSource:
+    _refuse_size(options, str(path))
+    return RecipeSource.open(
+        path,
+        targets=options.targets,
+        target_kind=options.target_kind,
+        delimiter=options.delimiter,
+        dtype=options.dtype,
     )
+
+
+def _open_images(path: Path, options: SourceOptions) -> ImageFolderSource:
+    return ImageFolderSource.open(
+        path, size=options.size, color=options.color, need_test=options.test_fraction is None
+    )
+
+
+def _open_npy(path: Path, options: SourceOptions):
+    _refuse_size(options, str(path))
+    if options.targets is None:
+        raise SourceError(f"{path} holds the samples only: pass their targets with --targets Y.npy")
+    source = open_npy_pair(path, options.targets, raw=options.raw, target_kind=options.target_kind)
+    source.cheap_random_access = True
+    return source
+
+
+def _open_idx(path: Path, options: SourceOptions) -> IdxSource:
+    _refuse_size(options, str(path))
+    return IdxSource.open(path)
+
+
+def _open_npz(path: Path, options: SourceOptions) -> NpzSource:
+    _refuse_size(options, str(path))
+    keys = _keys(options, ("x_{split}", "y_{split}"))
+    return NpzSource.open(path, keys=keys, raw=options.raw, target_kind=options.target_kind)
 
 
 def _open_table(path: Path, options: SourceOptions) -> TableSource:
@@ -311,6 +327,21 @@ def _open_table(path: Path, options: SourceOptions) -> TableSource:
         sample_shape=options.sample_shape,
         raw=options.raw,
     )
+
+
+# What a local path is, asked in this order, and how it opens: the first whose test holds. The order
+# matters where two could hold: a folder with train.csv is a table per split, not a recipe folder; a
+# folder of per-sample CSV files is a recipe folder before an image folder; any other folder is IDX.
+PATH_SOURCES = (
+    (_is_group, _open_group),  # a zarr group or an HDF5 file
+    (lambda path, options: split_tables(path) is not None, _open_table),
+    (_is_recipe, _open_recipe),  # one CSV per sample (+ targets)
+    (lambda path, options: is_image_folder(path), _open_images),
+    (lambda path, options: is_table(path), _open_table),
+    (lambda path, options: path.suffix.lower() == ".npy", _open_npy),
+    (lambda path, options: path.is_dir(), _open_idx),
+    (lambda path, options: True, _open_npz),
+)
 
 
 def _refuse_size(options: SourceOptions, what: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ooc.errors import OptionError, SourceError
+from ooc.remote import is_url
 from ooc.sources.arrays import ArraySource, _array_schema
 from ooc.sources.base import SPLITS, RandomAccess
 
@@ -246,7 +247,6 @@ def _check_declared(declared: Declared, shape: tuple[int, ...], what: str) -> No
 
 def _spool_dir(near) -> str:
     """Beside the output (the disk that takes the store takes its spool), or TMPDIR for a URL."""
-    from ooc.remote import is_url
 
     if near is None or is_url(near):
         return tempfile.gettempdir()

@@ -1,6 +1,9 @@
-"""The conformance suite every layout inherits (zarr-python's ``StoreTests`` is the model).
+"""The conformance suite every layout inherits, shipped in the package (as ``zarr.testing.StoreTests``)
+so that a layout written outside ooc runs the whole of it on itself.
 
 A layout's test module holds one small class::
+
+    from ooc.testing import LayoutTests
 
     class TestZarr(LayoutTests):
         format = "zarr"
@@ -9,10 +12,15 @@ A layout's test module holds one small class::
             group = zarr.open_group(path, mode="r")
             return group["train/x"][:n], group["train/y"][:n]
 
-and gets every test below: exact round trips of MNIST and of every data kind (shape × dtype ×
-target) the layout can hold, the one-line refusal of those it cannot, the same batches as memory,
-reads in any order, pickling, damaged files named, interrupted and failed conversions, several
-readers at once. What a layout cannot hold comes from its own ``OPTIONS.dtypes``.
+and its ``conftest.py`` one line, ``pytest_plugins = ["ooc.testing"]`` (the fixtures below: ``mnist``,
+``store_dirs``, ``pool``). It gets every test below: exact round trips of MNIST and of every data kind
+(shape × dtype × target) the layout can hold, the one-line refusal of those it cannot, the same batches
+as memory, reads in any order, pickling, damaged files named, interrupted and failed conversions,
+several readers at once. What a layout cannot hold comes from its own ``OPTIONS.dtypes``; its name
+must be in ``ooc.formats.FORMATS``.
+
+MNIST is the project's ``data/mnist.npz`` (the real one) in a clone of ooc, ``OOC_TEST_MNIST`` if set,
+and otherwise a seeded file of the same layout (uint8 28 × 28, ten classes) made once per process.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -35,13 +46,99 @@ from ooc.errors import (
     StoreExistsError,
     StoreNotFoundError,
     StoreRewrittenError,
+    WriteError,
 )
 from ooc.formats import FORMATS, get_format
-from ooc.manifest import LOCK_NAME, PARTIAL_NAME
+from ooc.manifest import LOCK_NAME, PARTIAL_NAME, write_manifest
 from ooc.schema import SAMPLE_DTYPES
 from ooc.verify import verify
 
-from conftest import LIMIT, MNIST, expected_x
+
+def _mnist_like(path: Path) -> Path:
+    """A seeded stand-in for MNIST in keras' layout, for a suite run outside a clone of ooc."""
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        splits = {"train": 4000, "test": 1000}
+        arrays = {f"x_{s}": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in splits.items()}
+        arrays |= {f"y_{s}": rng.integers(0, 10, n).astype(np.uint8) for s, n in splits.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+    return path
+
+
+def _mnist_path() -> Path:
+    if os.environ.get("OOC_TEST_MNIST"):
+        return Path(os.environ["OOC_TEST_MNIST"])
+    bundled = Path(__file__).resolve().parent.parent / "data" / "mnist.npz"
+    return (
+        bundled
+        if bundled.exists()
+        else _mnist_like(Path(tempfile.gettempdir()) / "ooc-testing" / "mnist.npz")
+    )
+
+
+MNIST = _mnist_path()
+LIMIT = 300  # samples of each split in the shared stores
+CHUNK = 64  # small chunks, and a count that is not a multiple of them
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    with np.load(MNIST) as d:
+        return {k: d[k][:LIMIT] for k in ("x_train", "y_train", "x_test", "y_test")}
+
+
+def layout_sizes(name: str, chunk: int) -> dict[str, int | None]:
+    """``chunk_size``/``shard_size`` of ``chunk`` samples for the options a layout has (None otherwise)."""
+    options = get_format(name).OPTIONS
+    return {
+        "chunk_size": None if options.default_chunk_size is None else chunk,
+        "shard_size": None if options.default_shard_size is None else chunk,
+    }
+
+
+class _Stores(Mapping):
+    """Small MNIST stores by layout, each converted the first time a test asks for it: ``-k zarr``
+    converts zarr only."""
+
+    def __init__(self, base: Path):
+        self._base, self._made = base, {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self._made:
+            ooc.convert(
+                self._base / name, format=name, source=MNIST, limit=LIMIT, **layout_sizes(name, CHUNK)
+            )
+            self._made[name] = self._base / name
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(FORMATS)
+
+    def __len__(self):
+        return len(FORMATS)
+
+
+@pytest.fixture(scope="session")
+def store_dirs(tmp_path_factory) -> Mapping[str, Path]:
+    return _Stores(tmp_path_factory.mktemp("stores"))
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """Worker processes for the several-readers tests; spawned: a fresh interpreter per worker, as
+    users' worker processes often are (fork after TensorFlow is unsafe)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor
+
+
+def expected_x(x_uint8: np.ndarray) -> np.ndarray:
+    """What every layout must return for these source pixels."""
+    return (x_uint8.astype(np.float32) / np.float32(255))[..., None]
+
 
 # Every sample dtype once, each with another shape (rank 1 to 4) and target kind, and the
 # values that break careless code: extremes, negative zero, NaN and infinities, subnormals.
@@ -130,11 +227,7 @@ class LayoutTests:
             yield s
 
     def sizes(self, chunk: int) -> dict:
-        options = get_format(self.format).OPTIONS
-        return {
-            "chunk_size": None if options.default_chunk_size is None else chunk,
-            "shard_size": None if options.default_shard_size is None else chunk,
-        }
+        return layout_sizes(self.format, chunk)
 
     # -- the layout's facts ------------------------------------------------------------------------
     def test_readable_without_ooc(self, store_dirs, mnist):
@@ -380,8 +473,6 @@ class LayoutTests:
         """A manifest that no longer describes its files is refused in one line when opened (or when its
         targets are read), even with its own checksum recomputed; with the checksum left stale, by the
         checksum, and `ooc verify` reports either."""
-        from ooc.manifest import write_manifest
-
         out = tmp_path / "s"
         ooc.convert(out, format=fmt, source=MNIST, limit=LIMIT, **self.sizes(64))
         manifest = json.loads((out / "ooc.json").read_text())
@@ -414,8 +505,6 @@ class LayoutTests:
         """A write error (disk full) leaves no manifest: open_store refuses the store; what was
         committed is kept, and the same conversion run again finishes it, exactly as one that never failed."""
         import errno
-
-        from ooc.errors import WriteError
 
         layout = get_format(fmt)
         calls = []
