@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from ooc.testing import LayoutTests
+import ooc
+from ooc.errors import CorruptStoreError
+from ooc.testing import LIMIT, MNIST, LayoutTests
 
 
 class TestNpy(LayoutTests):
@@ -42,3 +45,17 @@ def test_read_checks_run_once_a_pass(tmp_path, monkeypatch):
     store._state.chunks.clear()  # as once a pass's other units have evicted the one read whole
     with pytest.raises(CorruptStoreError, match=r"samples 0–299 of split 'train' differ from their checksum"):
         store.read_stored("train", np.arange(50))  # the next pass checks it again
+
+
+def test_damaged_targets_name_the_targets_file(tmp_path):
+    """A flip in train_y.npy names train_y.npy, not the samples' file: what a user inspects or restores."""
+    ooc.convert(tmp_path / "s", format="npy", source=MNIST, limit=LIMIT)
+    labels = tmp_path / "s" / "train_y.npy"
+    data = bytearray(labels.read_bytes())
+    data[-1] ^= 0x01  # the last label, still a class 0–9
+    labels.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError) as caught:
+        ooc.open_store(tmp_path / "s").read("train", [0])
+    assert str(caught.value).startswith(
+        f"{labels}: the targets of split 'train' differ from their checksum (crc32 "
+    ), str(caught.value)

@@ -30,7 +30,7 @@ def test_damaged_label_chunk_is_one_line(tmp_path):
     labels.write_bytes(bytes(data))
     with pytest.raises(
         CorruptStoreError,
-        match=r"^.*/s: cannot read the targets of split 'train' \(RuntimeError: .*\); check the store with "
+        match=r"^.*/s/train/y: cannot read the targets of split 'train' \(RuntimeError: .*\); check the store with "
         r"`ooc verify .*`, re-convert it to repair$",
     ):
         ooc.open_store(tmp_path / "s").read("train", [0])
@@ -63,3 +63,17 @@ def test_zarr_chunks_decoded_directly_match_zarr(tmp_path, mnist, compression, d
     assert np.array_equal(x, expected_x(mnist["x_train"][order])) and np.array_equal(
         y, mnist["y_train"][order]
     )
+
+
+def test_targets_that_differ_from_their_checksum_name_the_targets(tmp_path):
+    """Uncompressed, a flip in train/y/c/0 decodes to other labels: the checksum error names train/y."""
+    ooc.convert(tmp_path / "s", format="zarr", source=MNIST, limit=LIMIT, compression="none")
+    labels = tmp_path / "s" / "train" / "y" / "c" / "0"
+    data = bytearray(labels.read_bytes())
+    data[0] ^= 0x01
+    labels.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError) as caught:
+        ooc.open_store(tmp_path / "s").read("train", [0])
+    assert str(caught.value).startswith(
+        f"{tmp_path / 's' / 'train' / 'y'}: the targets of split 'train' differ from their checksum (crc32 "
+    ), str(caught.value)

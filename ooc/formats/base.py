@@ -187,6 +187,11 @@ class Store(ABC):
     def _file_of(self, split: str, index: int) -> Path:
         """The file that holds sample ``index``: what a read error names (and ``ooc verify`` would flag)."""
 
+    def _targets_file(self, split: str):
+        """Optional: the file that holds ``split``'s targets, what an error about them names (default:
+        the file of its first sample, for layouts that keep targets beside the samples)."""
+        return self._file_of(split, 0) if self.num_samples(split) else self.path
+
     def _samples_with(self, split: str, index: int) -> range:
         """Optional: the samples stored together with ``index`` (its chunk), lost together when it is
         damaged (default: itself)."""

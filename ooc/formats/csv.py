@@ -215,6 +215,9 @@ class Store(_Store):
             return split, target_path(self.path, split, "delimiter" in self.options), False
         return entry["folder"], self.path / entry["targets"], bool(entry.get("header"))
 
+    def _targets_file(self, split):
+        return self._split_files(split)[1]
+
     def _check_manifest(self):
         """The count against the files' names (1-based, zero-padded to the count's width: the last
         exists, the one after it does not) and the sample shape against the first file's lines."""

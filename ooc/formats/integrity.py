@@ -66,7 +66,7 @@ def checked_targets(store: Store, split: str) -> np.ndarray:
         raise  # the layout's own message names the file already
     except store.damage_errors as error:
         raise CorruptStoreError(
-            f"{store.path}: cannot read the targets of split '{split}' ({first_line(error)}); "
+            f"{store._targets_file(split)}: cannot read the targets of split '{split}' ({first_line(error)}); "
             f"check the store with `ooc verify {store.path}`, re-convert it to repair"
         ) from error
     schema = store.schema
@@ -78,10 +78,10 @@ def checked_targets(store: Store, split: str) -> np.ndarray:
         )
     expected = recorded(store, split).get("y")
     if expected is not None and crc(targets) != expected:
-        where = store._file_of(split, 0) if store.num_samples(split) else store.path
         raise CorruptStoreError(
-            f"{where}: the targets of split '{split}' differ from their checksum (crc32 {crc(targets)}, "
-            f"recorded {expected}); check the store with `ooc verify {store.path}`, re-convert it to repair"
+            f"{store._targets_file(split)}: the targets of split '{split}' differ from their checksum (crc32 "
+            f"{crc(targets)}, recorded {expected}); check the store with `ooc verify {store.path}`, re-convert "
+            "it to repair"
         )
     classes = schema.num_classes
     if schema.target_kind == "classes" and classes and targets.size:

@@ -228,6 +228,9 @@ class Store(ChunkedStore):
     def _file_of(self, split, index):
         return array_path(self.path, split, "x")
 
+    def _targets_file(self, split):
+        return array_path(self.path, split, "y")
+
     def _read_rows(self, split, start, stop):
         array = self._map(split, "x")
         rows = np.empty((stop - start, *array.shape[1:]), array.dtype)

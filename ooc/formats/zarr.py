@@ -302,6 +302,9 @@ class Store(ChunkedStore):
             self._decoders[split] = None if is_remote(self.path) else _decoder(array)
         return self._decoders[split]
 
+    def _targets_file(self, split):
+        return self.path.joinpath(split, "y")  # the targets' array (its chunk files below it)
+
     def _file_of(self, split, index):
         # the default v3 chunk key: c/<sample chunk>/0/0… (the other axes are one chunk each)
         return self.path.joinpath(
