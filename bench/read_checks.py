@@ -1,7 +1,8 @@
 """Cost of issue 18's read-path CRC checks: a chunk-shuffled pass over the MNIST train split of an hdf5
 and an npy store (default options), with and without the checks, in interleaved rounds.
 
-    python bench/read_checks.py [rounds]          # prints samples/s per round and the median ratio
+    python bench/read_checks.py [rounds] [formats]  # prints samples/s per round and the median ratio
+                                                  # formats: comma-separated, default hdf5,npy
     python bench/read_checks.py train [rounds]    # the same, for training LeNet (epochs 2-3 of 512)
 """
 
@@ -68,9 +69,9 @@ def main_train(rounds: int = 3) -> None:
             print(f"  with: {seconds[True]}  without: {seconds[False]}")
 
 
-def main(rounds: int = 7) -> None:
+def main(rounds: int = 7, formats: str = "hdf5,npy") -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for fmt in ("hdf5", "npy"):
+        for fmt in formats.split(","):
             path = Path(tmp) / fmt
             ooc.convert(path, format=fmt, source=ROOT / "data" / "mnist.npz")
             one_pass(path, checks=True, seed=0)  # warm the page cache
@@ -92,4 +93,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["train"]:
         main_train(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
     else:
-        main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 7, *sys.argv[2:3])
