@@ -326,21 +326,27 @@ def test_flipped_byte_in_an_uncompressed_store(uncompressed_stores, tmp_path, fm
     or (a byte that no read depends on) in exactly the right batches; never in other pixels or labels."""
     path = _fresh_copy(uncompressed_stores, tmp_path, fmt, fmt)
     files = _UNCOMPRESSED[fmt][1](path)
-    victim = path / files[which % len(files)]
+    _flipped_reads_exactly_or_fail(path, files[which % len(files)], where, flip, uncompressed_stores / fmt)
+
+
+def _flipped_reads_exactly_or_fail(path, name: str, where: float, mask: int, clean) -> None:
+    """XOR ``mask`` into the byte at ``where`` (a fraction) of ``path/name``, then read every sample:
+    ooc's one-line error, or exactly the batches of the ``clean`` store; never other values."""
+    victim = path / name
     data = bytearray(victim.read_bytes())
     at = min(int(where * len(data)), len(data) - 1)
-    data[at] ^= flip
+    data[at] ^= mask
     victim.write_bytes(bytes(data))
     try:
         got = _every_sample(path)
     except OocError as e:
         _one_line(e)
         return
-    want = _every_sample(uncompressed_stores / fmt)
+    want = _every_sample(clean)
     for split in want:
         assert np.array_equal(got[split][0], want[split][0]) and np.array_equal(
             got[split][1], want[split][1]
-        ), f"{victim} byte {at}: wrong {split} batch"
+        ), f"{victim} byte {at} (xor {mask}): wrong {split} batch"
 
 
 # Parquet's codecs carry no checksum pyarrow checks (a flipped bit in a zstd page decodes to other
@@ -369,21 +375,7 @@ def compressed_parquet(tmp_path_factory):
 @example(compression="zstd", where=0.5, bit=1)  # issue 29: read back as other pixels, no error
 def test_flipped_bit_in_a_parquet_store_of_any_codec(compressed_parquet, tmp_path, compression, where, bit):
     path = _fresh_copy(compressed_parquet, tmp_path, compression, compression)
-    victim = path / "train.parquet"
-    data = bytearray(victim.read_bytes())
-    at = min(int(where * len(data)), len(data) - 1)
-    data[at] ^= 1 << bit
-    victim.write_bytes(bytes(data))
-    try:
-        got = _every_sample(path)
-    except OocError as e:
-        _one_line(e)
-        return
-    want = _every_sample(compressed_parquet / compression)
-    for split in want:
-        assert np.array_equal(got[split][0], want[split][0]) and np.array_equal(
-            got[split][1], want[split][1]
-        ), f"{victim} byte {at} bit {bit}: wrong {split} batch"
+    _flipped_reads_exactly_or_fail(path, "train.parquet", where, 1 << bit, compressed_parquet / compression)
 
 
 # Two conversions to one --out, started a random moment apart: one owns the directory at a time, so
